@@ -1,0 +1,3 @@
+"""sinkrec: long-sequence recommendation with an honest full-ranking harness."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,190 @@
+"""The `sinkrec` command: train, evaluate, recommend, prepare, datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import SinkrecError
+
+log = logging.getLogger("sinkrec")
+
+# `sinkrec train` with no --config: the built-in synthetic benchmark, sized for a 2-core CPU.
+# Routines repeat by design, so seen items stay rankable (filter_seen: false).
+DEFAULT_RUN = {
+    "data": {"dataset": "synthetic", "max_len": 100},
+    "model": {"name": "sasrec", "d_model": 64, "n_layers": 2, "dropout": 0.1},
+    "train": {"epochs": 8, "batch_size": 64, "lr": 2e-3, "patience": 3},
+    "eval": {"filter_seen": False},
+    "output_dir": "runs/synthetic",
+}
+
+
+def _table(rows: list[tuple[str, dict[str, float]]], keys: list[str]) -> str:
+    head = f"{'split':<8}" + "".join(f"{k:>10}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for name, metrics in rows:
+        lines.append(f"{name:<8}" + "".join(f"{metrics.get(k, float('nan')):>10.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def _metric_keys(topk: list[int]) -> list[str]:
+    return [f"{m}@{k}" for k in topk for m in ("hr", "ndcg")] + ["mrr"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import build_config, load_yaml, merge, parse_override, resolve_config_path
+    from .data import load_dataset
+    from .train.trainer import Trainer
+
+    raw = load_yaml(resolve_config_path(args.config)) if args.config else json.loads(json.dumps(DEFAULT_RUN))
+    for text in args.set or []:
+        raw = merge(raw, parse_override(text))
+    if args.device:
+        raw = merge(raw, {"train": {"device": args.device}})
+    if args.output:
+        raw = merge(raw, {"output_dir": args.output})
+    cfg = build_config(raw)
+    data = load_dataset(cfg.data)
+    store = data.store
+    log.info("data %s: %d users, %d items, %d events (mean length %.1f)", data.name, store.n_users,
+             store.n_items, len(store.items), len(store.items) / store.n_users)
+    trainer = Trainer(cfg, data)
+    resume = args.resume
+    if resume:
+        trainer.resume(Path(cfg.output_dir) / "last.pt" if resume == "auto" else resume)
+    log.info("model %s: %.2fM parameters, device %s", cfg.model["name"],
+             sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.device)
+    result = trainer.fit()
+    keys = _metric_keys(cfg.eval.topk)
+    rows = [("valid", result.valid), ("test", result.test)]
+    oracle = json.loads((result.output_dir / "metrics.json").read_text()).get("oracle")
+    if oracle:
+        rows.append(("oracle", oracle["test"]))
+    print(_table(rows, keys))
+    print(f"best epoch {result.best_epoch}, {result.train_seconds:.1f}s training; "
+          f"checkpoint {result.output_dir / 'best.pt'}, metrics {result.output_dir / 'metrics.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .eval.evaluate import evaluate
+    from .train import checkpoint
+    from .train.trainer import pick_device
+
+    payload = checkpoint.load(args.checkpoint)
+    model, cfg = checkpoint.model_from_checkpoint(payload)
+    if args.filter_seen is not None:
+        cfg.eval.filter_seen = args.filter_seen == "true"
+    device = pick_device(args.device or "auto")
+    data = load_dataset(cfg.data)
+    if data.store.n_items != payload["n_items"]:
+        raise SinkrecError(f"the dataset now has {data.store.n_items} items but the checkpoint was "
+                           f"trained on {payload['n_items']}; the data changed since training")
+    metrics = evaluate(model.to(device), data.split, args.split, cfg.eval, cfg.data.max_len, device)
+    print(_table([(args.split, metrics)], _metric_keys(cfg.eval.topk)))
+    print(f"{int(metrics['users'])} users, filter_seen={cfg.eval.filter_seen}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"split": args.split, "metrics": metrics}, indent=2))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from .recommend import recommend_from_checkpoint
+
+    history = [token for token in args.history.split(",") if token.strip()]
+    result = recommend_from_checkpoint(args.checkpoint, history, args.k, not args.include_seen,
+                                       timestamps=args.timestamps)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for rank, (item, score) in enumerate(zip(result["items"], result["scores"]), 1):
+            print(f"{rank:>3}  {item}  {score:.4f}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .config import DataConfig
+    from .data import load_dataset
+
+    data = load_dataset(DataConfig(dataset=args.name, min_events=args.min_events))
+    store = data.store
+    print(f"{data.name}: {store.n_users} users, {store.n_items} items, {len(store.items)} events, "
+          f"timestamps: {'yes' if store.timestamps is not None else 'no'}")
+    for note in store.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data.catalog import CATALOG
+
+    for info in CATALOG.values():
+        check = "sha256" if info.sha256 else "md5" if (info.md5 or info.md5_url) else "none published"
+        print(f"{info.name:<18} {info.description}\n{'':<18} {info.url}  (checksum: {check}; reader: "
+              f"{info.format})\n{'':<18} licence: {info.licence}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sinkrec", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (default: SASRec on the built-in synthetic data)")
+    p.add_argument("--config", help="YAML file, or a name in ./configs (e.g. ml-1m)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
+    p.add_argument("--output", help="output folder (overrides output_dir)")
+    p.add_argument("--resume", nargs="?", const="auto",
+                   help="continue from a checkpoint (default: OUTPUT/last.pt)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="full-ranking evaluation of a checkpoint")
+    p.add_argument("checkpoint", help="checkpoint file or run folder (uses best.pt)")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--filter-seen", choices=["true", "false"], help="override eval.filter_seen")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="top-k items for a history (original ids in and out)")
+    p.add_argument("checkpoint", help="checkpoint file or run folder (uses best.pt)")
+    p.add_argument("--history", required=True, help="comma-separated item ids, oldest first")
+    p.add_argument("--timestamps", help="comma-separated unix times, one per history item")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--include-seen", action="store_true", help="allow items already in the history")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("prepare", help="download, verify, convert and cache a catalogue dataset")
+    p.add_argument("name", help="a name from `sinkrec datasets`")
+    p.add_argument("--min-events", type=int, default=3)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("datasets", help="list the catalogue of public datasets")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except SinkrecError as exc:
+        print(f"sinkrec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sinkrec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Turn a split store into padded tensors for training and evaluation.
+
+Sequences are right-padded with item 0; `lengths` gives the number of real positions, so a
+causal model never sees padding before real items and the user state is at `lengths - 1`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .sequences import Split
+
+
+@dataclass
+class Batch:
+    items: torch.Tensor  # [B, T] input item ids, 0 = padding
+    lengths: torch.Tensor  # [B]
+    timestamps: torch.Tensor | None = None  # [B, T] float64 seconds, or None
+    targets: torch.Tensor | None = None  # training: [B, T] next items (0 = no target); eval: [B]
+    seen: torch.Tensor | None = None  # eval: [B, S] full input history, for filter_seen
+    users: torch.Tensor | None = None  # [B] user indices
+
+    def to(self, device: torch.device | str) -> Batch:
+        move = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                for k, v in self.__dict__.items()}
+        return Batch(**move)
+
+
+def _pad(rows: list[np.ndarray], width: int, dtype: np.dtype) -> np.ndarray:
+    out = np.zeros((len(rows), width), dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def trainable_users(split: Split) -> np.ndarray:
+    """Users whose training part has at least one (input, next item) pair."""
+    store = split.store
+    return np.flatnonzero(store.lengths - 2 >= 2)
+
+
+def train_batches(split: Split, users: np.ndarray, max_len: int, batch_size: int,
+                  rng: np.random.Generator | None = None) -> Iterator[Batch]:
+    """Autoregressive training batches over the last `max_len + 1` training events per user."""
+    store = split.store
+    order = users if rng is None else rng.permutation(users)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        inputs, targets, times = [], [], []
+        for user in chunk:
+            begin, end = int(store.offsets[user]), split.train_end(int(user))
+            begin = max(begin, end - max_len - 1)
+            seq = store.items[begin:end]
+            inputs.append(seq[:-1])
+            targets.append(seq[1:])
+            if store.timestamps is not None:
+                times.append(store.timestamps[begin: end - 1])
+        width = max(len(r) for r in inputs)
+        yield Batch(
+            items=torch.from_numpy(_pad(inputs, width, np.int64)),
+            lengths=torch.tensor([len(r) for r in inputs]),
+            timestamps=torch.from_numpy(_pad(times, width, np.float64)) if times else None,
+            targets=torch.from_numpy(_pad(targets, width, np.int64)),
+            users=torch.from_numpy(np.asarray(chunk, dtype=np.int64)),
+        )
+
+
+def eval_batches(split: Split, which: str, max_len: int, batch_size: int,
+                 users: np.ndarray | None = None) -> Iterator[Batch]:
+    """One row per user: the last `max_len` events of the input history and the held-out target."""
+    store = split.store
+    users = np.arange(store.n_users) if users is None else users
+    all_targets = split.targets(which)
+    for start in range(0, len(users), batch_size):
+        chunk = users[start: start + batch_size]
+        inputs, seen, times = [], [], []
+        for user in chunk:
+            begin, end = int(store.offsets[user]), split.prefix_end(which, int(user))
+            seen.append(store.items[begin:end])
+            window = max(begin, end - max_len)
+            inputs.append(store.items[window:end])
+            if store.timestamps is not None:
+                times.append(store.timestamps[window:end])
+        width = max(len(r) for r in inputs)
+        yield Batch(
+            items=torch.from_numpy(_pad(inputs, width, np.int64)),
+            lengths=torch.tensor([len(r) for r in inputs]),
+            timestamps=torch.from_numpy(_pad(times, width, np.float64)) if times else None,
+            targets=torch.from_numpy(all_targets[chunk]),
+            seen=torch.from_numpy(_pad(seen, max(len(r) for r in seen), np.int64)),
+            users=torch.from_numpy(np.asarray(chunk, dtype=np.int64)),
+        )

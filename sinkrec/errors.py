@@ -1,0 +1,25 @@
+"""Errors a user can cause; each names what is wrong and where."""
+
+from __future__ import annotations
+
+
+class SinkrecError(Exception):
+    """Base class for errors caused by user input (files, configs, ids)."""
+
+
+class ConfigError(SinkrecError):
+    """A config key or value is wrong."""
+
+
+class DataFormatError(SinkrecError):
+    """A data file does not match the expected format."""
+
+    def __init__(self, path: object, line: int | None, message: str):
+        where = f"{path}" if line is None else f"{path}, line {line}"
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+
+
+class UnknownItemError(SinkrecError):
+    """An item id that the model's catalogue does not contain."""

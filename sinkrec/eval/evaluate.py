@@ -1,0 +1,35 @@
+"""Score every user's held-out item against the whole catalogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config import EvalConfig
+from ..data.batching import eval_batches
+from ..data.sequences import Split
+from .metrics import add_sums, finalize, metric_sums, target_ranks
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split, which: str, cfg: EvalConfig, max_len: int,
+             device: torch.device | str = "cpu", users: np.ndarray | None = None,
+             autocast: bool = False) -> dict[str, float]:
+    """Full-ranking HR/NDCG@K and MRR for `which` ∈ {valid, test}; filter_seen per `cfg`."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    repeats = 0
+    for batch in eval_batches(split, which, max_len, cfg.batch_size, users):
+        batch = batch.to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            scores = model.score_users(batch)
+        seen = batch.seen if cfg.filter_seen else None
+        ranks = target_ranks(scores, batch.targets, seen)
+        sums = add_sums(sums, metric_sums(ranks, cfg.topk))
+        repeats += int((batch.seen == batch.targets[:, None]).any(1).sum())
+    model.train(was_training)
+    metrics = finalize(sums)
+    metrics["users"] = sums.get("count", 0.0)
+    metrics["repeat_targets"] = float(repeats)
+    return metrics

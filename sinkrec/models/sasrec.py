@@ -1,0 +1,85 @@
+"""SASRec (Kang & McAuley 2018): causal pre-LN Transformer with learned positions.
+
+Item embeddings are tied with the output layer. Trained with full-softmax cross-entropy by
+default, which is what brings SASRec to ~0.18 NDCG@10 on ML-1M (Klenitskiy & Vasilev 2023).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.batching import Batch
+from .base import SequentialRecommender
+from .registry import register
+
+
+@dataclass
+class SASRecConfig:
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    ffn_mult: int = 4
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(2)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, ffn_mult: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_mult * d_model), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn_mult * d_model, d_model))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+@register("sasrec", SASRecConfig)
+class SASRec(SequentialRecommender):
+    def __init__(self, n_items: int, max_len: int, options: SASRecConfig):
+        super().__init__(n_items, options.d_model)
+        self.max_len = max_len
+        self.position_embedding = nn.Embedding(max_len, options.d_model)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        self.drop = nn.Dropout(options.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(options.d_model, options.n_heads, options.dropout, options.ffn_mult)
+            for _ in range(options.n_layers))
+        self.norm = nn.LayerNorm(options.d_model)
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        items = batch.items
+        t = items.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"sequence length {t} exceeds SASRec's max_len {self.max_len}")
+        x = self.item_embedding(items) * self.d_model ** 0.5
+        x = x + self.position_embedding(torch.arange(t, device=items.device))
+        x = self.drop(x * (items > 0).unsqueeze(-1))
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)

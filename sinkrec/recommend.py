@@ -1,0 +1,75 @@
+"""Top-k recommendations for one history, in the user's original item ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.batching import Batch
+from .errors import SinkrecError, UnknownItemError
+from .train import checkpoint
+
+
+class Recommender:
+    """A trained model plus its id mapping; `recommend` takes and returns original ids."""
+
+    def __init__(self, model: torch.nn.Module, item_ids: list, max_len: int):
+        self.model = model.eval()
+        self.item_ids = item_ids
+        self.max_len = max_len
+        self.lookup = {str(v): i for i, v in enumerate(item_ids) if i > 0}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        payload = checkpoint.load(path)
+        model, cfg = checkpoint.model_from_checkpoint(payload)
+        return cls(model, payload["item_ids"], cfg.data.max_len)
+
+    def encode(self, history: list) -> list[int]:
+        out = []
+        for position, token in enumerate(history):
+            key = str(token).strip()
+            if key not in self.lookup:
+                example = self.item_ids[1] if len(self.item_ids) > 1 else "?"
+                raise UnknownItemError(f"history item {position + 1} ('{key}') is not in the model's "
+                                       f"catalogue of {len(self.item_ids) - 1} items (ids look like '{example}')")
+            out.append(self.lookup[key])
+        return out
+
+    @torch.no_grad()
+    def recommend(self, history: list, k: int = 10, exclude_seen: bool = True,
+                  timestamps: list[float] | None = None) -> dict[str, list]:
+        if not history:
+            raise SinkrecError("the history is empty: give at least one item id")
+        if k < 1:
+            raise SinkrecError(f"k must be ≥ 1, got {k}")
+        if timestamps is not None and len(timestamps) != len(history):
+            raise SinkrecError(f"{len(timestamps)} timestamps for {len(history)} history items")
+        indices = self.encode(history)
+        window = indices[-self.max_len:]
+        times = None
+        if timestamps is not None:
+            times = torch.tensor([timestamps[-len(window):]], dtype=torch.float64)
+        batch = Batch(items=torch.tensor([window]), lengths=torch.tensor([len(window)]), timestamps=times)
+        scores = self.model.score_users(batch)[0]
+        scores[0] = float("-inf")
+        if exclude_seen:
+            scores[torch.tensor(indices)] = float("-inf")
+        k = min(k, int(torch.isfinite(scores).sum()))
+        top = torch.topk(scores, k)
+        items = [self.item_ids[i] for i in top.indices.tolist()]
+        return {"items": [i.item() if isinstance(i, np.generic) else i for i in items],
+                "scores": top.values.tolist()}
+
+
+def recommend_from_checkpoint(path: str | Path, history: list, k: int = 10, exclude_seen: bool = True,
+                              timestamps: str | None = None) -> dict[str, list]:
+    times = None
+    if timestamps:
+        try:
+            times = [float(t) for t in timestamps.split(",") if t.strip()]
+        except ValueError:
+            raise SinkrecError(f"--timestamps must be comma-separated numbers, got '{timestamps}'") from None
+    return Recommender.load(path).recommend(history, k, exclude_seen, times)

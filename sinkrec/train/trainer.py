@@ -1,0 +1,243 @@
+"""The training loop: epochs over users, validation every epoch, early stopping, checkpoints.
+
+Model selection uses the validation metric (NDCG@10 by default); the test split is scored once,
+with the best checkpoint, at the end. Resuming from `last.pt` continues exactly: the shuffling
+order depends only on (seed, epoch), and RNG states are restored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import Config
+from ..data import Dataset
+from ..data.batching import train_batches, trainable_users
+from ..eval.evaluate import evaluate
+from ..models import build_model
+from . import checkpoint
+from .losses import full_softmax_ce, sampled_softmax_ce
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def lr_lambda(cfg_schedule: str, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if cfg_schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    if cfg_schedule not in ("constant", "cosine"):
+        raise ValueError(f"train.schedule must be 'constant' or 'cosine', got '{cfg_schedule}'")
+    return factor
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    output_dir: Path = Path(".")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, data: Dataset):
+        self.cfg = cfg
+        self.data = data
+        self.device = pick_device(cfg.train.device)
+        self.out = Path(cfg.output_dir)
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(cfg.model, data.store.n_items, cfg.data.max_len).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
+                                           weight_decay=cfg.train.weight_decay)
+        self.users = trainable_users(data.split)
+        self.steps_per_epoch = max(1, math.ceil(len(self.users) / cfg.train.batch_size))
+        total = self.steps_per_epoch * cfg.train.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg.train.schedule, cfg.train.warmup_steps, total))
+        self.autocast = self.device.type == "cuda" and cfg.train.bf16
+        self.epoch = 0
+        self.best: dict[str, Any] = {"epoch": 0, "metric": -math.inf, "valid": {}}
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self.writer = self._tensorboard() if cfg.train.tensorboard else None
+
+    # ---- state -------------------------------------------------------------------------
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs,
+            "history": self.history, "train_seconds": self.train_seconds, "rng": checkpoint.rng_state(),
+            "n_items": self.data.store.n_items, "item_ids": self.data.store.item_ids.tolist(),
+            "dataset": self.data.name,
+        }
+
+    def resume(self, path: str | Path) -> None:
+        payload = checkpoint.load(path)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.epoch, self.best, self.bad_epochs = payload["epoch"], payload["best"], payload["bad_epochs"]
+        self.history, self.train_seconds = payload["history"], payload["train_seconds"]
+        checkpoint.set_rng_state(payload["rng"])
+        log.info("resumed from %s at epoch %d", path, self.epoch)
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("tensorboard is not installed; train.tensorboard ignored")
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    # ---- steps -------------------------------------------------------------------------
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        tcfg = self.cfg.train
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            hidden = self.model.encode(batch)
+            table = self.model.item_embedding.weight
+            if tcfg.loss == "ce":
+                main = full_softmax_ce(hidden, batch.targets, table)
+            elif tcfg.loss == "sampled":
+                main = sampled_softmax_ce(hidden, batch.targets, table, tcfg.n_negatives, tcfg.negatives)
+            else:
+                raise ValueError(f"train.loss must be 'ce' or 'sampled', got '{tcfg.loss}'")
+            parts = {"loss": main}
+            parts.update(self.model.extra_losses())
+        total = sum(parts.values())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        rng = np.random.default_rng([self.cfg.train.seed, self.epoch])
+        sums: dict[str, float] = {}
+        steps = 0
+        batches = train_batches(self.data.split, self.users, self.cfg.data.max_len,
+                                self.cfg.train.batch_size, rng)
+        bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}",
+                   disable=not self.cfg.train.progress, leave=False)
+        for batch in bar:
+            batch = batch.to(self.device)
+            loss, parts = self.loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            steps += 1
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{parts['loss']:.4f}")
+        return {k: v / max(1, steps) for k, v in sums.items()}
+
+    def evaluate(self, which: str) -> dict[str, float]:
+        return evaluate(self.model, self.data.split, which, self.cfg.eval, self.cfg.data.max_len,
+                        self.device, autocast=self.autocast)
+
+    # ---- loop --------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        tcfg, metric = self.cfg.train, self.cfg.eval.valid_metric
+        self.out.mkdir(parents=True, exist_ok=True)
+        stopped = self.bad_epochs >= tcfg.patience > 0
+        while self.epoch < tcfg.epochs and not stopped:
+            started = time.perf_counter()
+            train_stats = self.train_epoch()
+            self.train_seconds += time.perf_counter() - started
+            valid = self.evaluate("valid")
+            if metric not in valid:
+                raise ValueError(f"eval.valid_metric '{metric}' is not computed; have {sorted(valid)}")
+            self.epoch += 1
+            improved = valid[metric] > self.best["metric"]
+            if improved:
+                self.best = {"epoch": self.epoch, "metric": valid[metric], "valid": valid}
+                self.bad_epochs = 0
+            else:
+                self.bad_epochs += 1
+            record = {"epoch": self.epoch, **train_stats, **{f"valid_{k}": v for k, v in valid.items()},
+                      "seconds": round(time.perf_counter() - started, 2)}
+            record.update(self.model_stats())
+            self.history.append(record)
+            self._log_epoch(record, improved)
+            payload = self._payload()
+            checkpoint.save(self.out / "last.pt", payload)
+            if improved:
+                checkpoint.save(self.out / "best.pt", payload)
+            self._write_metrics(None)
+            stopped = self.bad_epochs >= tcfg.patience > 0
+            if stopped:
+                log.info("early stop: no %s improvement for %d epochs", metric, self.bad_epochs)
+        if self.epoch == 0 or not (self.out / "best.pt").exists():
+            raise RuntimeError("no epoch was trained (train.epochs must be ≥ 1)")
+        best = checkpoint.load(self.out / "best.pt")
+        self.model.load_state_dict(best["model"])
+        test = self.evaluate("test")
+        self._write_metrics(test)
+        if self.writer is not None:
+            self.writer.close()
+        return TrainResult(best_epoch=self.best["epoch"], valid=self.best["valid"], test=test,
+                           history=self.history, train_seconds=self.train_seconds, output_dir=self.out)
+
+    def model_stats(self) -> dict[str, float]:
+        """Per-epoch diagnostics a model wants logged (e.g. codebook usage)."""
+        stats = getattr(self.model, "epoch_stats", None)
+        return stats() if callable(stats) else {}
+
+    def _log_epoch(self, record: dict[str, Any], improved: bool) -> None:
+        metric = self.cfg.eval.valid_metric
+        log.info("epoch %3d  loss %.4f  valid %s %.4f  hr@10 %.4f  %.1fs%s", record["epoch"], record["loss"],
+                 metric, record[f"valid_{metric}"], record.get("valid_hr@10", math.nan), record["seconds"],
+                 "  *" if improved else "")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["epoch"])
+
+    def _write_metrics(self, test: dict[str, float] | None) -> None:
+        result = {"dataset": self.data.name, "model": self.cfg.model["name"], "seed": self.cfg.train.seed,
+                  "best_epoch": self.best["epoch"], "valid": self.best["valid"], "test": test,
+                  "epochs": self.epoch, "train_seconds": round(self.train_seconds, 2),
+                  "filter_seen": self.cfg.eval.filter_seen, "history": self.history}
+        if self.data.oracle is not None:
+            result["oracle"] = oracle_metrics(self.data, self.cfg)
+        (self.out / "metrics.json").write_text(json.dumps(result, indent=2))
+
+
+def oracle_metrics(data: Dataset, cfg: Config) -> dict[str, dict[str, float]]:
+    """Metrics of the generator's true next-item distribution (synthetic data only)."""
+    from ..data.batching import eval_batches
+    from ..eval.metrics import add_sums, finalize, metric_sums, target_ranks
+
+    out = {}
+    for which in ("valid", "test"):
+        sums: dict[str, float] = {}
+        for batch in eval_batches(data.split, which, cfg.data.max_len, cfg.eval.batch_size):
+            scores = torch.from_numpy(data.oracle[which][batch.users.numpy()])
+            seen = batch.seen if cfg.eval.filter_seen else None
+            sums = add_sums(sums, metric_sums(target_ranks(scores, batch.targets, seen), cfg.eval.topk))
+        out[which] = finalize(sums)
+    return out
