@@ -1,0 +1,120 @@
+"""Quality study: train each (dataset, model, variant, seed) with `sinkrec train`, collect test metrics.
+
+Runs are independent `sinkrec train` processes, several at a time (`--parallel`), so one GPU can
+hold many small models at once. Writes `benchmarks/results/<name>.json` (DESIGN.md format) and a
+markdown table of mean ± std over seeds.
+
+    python benchmarks/quality.py --study sasrec-ml1m --parallel 4 --set data.path=.data/ml-1m.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# study name → list of (dataset label, config, model/variant label, overrides, seeds)
+STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
+    "sasrec-ml1m": [
+        ("ml-1m", "ml-1m", "sasrec", [], [0, 1, 2]),
+    ],
+    "sasrec-ml1m-sweep": [
+        ("ml-1m", "ml-1m", "sasrec", [], [0, 1, 2]),
+        ("ml-1m", "ml-1m", "sasrec:d128", ["model.d_model=128"], [0]),
+        ("ml-1m", "ml-1m", "sasrec:drop0.1", ["model.dropout=0.1"], [0]),
+        ("ml-1m", "ml-1m", "sasrec:d128-3l", ["model.d_model=128", "model.n_layers=3"], [0]),
+    ],
+    "smoke": [
+        ("synthetic", "synthetic", "sasrec", ["train.epochs=1"], [0, 1]),
+    ],
+}
+
+
+def run_one(job: dict, common: list[str], device: str, out_root: Path) -> dict:
+    folder = out_root / f"{job['dataset']}-{job['variant'].replace(':', '-')}-s{job['seed']}"
+    cmd = [sys.executable, "-m", "sinkrec.cli", "train", "--config", str(ROOT / "configs" / f"{job['config']}.yaml"),
+           "--output", str(folder), "--device", device, "--set", f"train.seed={job['seed']}",
+           "--set", "train.progress=false"]
+    for text in job["overrides"] + common:
+        cmd += ["--set", text]
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    (out_root / f"{folder.name}.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        print(f"FAILED {folder.name}: {proc.stderr[-800:]}", flush=True)
+        return {**job, "error": proc.stderr[-2000:]}
+    result = json.loads((folder / "metrics.json").read_text())
+    model, _, variant = job["variant"].partition(":")
+    record = {"dataset": job["dataset"], "model": model, "variant": variant or "default", "seed": job["seed"],
+              "split": "test", "metrics": {k: round(v, 5) for k, v in result["test"].items()},
+              "valid_metrics": {k: round(v, 5) for k, v in result["valid"].items()},
+              "epochs": result["epochs"], "best_epoch": result["best_epoch"],
+              "train_seconds": result["train_seconds"], "wall_seconds": round(time.time() - started, 1),
+              "command": shlex.join(cmd[1:])}
+    if "oracle" in result:
+        record["oracle"] = result["oracle"]["test"]
+    print(f"done {folder.name}: test ndcg@10 {record['metrics']['ndcg@10']:.4f} hr@10 "
+          f"{record['metrics']['hr@10']:.4f} ({record['wall_seconds']}s)", flush=True)
+    return record
+
+
+def summarize(records: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if "error" not in r:
+            groups.setdefault((r["dataset"], r["model"], r["variant"]), []).append(r)
+    lines = ["| dataset | model | variant | seeds | NDCG@10 | HR@10 | MRR | epochs |", "|---|---|---|---|---|---|---|---|"]
+
+    def cell(values: list[float]) -> str:
+        if len(values) == 1:
+            return f"{values[0]:.4f}"
+        return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+    for (dataset, model, variant), rs in groups.items():
+        lines.append(f"| {dataset} | {model} | {variant} | {len(rs)} | "
+                     f"{cell([r['metrics']['ndcg@10'] for r in rs])} | {cell([r['metrics']['hr@10'] for r in rs])} | "
+                     f"{cell([r['metrics']['mrr'] for r in rs])} | {cell([float(r['best_epoch']) for r in rs])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", choices=sorted(STUDIES), required=True)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", action="append", default=[], help="override applied to every run")
+    parser.add_argument("--runs-dir", default="runs/quality")
+    parser.add_argument("--results", default=None, help="output JSON (default benchmarks/results/quality-<study>.json)")
+    parser.add_argument("--machine", default=platform.node())
+    args = parser.parse_args()
+
+    jobs = [{"dataset": d, "config": c, "variant": v, "overrides": o, "seed": s}
+            for d, c, v, o, seeds in STUDIES[args.study] for s in seeds]
+    out_root = ROOT / args.runs_dir
+    out_root.mkdir(parents=True, exist_ok=True)
+    print(f"{len(jobs)} runs, {args.parallel} at a time", flush=True)
+    with ThreadPoolExecutor(args.parallel) as pool:
+        records = list(pool.map(lambda j: run_one(j, args.set, args.device, out_root), jobs))
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    payload = {"command": "python " + shlex.join(sys.argv), "machine": args.machine,
+               "date": datetime.date.today().isoformat(), "git": git, "records": records}
+    path = Path(args.results or ROOT / "benchmarks" / "results" / f"quality-{args.study}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    table = summarize(records)
+    path.with_suffix(".md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
