@@ -73,7 +73,8 @@ def summarize(records: list[dict]) -> str:
     for r in records:
         if "error" not in r:
             groups.setdefault((r["dataset"], r["model"], r["variant"]), []).append(r)
-    lines = ["| dataset | model | variant | seeds | NDCG@10 | HR@10 | MRR | epochs |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | model | variant | seeds | NDCG@10 | HR@10 | MRR | epochs |",
+             "|---|---|---|---|---|---|---|---|"]
 
     def cell(values: list[float]) -> str:
         if len(values) == 1:
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", default="runs/quality")
     parser.add_argument("--results", default=None, help="output JSON (default benchmarks/results/quality-<study>.json)")
     parser.add_argument("--machine", default=platform.node())
+    parser.add_argument("--git", default="", help="commit to record where the tree travels without .git")
     args = parser.parse_args()
 
     jobs = [{"dataset": d, "config": c, "variant": v, "overrides": o, "seed": s}
@@ -105,7 +107,8 @@ def main() -> None:
     print(f"{len(jobs)} runs, {args.parallel} at a time", flush=True)
     with ThreadPoolExecutor(args.parallel) as pool:
         records = list(pool.map(lambda j: run_one(j, args.set, args.device, out_root), jobs))
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    git = args.git or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                     text=True).stdout.strip()
     payload = {"command": "python " + shlex.join(sys.argv), "machine": args.machine,
                "date": datetime.date.today().isoformat(), "git": git, "records": records}
     path = Path(args.results or ROOT / "benchmarks" / "results" / f"quality-{args.study}.json")

@@ -101,7 +101,9 @@ ALIASES = {
 
 
 def _suggest(key: str, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
+    options = list(options)
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    close = close or sorted((o for o in options if o in key or key in o), key=len, reverse=True)[:1]
     return f"; did you mean '{close[0]}'?" if close else ""
 
 

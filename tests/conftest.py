@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own store cache, so no test reads another's cached files."""
+    monkeypatch.setenv("SINKREC_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+
+
+def shared_file(relative: str) -> Path:
+    path = SHARED / relative
+    if not path.is_file():
+        pytest.skip(f"research dataset {path} is not available on this machine")
+    return path
+
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
