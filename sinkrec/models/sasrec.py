@@ -36,11 +36,20 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal attention; with `last` [B], only the query at position last[b] is computed."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(2)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        dropout = self.dropout if self.training else 0.0
+        if last is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            rows = torch.arange(b, device=x.device)
+            q = q[rows, :, last].unsqueeze(2)  # [B, H, 1, dh]
+            mask = torch.arange(t, device=x.device)[None, :] <= last[:, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=dropout)
+            t = 1
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -54,8 +63,10 @@ class TransformerBlock(nn.Module):
                                  nn.Linear(ffn_mult * d_model, d_model))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+        """With `last` [B], returns only the outputs at positions last[b]: [B, 1, d]."""
+        residual = x if last is None else x[torch.arange(x.shape[0], device=x.device), last].unsqueeze(1)
+        x = residual + self.drop(self.attn(self.norm1(x), last))
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
@@ -73,13 +84,23 @@ class SASRec(SequentialRecommender):
         self.norm = nn.LayerNorm(options.d_model)
 
     def encode(self, batch: Batch) -> torch.Tensor:
-        items = batch.items
+        x = self._embed(batch.items)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def last_hidden(self, batch: Batch) -> torch.Tensor:
+        """Only the final position is needed for scoring: the last block runs one query per user."""
+        x = self._embed(batch.items)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        x = self.blocks[-1](x, batch.lengths - 1)
+        return self.norm(x[:, 0])
+
+    def _embed(self, items: torch.Tensor) -> torch.Tensor:
         t = items.shape[1]
         if t > self.max_len:
             raise ValueError(f"sequence length {t} exceeds SASRec's max_len {self.max_len}")
         x = self.item_embedding(items) * self.d_model ** 0.5
         x = x + self.position_embedding(torch.arange(t, device=items.device))
-        x = self.drop(x * (items > 0).unsqueeze(-1))
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return self.drop(x * (items > 0).unsqueeze(-1))
