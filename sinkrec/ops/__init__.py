@@ -1,0 +1,1 @@
+"""Sequence-mixing primitives. Each op has a plain reference beside its fast paths."""
