@@ -34,6 +34,12 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
         ("ml-1m", "ml-1m", "sasrec:drop0.1", ["model.dropout=0.1"], [0]),
         ("ml-1m", "ml-1m", "sasrec:d128-3l", ["model.d_model=128", "model.n_layers=3"], [0]),
     ],
+    "gdn-ml1m": [
+        ("ml-1m", "ml-1m-gdn", "gdn", [], [0, 1, 2]),
+        ("ml-1m", "ml-1m-gdn", "gdn:d128", ["model.d_model=128"], [0]),
+        ("ml-1m", "ml-1m-gdn", "gdn:d128-3l", ["model.d_model=128", "model.n_layers=3"], [0]),
+        ("ml-1m", "ml-1m-gdn", "gdn:drop0.1", ["model.dropout=0.1"], [0]),
+    ],
     "smoke": [
         ("synthetic", "synthetic", "sasrec", ["train.epochs=1"], [0, 1]),
     ],

@@ -53,15 +53,62 @@ class Recommender:
         if timestamps is not None:
             times = torch.tensor([timestamps[-len(window):]], dtype=torch.float64)
         batch = Batch(items=torch.tensor([window]), lengths=torch.tensor([len(window)]), timestamps=times)
-        scores = self.model.score_users(batch)[0]
+        return self.top_k(self.model.score_users(batch)[0], indices if exclude_seen else [], k)
+
+    def top_k(self, scores: torch.Tensor, exclude: list[int], k: int) -> dict[str, list]:
+        scores = scores.clone()
         scores[0] = float("-inf")
-        if exclude_seen:
-            scores[torch.tensor(indices)] = float("-inf")
+        if exclude:
+            scores[torch.tensor(exclude)] = float("-inf")
         k = min(k, int(torch.isfinite(scores).sum()))
         top = torch.topk(scores, k)
         items = [self.item_ids[i] for i in top.indices.tolist()]
         return {"items": [i.item() if isinstance(i, np.generic) else i for i in items],
                 "scores": top.values.tolist()}
+
+    def session(self) -> Session:
+        return Session(self)
+
+
+class Session:
+    """A growing history: each `add` feeds only the new events (recurrent models keep their state).
+
+    Models without a streaming path recompute the last `max_len` events on each `add`. A streaming
+    session sees the whole history, not only the last `max_len` events.
+    """
+
+    def __init__(self, recommender: Recommender):
+        self.rec = recommender
+        model = recommender.model
+        self.cache = model.new_cache() if model.supports_streaming else None
+        self.indices: list[int] = []
+        self.times: list[float] = []
+        self.scores: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def add(self, items: list, timestamps: list[float] | None = None) -> None:
+        if not items:
+            raise SinkrecError("add() needs at least one item id")
+        if timestamps is not None and len(timestamps) != len(items):
+            raise SinkrecError(f"{len(timestamps)} timestamps for {len(items)} items")
+        new = self.rec.encode(items)
+        self.indices += new
+        self.times += list(timestamps or [])
+        model = self.rec.model
+        if self.cache is not None:
+            times = torch.tensor([timestamps], dtype=torch.float64) if timestamps is not None else None
+            hidden = model.encode_step(torch.tensor([new]), self.cache, times)
+            self.scores = model.item_scores(hidden[:, -1]).float()[0]
+        else:
+            window = self.indices[-self.rec.max_len:]
+            times = torch.tensor([self.times[-len(window):]], dtype=torch.float64) if self.times else None
+            batch = Batch(items=torch.tensor([window]), lengths=torch.tensor([len(window)]), timestamps=times)
+            self.scores = model.score_users(batch)[0]
+
+    def recommend(self, k: int = 10, exclude_seen: bool = True) -> dict[str, list]:
+        if self.scores is None:
+            raise SinkrecError("the history is empty: add() items first")
+        return self.rec.top_k(self.scores, self.indices if exclude_seen else [], k)
 
 
 def recommend_from_checkpoint(path: str | Path, history: list, k: int = 10, exclude_seen: bool = True,

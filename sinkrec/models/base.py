@@ -42,3 +42,14 @@ class SequentialRecommender(nn.Module):
 
     def extra_losses(self) -> dict[str, torch.Tensor]:
         return {}
+
+    # ---- streaming (recurrent models): extend a history without recomputing its prefix -----
+    supports_streaming = False
+
+    def new_cache(self) -> object:
+        raise NotImplementedError(f"{type(self).__name__} has no streaming path")
+
+    def encode_step(self, items: torch.Tensor, cache: object, timestamps: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Hidden states [B, T_new, d] for new events, continuing from (and updating) `cache`."""
+        raise NotImplementedError(f"{type(self).__name__} has no streaming path")

@@ -64,8 +64,8 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tenso
         raise ValueError(f"shape mismatch: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, "
                          f"g {tuple(g.shape)}, beta {tuple(beta.shape)}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if impl == "auto":
-        impl = "triton" if _triton_available(q) else "chunked"
+    if impl == "auto":  # one token (streaming): the plain step is cheapest
+        impl = "reference" if q.shape[1] == 1 else "triton" if _triton_available(q) else "chunked"
     if cu_seqlens is not None:
         if q.shape[0] != 1:
             raise ValueError("cu_seqlens needs a packed batch with B = 1")

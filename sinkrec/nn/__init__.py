@@ -1,0 +1,1 @@
+"""Layers built on `sinkrec.ops`; nothing here knows about datasets or training."""
