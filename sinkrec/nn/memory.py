@@ -1,0 +1,92 @@
+"""Conditional memory (spec/sinkrec.md §3.2): local pattern → RVQ codes → learnable memory tables.
+
+Similar local patterns share codes, so the tables store collaborative patterns across users.
+The memory also provides keys/values per position (for attention and TDGD) and per prototype
+(the probe keys of the state-sink diagnostics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .basic import RMSNorm
+from .rvq import ResidualVQ
+
+
+@dataclass
+class MemoryReadout:
+    memory: torch.Tensor  # m_t [B, T, d]
+    codes: torch.Tensor  # [B, T, L] (0 at padding)
+    loss: torch.Tensor  # VQ loss (scalar)
+
+
+class ConditionalMemory(nn.Module):
+    def __init__(self, d_model: int, pattern_len: int = 3, levels: int = 3, codes: int = 256, code_dim: int = 32,
+                 mode: str = "ema", commitment: float = 0.25, kmeans_init: bool = True,
+                 quantized_to_memory: bool = True, decay: float = 0.99, dead_threshold: float = 0.05):
+        super().__init__()
+        self.pattern_len = pattern_len
+        self.pattern = nn.Linear(pattern_len * d_model, code_dim)
+        self.rvq = ResidualVQ(code_dim, levels, codes, mode, decay, commitment, dead_threshold, kmeans_init)
+        self.tables = nn.Parameter(torch.randn(levels, codes, d_model) * 0.02)
+        # straight-through path: lets the task loss reach the pattern encoder (else it only learns
+        # to be easy to quantize)
+        self.from_quantized = nn.Linear(code_dim, d_model, bias=False) if quantized_to_memory else None
+
+    def local_pattern(self, emb: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
+        """p_t = W_p [e_{t−n+1}; …; e_t], causal and zero-padded (or continued from `past` [B, n−1, d])."""
+        n = self.pattern_len
+        if past is None:
+            past = emb.new_zeros(emb.shape[0], n - 1, emb.shape[2])
+        full = torch.cat([past.to(emb.dtype), emb], 1)
+        t = emb.shape[1]
+        window = torch.cat([full[:, i: i + t] for i in range(n)], dim=-1)  # oldest … newest
+        return self.pattern(window)
+
+    def forward(self, emb: torch.Tensor, mask: torch.Tensor, past: torch.Tensor | None = None) -> MemoryReadout:
+        p = self.local_pattern(emb, past)
+        b, t, _ = p.shape
+        out = self.rvq(p[mask])
+        codes = torch.zeros(b, t, self.rvq.levels, dtype=torch.long, device=p.device)
+        codes[mask] = out.codes
+        memory = self.lookup(codes)
+        if self.from_quantized is not None:
+            q = torch.zeros(b, t, p.shape[-1], dtype=out.quantized.dtype, device=p.device)
+            q[mask] = out.quantized
+            memory = memory + self.from_quantized(q.to(memory.dtype))
+        memory = memory * mask[..., None].to(memory.dtype)
+        return MemoryReadout(memory=memory, codes=codes, loss=out.loss)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """m = Σ_l M^l[c^l]."""
+        return sum(self.tables[level][codes[..., level]] for level in range(self.tables.shape[0]))
+
+    def prototypes(self, levels: int = 1) -> torch.Tensor:
+        """Memory vectors of the codes of the first `levels` levels: [levels·K, d]."""
+        return self.tables[:levels].reshape(-1, self.tables.shape[-1])
+
+
+class MemoryReinjection(nn.Module):
+    """Engram-style context gate: a = σ(⟨RMSNorm(h), RMSNorm(W_k m)⟩/√d), h ← h + a·W_v m."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.key = nn.Linear(d_model, d_model, bias=False)
+        self.value = nn.Linear(d_model, d_model, bias=False)
+        self.h_norm = RMSNorm(d_model)
+        self.k_norm = RMSNorm(d_model)
+
+    def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid((self.h_norm(h) * self.k_norm(self.key(memory))).sum(-1, keepdim=True)
+                             / h.shape[-1] ** 0.5)
+        return gate * self.value(memory)
+
+
+def memory_head_keys(proj: nn.Linear, memory: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """L2-normalised memory keys per head: [..., d] → [..., H, Dk]."""
+    keys = proj(memory)
+    return F.normalize(keys.view(*keys.shape[:-1], n_heads, -1), dim=-1)

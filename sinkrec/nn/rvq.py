@@ -1,0 +1,156 @@
+"""Residual vector quantization with a straight-through estimator (spec/sinkrec.md §3.2).
+
+Level l quantizes the residual left by levels < l: c^l = argmin_k ||r^{l−1} − C^l_k||, r^l = r^{l−1} − C^l_c.
+Codebooks learn by EMA with dead-code restart (default) or by gradient with codebook + commitment
+losses. The first training batch initialises each level by k-means on its residuals. Code usage
+is counted so per-level perplexity (collapse shows as a small value) can be logged every epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .basic import at_least_fp32
+
+
+@dataclass
+class RVQOutput:
+    quantized: torch.Tensor  # [N, d]: straight-through (forward value Σ_l C^l_c, gradient to the input)
+    codes: torch.Tensor  # [N, L] long
+    loss: torch.Tensor  # commitment (+ codebook in gradient mode)
+
+
+def _nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    distances = (x.pow(2).sum(-1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(-1)[None])
+    return distances.argmin(-1)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Plain Lloyd's k-means; empty clusters are re-seeded from random points."""
+    n = x.shape[0]
+    idx = torch.randint(0, n, (k,), generator=generator, device="cpu").to(x.device)
+    centers = x[idx].clone()
+    for _ in range(iters):
+        assign = _nearest(x, centers)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centers).index_add_(0, assign, x)
+        empty = counts == 0
+        centers = torch.where(empty[:, None], centers, sums / counts.clamp_min(1)[:, None])
+        if empty.any():
+            refill = torch.randint(0, n, (int(empty.sum()),), generator=generator, device="cpu").to(x.device)
+            centers[empty] = x[refill]
+    return centers
+
+
+class ResidualVQ(nn.Module):
+    def __init__(self, dim: int, levels: int = 3, codes: int = 256, mode: str = "ema", decay: float = 0.99,
+                 commitment: float = 0.25, dead_threshold: float = 0.05, kmeans_init: bool = True,
+                 kmeans_iters: int = 10):
+        super().__init__()
+        if mode not in ("ema", "grad"):
+            raise ValueError(f"rvq mode must be 'ema' or 'grad', got '{mode}'")
+        self.levels, self.codes, self.dim, self.mode = levels, codes, dim, mode
+        self.decay, self.commitment, self.dead_threshold = decay, commitment, dead_threshold
+        self.kmeans_iters = kmeans_iters
+        init = torch.randn(levels, codes, dim) * dim ** -0.5
+        if mode == "grad":
+            self.codebooks = nn.Parameter(init)
+        else:
+            self.register_buffer("codebooks", init)
+            self.register_buffer("ema_size", torch.ones(levels, codes))
+            self.register_buffer("ema_sum", init.clone())
+        self.register_buffer("initialised", torch.tensor(not kmeans_init))
+        self.register_buffer("usage", torch.zeros(levels, codes))  # counts since the last `usage_stats()`
+        self.restarts = [0] * levels
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, d] → codes [N, L] (no side effects)."""
+        residual, codes = x, []
+        for level in range(self.levels):
+            c = _nearest(residual, self.codebooks[level].to(residual.dtype))
+            codes.append(c)
+            residual = residual - self.codebooks[level].to(residual.dtype)[c]
+        return torch.stack(codes, -1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [..., L] → Σ_l C^l[c^l]."""
+        return sum(self.codebooks[level][codes[..., level]] for level in range(self.levels))
+
+    def forward(self, x: torch.Tensor) -> RVQOutput:
+        """x [N, d] (real positions only). Updates codebooks (EMA mode) when training."""
+        x32 = at_least_fp32(x)
+        if self.training and not bool(self.initialised):
+            self._kmeans_init(x32.detach().float())
+        residual = x32
+        codes, quantized = [], torch.zeros_like(x32)
+        codebook_loss = x32.new_zeros(())
+        for level in range(self.levels):
+            book = self.codebooks[level].to(x32.dtype)
+            c = _nearest(residual.detach(), book.detach())
+            chosen = book[c]
+            if self.mode == "grad":
+                codebook_loss = codebook_loss + F.mse_loss(chosen, residual.detach())
+            elif self.training:
+                self._ema_update(level, residual.detach(), c)
+            if self.training:
+                self.usage[level] += torch.bincount(c, minlength=self.codes).float()
+            codes.append(c)
+            quantized = quantized + chosen
+            residual = residual - chosen.detach()
+        commit = F.mse_loss(x32, quantized.detach())
+        straight = x32 + (quantized - x32).detach() if self.mode == "ema" else \
+            x32 + (quantized - x32).detach() + (quantized - quantized.detach())
+        loss = self.commitment * commit + codebook_loss
+        return RVQOutput(quantized=straight.to(x.dtype), codes=torch.stack(codes, -1), loss=loss)
+
+    @torch.no_grad()
+    def _kmeans_init(self, x: torch.Tensor) -> None:
+        residual = x
+        for level in range(self.levels):
+            centers = kmeans(residual, self.codes, self.kmeans_iters)
+            self.codebooks.data[level] = centers.to(self.codebooks.dtype)
+            if self.mode == "ema":
+                self.ema_sum[level] = centers
+                self.ema_size[level] = 1.0
+            residual = residual - centers[_nearest(residual, centers)]
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, level: int, residual: torch.Tensor, codes: torch.Tensor) -> None:
+        counts = torch.bincount(codes, minlength=self.codes).float()
+        residual = residual.to(self.ema_sum.dtype)
+        sums = torch.zeros_like(self.ema_sum[level]).index_add_(0, codes, residual)
+        self.ema_size[level].mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum[level].mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        n = self.ema_size[level].sum()
+        smoothed = (self.ema_size[level] + 1e-5) / (n + self.codes * 1e-5) * n  # Laplace smoothing
+        self.codebooks[level] = self.ema_sum[level] / smoothed[:, None]
+        # dead-code restart: codes whose EMA count per batch fell below the threshold take random residuals
+        dead = self.ema_size[level] < self.dead_threshold
+        if dead.any() and residual.shape[0] > 0:
+            pick = torch.randint(0, residual.shape[0], (int(dead.sum()),), device=residual.device)
+            self.codebooks[level][dead] = residual[pick]
+            self.ema_sum[level][dead] = residual[pick]
+            self.ema_size[level][dead] = 1.0
+            self.restarts[level] += int(dead.sum())
+
+    def usage_stats(self, reset: bool = True) -> dict[str, float]:
+        """Per-level perplexity of code usage and fraction of codes used since the last call."""
+        stats = {}
+        for level in range(self.levels):
+            counts = self.usage[level]
+            total = counts.sum()
+            if total > 0:
+                p = counts / total
+                entropy = -(p[p > 0] * p[p > 0].log()).sum()
+                stats[f"rvq{level}_perplexity"] = round(float(entropy.exp()), 2)
+                stats[f"rvq{level}_used"] = round(float((counts > 0).float().mean()), 4)
+            stats[f"rvq{level}_restarts"] = self.restarts[level]
+        if reset:
+            self.usage.zero_()
+            self.restarts = [0] * self.levels
+        return stats

@@ -1,0 +1,75 @@
+"""TDGD: Temporal-aware State-relation Differential Gated DeltaNet (spec/sinkrec.md §3.4).
+
+Changes only the per-step inputs of the gated delta rule, never using the recurrent state, so the
+chunked kernels stay exact:
+1. decay  log α = −exp(A_log)·softplus(W_a h + w_δ δ + b_dt)           (temporal term w_δ δ)
+2. memory coverage  c = σ(κ·cos(k, k̂^m) + b_c)                        (b_c < 0: starts small)
+3. write suppression  β' = β(1 − c);  decay suppression  log α' = (1 − c) log α
+4. differential readout  q' = q − λ k̂^m,  λ = λ_max σ(w_λᵀ h)   ⇒  o = S (q − λ k̂^m)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .gated_deltanet import DeltaCache, DeltaInputs, GatedDeltaNet
+from .memory import memory_head_keys
+
+
+@dataclass
+class TDGDOptions:
+    temporal: bool = True
+    write_suppression: bool = True
+    decay_suppression: bool = True
+    diff_readout: bool = True
+    lambda_max: float = 0.5
+    coverage_scale: float = 5.0  # κ initial value (learned)
+    coverage_bias: float = -3.0  # b_c initial value (learned)
+
+
+class TDGD(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, head_dim: int | None, conv_size: int, impl: str,
+                 options: TDGDOptions, use_memory: bool):
+        super().__init__()
+        self.gdn = GatedDeltaNet(d_model, n_heads, head_dim, conv_size, impl)
+        self.options = options
+        h, dk = n_heads, self.gdn.head_dim
+        self.time_weight = nn.Parameter(torch.zeros(h)) if options.temporal else None
+        needs_memory = use_memory and (options.write_suppression or options.diff_readout)
+        self.memory_key = nn.Linear(d_model, h * dk, bias=False) if needs_memory else None
+        if needs_memory and options.write_suppression:
+            self.kappa = nn.Parameter(torch.full((h,), options.coverage_scale))
+            self.coverage_bias = nn.Parameter(torch.full((h,), options.coverage_bias))
+        if needs_memory and options.diff_readout:
+            self.readout_gate = nn.Linear(d_model, h, bias=False)
+        self.last_coverage: torch.Tensor | None = None  # for diagnostics
+
+    def forward(self, x: torch.Tensor, delta: torch.Tensor, memory: torch.Tensor | None,
+                mask: torch.Tensor | None = None, cache: DeltaCache | None = None) -> torch.Tensor:
+        opts = self.options
+
+        def modify(inputs: DeltaInputs, x: torch.Tensor) -> DeltaInputs:
+            changes = {}
+            g = inputs.g
+            if self.time_weight is not None:
+                pre = self.gdn.a_proj(x).to(g.dtype) + self.time_weight.to(g.dtype) * delta[..., None].to(g.dtype)
+                g = self.gdn.decay(pre)
+            if self.memory_key is not None:
+                km = memory_head_keys(self.memory_key, memory, self.gdn.n_heads)  # [B, T, H, Dk]
+                if opts.write_suppression:
+                    cos = (inputs.k * km).sum(-1).to(g.dtype)
+                    coverage = torch.sigmoid(self.kappa * cos + self.coverage_bias)
+                    self.last_coverage = coverage.detach()
+                    changes["beta"] = inputs.beta * (1 - coverage)
+                    if opts.decay_suppression:
+                        g = g * (1 - coverage)
+                if opts.diff_readout:
+                    lam = opts.lambda_max * torch.sigmoid(self.readout_gate(x))
+                    changes["q"] = inputs.q - lam[..., None].to(inputs.q.dtype) * km.to(inputs.q.dtype)
+            changes["g"] = g
+            return inputs.replace(**changes)
+
+        return self.gdn(x, mask, cache, modify)

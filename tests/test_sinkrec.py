@@ -1,0 +1,129 @@
+import pytest
+import torch
+
+from sinkrec.data.batching import Batch
+from sinkrec.models import build_model
+from sinkrec.nn.rvq import ResidualVQ
+
+SMALL = {"name": "sinkrec", "d_model": 16, "rvq_codes": 8, "window": 4, "code_dim": 8}
+ABLATIONS = {
+    "use_memory": False, "reinject": False, "attn_memory_kv": False, "use_attention": False,
+    "write_suppression": False, "decay_suppression": False, "diff_readout": False, "temporal": False,
+    "loops": 1, "prototype_levels": 0,
+}
+
+
+def batch(b=3, t=13, seed=0, pad_last=True):
+    gen = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, 41, (b, t), generator=gen)
+    lengths = torch.full((b,), t)
+    if pad_last:
+        lengths[-1] = t - 4
+        items[-1, t - 4:] = 0
+    times = torch.cumsum(torch.rand(b, t, generator=gen, dtype=torch.float64) * 1e4, 1)
+    return Batch(items=items, lengths=lengths, timestamps=times)
+
+
+def model(**overrides):
+    torch.manual_seed(0)
+    m = build_model({**SMALL, **overrides}, 40, 50).double()
+    m.train()
+    m.encode(batch(8, 20, seed=5, pad_last=False))  # k-means initialises the codebooks
+    return m.eval()
+
+
+def test_shapes_losses_and_causality():
+    m = model()
+    b = batch()
+    out = m.encode(b)
+    assert out.shape == (3, 13, 16) and torch.isfinite(out).all()
+    changed = b.items.clone()
+    changed[:, 8:] = torch.randint(1, 41, (3, 5))
+    changed[-1, 9:] = 0
+    out2 = m.encode(Batch(items=changed, lengths=b.lengths, timestamps=b.timestamps))
+    assert torch.allclose(out[:, :8], out2[:, :8], atol=1e-12)
+    assert not torch.allclose(out[:, 8:], out2[:, 8:])
+    m.train()
+    m.encode(b)
+    assert set(m.extra_losses()) == {"vq"} and m.extra_losses()["vq"] > 0
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_incremental_inference_equals_full_forward(timestamps):
+    m = model()
+    b = batch(2, 17, pad_last=False)
+    times = b.timestamps if timestamps else None
+    full = m.encode(Batch(items=b.items, lengths=b.lengths, timestamps=times))
+    cache = m.new_cache()
+    outs = [m.encode_step(b.items[:, :6], cache, times[:, :6] if timestamps else None)]
+    for t in range(6, 17):
+        outs.append(m.encode_step(b.items[:, t:t + 1], cache, times[:, t:t + 1] if timestamps else None))
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-10)
+
+
+@pytest.mark.parametrize("switch", sorted(ABLATIONS))
+def test_each_ablation_switch_removes_its_component(switch):
+    full = model()
+    with torch.no_grad():  # move every parameter off its init (w_δ starts at 0, for one)
+        for p in full.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ablated = model(**{switch: ABLATIONS[switch]})
+    full_names = {n for n, _ in full.named_parameters()}
+    ablated_names = {n for n, _ in ablated.named_parameters()}
+    assert ablated_names <= full_names
+    missing = ablated.load_state_dict(full.state_dict(), strict=False).missing_keys
+    assert not missing
+    b = batch()
+    assert not torch.allclose(full.encode(b), ablated.encode(b), atol=1e-9)
+    if switch in ("use_memory", "reinject", "attn_memory_kv", "use_attention", "write_suppression",
+                  "diff_readout", "temporal", "prototype_levels"):
+        assert ablated_names < full_names  # the component's parameters are gone
+
+
+def test_all_switches_off_leaves_a_plain_gated_deltanet():
+    m = model(**ABLATIONS)
+    names = {n.split(".")[-2] if "." in n else n for n, _ in m.named_parameters()}
+    assert m.memory is None and m.blocks[0].attn is None and m.blocks[0].reinject is None
+    assert not any("memory" in n or "kappa" in n or "time_weight" in n for n, _ in m.named_parameters()), names
+
+
+def test_rvq_round_trip_and_kmeans_init():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(6, levels=3, codes=16).double()
+    x = torch.randn(500, 6, dtype=torch.float64)
+    rvq.train()
+    rvq(x)  # k-means init + one EMA step
+    rvq.eval()
+    out = rvq(x)
+    assert torch.equal(rvq.encode(x), out.codes)
+    assert torch.allclose(rvq.decode(out.codes), out.quantized, atol=1e-12)
+    # residual levels reduce the error level by level
+    errors = [(x - sum(rvq.codebooks[l][out.codes[:, l]] for l in range(k))).pow(2).mean().item()
+              for k in range(1, 4)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_rvq_straight_through_gradient_reaches_the_input():
+    rvq = ResidualVQ(4, levels=2, codes=8).double()
+    x = torch.randn(50, 4, dtype=torch.float64, requires_grad=True)
+    rvq.train()
+    out = rvq(x)
+    (out.quantized.sum() + out.loss).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_dead_code_restart_moves_unused_codes_onto_the_data():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(4, levels=1, codes=32, kmeans_init=False, decay=0.5, dead_threshold=0.5).double()
+    rvq.codebooks[0, :] = 100.0  # every code far away...
+    rvq.codebooks[0, 0] = 0.0  # ...except one: all data maps to code 0, the rest are dead
+    rvq.ema_sum[0] = rvq.codebooks[0].clone()
+    rvq.train()
+    x = torch.randn(256, 4, dtype=torch.float64)
+    for _ in range(3):
+        rvq(x)
+    stats = rvq.usage_stats()
+    assert stats["rvq0_restarts"] > 0
+    assert (rvq.codebooks[0].abs() < 50).all()  # every code now sits near the data
+    rvq(x)
+    assert rvq.usage_stats()["rvq0_used"] > 0.5  # and most of them are used again
