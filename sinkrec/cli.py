@@ -16,7 +16,7 @@ log = logging.getLogger("sinkrec")
 # Routines repeat by design, so seen items stay rankable (filter_seen: false).
 DEFAULT_RUN = {
     "data": {"dataset": "synthetic", "max_len": 100},
-    "model": {"name": "sasrec", "d_model": 64, "n_layers": 2, "dropout": 0.1},
+    "model": {"name": "sinkrec", "d_model": 64, "dropout": 0.1},
     "train": {"epochs": 8, "batch_size": 64, "lr": 2e-3, "patience": 3},
     "eval": {"filter_seen": False},
     "output_dir": "runs/synthetic",
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model (default: SASRec on the built-in synthetic data)")
+    p = sub.add_parser("train", help="train a model (default: SinkRec on the built-in synthetic data)")
     p.add_argument("--config", help="YAML file, or a name in ./configs (e.g. ml-1m)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")

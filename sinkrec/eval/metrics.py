@@ -15,7 +15,7 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor
     rank (number of higher items) + k, i.e. it is placed after every tied item. A NaN target
     score gets the worst rank.
     """
-    scores = scores.float().clone()
+    scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores.clone()
     rows = torch.arange(scores.shape[0], device=scores.device)
     target_score = scores[rows, targets].clone()
     scores[:, 0] = float("-inf")
