@@ -1,0 +1,83 @@
+"""GPU check of the Triton delta-rule path against the float64 reference, on the GPU itself.
+
+Outputs, final states and the gradients of q, k, v, g, β and the initial state, for several shapes
+(T not a multiple of the chunk, packed sequences, padding), fp32 and bf16 inputs. Fails (exit 1)
+past the tolerances of issue #7: 1e-3 (fp32 inputs), 2e-2 (bf16 inputs).
+
+    python benchmarks/check_triton_gpu.py
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from common import write_results
+
+from sinkrec.ops.delta_rule import delta_rule
+
+TOL = {"fp32": 1e-3, "bf16": 2e-2}
+
+
+def make(b, t, h, dk, dv, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen, device="cuda", dtype=torch.float64)  # noqa: E731
+    q, k = torch.nn.functional.normalize(r(b, t, h, dk), dim=-1), torch.nn.functional.normalize(r(b, t, h, dk), dim=-1)
+    v = r(b, t, h, dv)
+    g = torch.nn.functional.logsigmoid(r(b, t, h) + 3)  # decays mostly near 1: long memory, the hard case
+    beta = torch.sigmoid(r(b, t, h))
+    h0 = r(b if b > 1 else 3, h, dk, dv) * 0.1
+    return q, k, v, g, beta, h0
+
+
+def run(args, impl, dtype, **kw):
+    q, k, v, g, beta, h0 = (x.to(dtype).detach().requires_grad_() for x in args)
+    if kw.get("cu_seqlens") is None:
+        h0 = h0[: q.shape[0]]
+        h0 = h0.detach().requires_grad_()
+    o, hT = delta_rule(q, k, v, g, beta, initial_state=h0, output_final_state=True, impl=impl, **kw)
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    loss = (o.double() * torch.randn(o.shape, generator=gen, device="cuda", dtype=torch.float64)).sum() + \
+        (hT.double() * torch.randn(hT.shape, generator=gen, device="cuda", dtype=torch.float64)).sum()
+    grads = torch.autograd.grad(loss, [q, k, v, g, beta, h0])
+    return [o, hT, *grads]
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def main() -> None:
+    cases = [("B2 T256", (2, 256, 4, 64, 64), {}), ("B1 T1000 (T % 64 ≠ 0)", (1, 1000, 2, 64, 64), {}),
+             ("B3 T333 Dv=48", (3, 333, 2, 64, 48), {}), ("B2 T512 Dk=32", (2, 512, 4, 32, 64), {})]
+    records, failed = [], False
+    names = ["o", "final_state", "dq", "dk", "dv", "dg", "dbeta", "dh0"]
+    cases += [("packed 3 seqs", (1, 700, 2, 64, 64), "packed"), ("padding", (2, 300, 2, 64, 64), "pad")]
+    for label, shape, kw in cases:
+        args = make(*shape, seed=len(records))
+        extra = {}
+        if kw == "packed":
+            extra["cu_seqlens"] = torch.tensor([0, 130, 131, 700], device="cuda")
+        elif kw == "pad":
+            mask = torch.ones(shape[0], shape[1], dtype=torch.bool, device="cuda")
+            mask[1, 170:] = False
+            extra["mask"] = mask
+        reference = run(args, "reference", torch.float64, **extra)
+        for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            got = run(args, "triton", dtype, **extra)
+            errors = {n: rel(a, b) for n, a, b in zip(names, got, reference)}
+            ok = all(e <= TOL[dname] for e in errors.values()) and all(torch.isfinite(x).all() for x in got)
+            failed |= not ok
+            records.append({"op": "delta_rule", "impl": "triton", "case": label, "shape": list(shape),
+                            "dtype": dname, "rel_err": {k: float(f"{v:.3g}") for k, v in errors.items()},
+                            "tolerance": TOL[dname], "pass": ok})
+            worst = max(errors, key=errors.get)
+            print(f"{label:<24}{dname:<6}{'PASS' if ok else 'FAIL'}  worst {worst} {errors[worst]:.2e}  "
+                  + " ".join(f"{n}={e:.1e}" for n, e in errors.items()), flush=True)
+    write_results("triton_check_gpu", records, sys.argv[1] if len(sys.argv) > 1 else None)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

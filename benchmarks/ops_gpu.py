@@ -1,0 +1,94 @@
+"""Gated delta rule vs causal attention on the GPU: time (median of CUDA events) and peak memory.
+
+Same run, same inputs: our Triton path, our chunked PyTorch path and PyTorch SDPA causal attention,
+bf16, H=4, Dk=Dv=64, at (B, T) ∈ {(32, 2048), (8, 8192), (2, 32768)}; forward and forward+backward;
+plus forward throughput at B=64, T=8192. Writes benchmarks/results/ops_gpu.json and a markdown table.
+
+    python benchmarks/ops_gpu.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from common import gpu_time_ms, peak_mib, write_results
+
+from sinkrec.ops.delta_rule import delta_rule
+
+H, D = 4, 64
+
+
+def inputs(b, t):
+    q, k = (F.normalize(torch.randn(b, t, H, D, device="cuda"), dim=-1).bfloat16() for _ in range(2))
+    v = torch.randn(b, t, H, D, device="cuda", dtype=torch.bfloat16)
+    g = F.logsigmoid(torch.randn(b, t, H, device="cuda") + 3).bfloat16()
+    beta = torch.rand(b, t, H, device="cuda", dtype=torch.bfloat16)
+    return [x.requires_grad_() for x in (q, k, v, g, beta)]
+
+
+def op(impl, xs):
+    if impl == "sdpa":
+        q, k, v = (x.transpose(1, 2) for x in xs[:3])
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return delta_rule(*xs, impl=impl)[0]
+
+
+def measure(impl, b, t, mode):
+    xs = inputs(b, t)
+    grad = torch.randn(b, t, H, D, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        if mode == "fwd":
+            with torch.no_grad():
+                op(impl, xs)
+        else:
+            out = op(impl, xs)
+            out = out.transpose(1, 2) if impl == "sdpa" else out
+            out.backward(grad)
+
+    ms = gpu_time_ms(step, repeats=10 if impl == "chunked" else 30)
+    return {"op": "delta_rule" if impl != "sdpa" else "attention", "impl": impl, "B": b, "T": t, "H": H, "D": D,
+            "dtype": "bf16", "mode": mode, "ms": round(ms, 3), "peak_mib": round(peak_mib(step), 1),
+            "tokens_per_s": round(b * t / ms * 1e3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    parser.add_argument("--impls", default="triton,chunked,sdpa")
+    args = parser.parse_args()
+    records = []
+    shapes = [(32, 2048), (8, 8192), (2, 32768)]
+    for b, t in shapes:
+        for impl in args.impls.split(","):
+            for mode in ("fwd", "fwd_bwd"):
+                try:
+                    r = measure(impl, b, t, mode)
+                except torch.OutOfMemoryError:
+                    r = {"impl": impl, "B": b, "T": t, "mode": mode, "error": "out of memory"}
+                torch.cuda.empty_cache()
+                records.append(r)
+                print(r, flush=True)
+    for impl in args.impls.split(","):
+        r = measure(impl, 64, 8192, "fwd")
+        r["note"] = "throughput"
+        records.append(r)
+        print(r, flush=True)
+    path = write_results("ops_gpu", records, args.out)
+    sdpa = {(r["B"], r["T"], r["mode"]): r["ms"] for r in records if r.get("impl") == "sdpa" and "ms" in r}
+    lines = ["| B | T | mode | impl | ms | vs SDPA | peak MiB | M tokens/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        if "ms" not in r:
+            continue
+        ratio = sdpa.get((r["B"], r["T"], r["mode"]))
+        lines.append(f"| {r['B']} | {r['T']} | {r['mode']} | {r['impl']} | {r['ms']:.3f} | "
+                     f"{(ratio / r['ms']) if ratio else float('nan'):.2f}× | {r['peak_mib']:.0f} | "
+                     f"{r['tokens_per_s'] / 1e6:.1f} |")
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

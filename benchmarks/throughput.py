@@ -1,0 +1,97 @@
+"""Training-step throughput and forward cost per token of the recommenders on the GPU.
+
+Equal width (d=64) and depth (two mixer applications: SASRec and GDN with 2 layers, SinkRec with
+one block looped twice), catalogue of 3,416 items (ML-1M), full-softmax CE, bf16 autocast, AdamW.
+- train: tokens/s of a full training step at T=8192 (B=4);
+- forward: ms per 1k tokens at T ∈ {1024, 4096, 8192, 32768} with B·T = 32,768 tokens.
+Writes benchmarks/results/throughput.json and a markdown table.
+
+    python benchmarks/throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import gpu_time_ms, peak_mib, write_results
+
+from sinkrec.data.batching import Batch
+from sinkrec.models import build_model
+from sinkrec.train.losses import full_softmax_ce
+
+N_ITEMS = 3416
+MODELS = {
+    "sasrec": {"name": "sasrec", "d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1},
+    "gdn": {"name": "gdn", "d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1},
+    "sinkrec": {"name": "sinkrec", "d_model": 64, "n_blocks": 1, "loops": 2, "n_heads": 2, "dropout": 0.1},
+}
+
+
+def batch(b, t):
+    items = torch.randint(1, N_ITEMS + 1, (b, t), device="cuda")
+    times = torch.cumsum(torch.rand(b, t, device="cuda", dtype=torch.float64) * 3600, 1)
+    return Batch(items=items, lengths=torch.full((b,), t, device="cuda"), timestamps=times,
+                 targets=torch.randint(1, N_ITEMS + 1, (b, t), device="cuda"))
+
+
+def train_step_fn(model, opt, data):
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            hidden = model.encode(data)
+            loss = full_softmax_ce(hidden, data.targets, model.item_embedding.weight)
+            loss = loss + sum(model.extra_losses().values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def forward_fn(model, data):
+    @torch.no_grad()
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model.encode(data)
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    parser.add_argument("--models", default="sasrec,gdn,sinkrec")
+    args = parser.parse_args()
+    records = []
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = build_model(MODELS[name], N_ITEMS, 32768).cuda()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model.train()
+        data = batch(4, 8192)
+        step = train_step_fn(model, opt, data)
+        ms = gpu_time_ms(step, warmup=3, repeats=10)
+        records.append({"op": "train_step", "model": name, "B": 4, "T": 8192, "dtype": "bf16", "ms": round(ms, 2),
+                        "tokens_per_s": round(4 * 8192 / ms * 1e3), "peak_mib": round(peak_mib(step), 1)})
+        print(records[-1], flush=True)
+        model.eval()
+        for t in (1024, 4096, 8192, 32768):
+            b = 32768 // t
+            ms = gpu_time_ms(forward_fn(model, batch(b, t)), warmup=2, repeats=10)
+            records.append({"op": "forward", "model": name, "B": b, "T": t, "dtype": "bf16", "ms": round(ms, 3),
+                            "us_per_1k_tokens": round(ms / (b * t) * 1e6, 2)})
+            print(records[-1], flush=True)
+        del model, opt
+        torch.cuda.empty_cache()
+    path = write_results("throughput", records, args.out)
+    lines = ["| model | train tokens/s (T=8192) | fwd µs/1k tok T=1024 | T=4096 | T=8192 | T=32768 |",
+             "|---|---|---|---|---|---|"]
+    for name in args.models.split(","):
+        train = next(r for r in records if r["model"] == name and r["op"] == "train_step")
+        fwd = {r["T"]: r["us_per_1k_tokens"] for r in records if r["model"] == name and r["op"] == "forward"}
+        lines.append(f"| {name} | {train['tokens_per_s'] / 1e6:.2f} M | " + " | ".join(
+            f"{fwd[t]:.1f}" for t in (1024, 4096, 8192, 32768)) + " |")
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
