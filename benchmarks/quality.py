@@ -18,8 +18,10 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,17 +42,35 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
         ("ml-1m", "ml-1m-gdn", "gdn:d128-3l", ["model.d_model=128", "model.n_layers=3"], [0]),
         ("ml-1m", "ml-1m-gdn", "gdn:drop0.1", ["model.dropout=0.1"], [0]),
     ],
+    # issue #4: SinkRec on ML-1M (3 seeds) and each single-switch ablation (1 seed)
+    "sinkrec-ml1m": [("ml-1m", "ml-1m-sinkrec", "sinkrec", [], [0, 1, 2])] + [
+        ("ml-1m", "ml-1m-sinkrec", f"sinkrec:{name}", [f"model.{key}={value}"], [0])
+        for name, key, value in [
+            ("no-memory", "use_memory", "false"), ("no-reinjection", "reinject", "false"),
+            ("no-memory-kv", "attn_memory_kv", "false"), ("no-attention", "use_attention", "false"),
+            ("no-write-suppression", "write_suppression", "false"),
+            ("no-decay-suppression", "decay_suppression", "false"),
+            ("no-diff-readout", "diff_readout", "false"), ("no-temporal", "temporal", "false"),
+            ("R1", "loops", "1")]],
+    "synthetic-long": [("synthetic-long", "synthetic-long-sinkrec", m, [f"model.name={m}"], [0, 1, 2])
+                       for m in ("sasrec", "gdn", "sinkrec")],
+    "ml1m-ts-half": [("ml-1m-ts-half", "ml-1m-ts-half-sinkrec", m, [f"model.name={m}"], [0])
+                     for m in ("sasrec", "gdn", "sinkrec")],
     "smoke": [
         ("synthetic", "synthetic", "sasrec", ["train.epochs=1"], [0, 1]),
     ],
 }
 
 
-def run_one(job: dict, common: list[str], device: str, out_root: Path) -> dict:
+def run_one(job: dict, common: list[str], device: str, out_root: Path, data_dir: str | None) -> dict:
     folder = out_root / f"{job['dataset']}-{job['variant'].replace(':', '-')}-s{job['seed']}"
-    cmd = [sys.executable, "-m", "sinkrec.cli", "train", "--config", str(ROOT / "configs" / f"{job['config']}.yaml"),
+    config = ROOT / "configs" / f"{job['config']}.yaml"
+    cmd = [sys.executable, "-m", "sinkrec.cli", "train", "--config", str(config),
            "--output", str(folder), "--device", device, "--set", f"train.seed={job['seed']}",
            "--set", "train.progress=false"]
+    path = (yaml.safe_load(config.read_text()).get("data") or {}).get("path")
+    if data_dir and path:  # the same file, somewhere else (e.g. carried to a GPU machine)
+        cmd += ["--set", f"data.path={Path(data_dir) / Path(path).name}"]
     for text in job["overrides"] + common:
         cmd += ["--set", text]
     started = time.time()
@@ -100,6 +120,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", action="append", default=[], help="override applied to every run")
+    parser.add_argument("--data-dir", help="read each config's data file from this folder instead")
     parser.add_argument("--runs-dir", default="runs/quality")
     parser.add_argument("--results", default=None, help="output JSON (default benchmarks/results/quality-<study>.json)")
     parser.add_argument("--machine", default=platform.node())
@@ -111,18 +132,21 @@ def main() -> None:
     out_root = ROOT / args.runs_dir
     out_root.mkdir(parents=True, exist_ok=True)
     print(f"{len(jobs)} runs, {args.parallel} at a time", flush=True)
-    with ThreadPoolExecutor(args.parallel) as pool:
-        records = list(pool.map(lambda j: run_one(j, args.set, args.device, out_root), jobs))
     git = args.git or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                      text=True).stdout.strip()
-    payload = {"command": "python " + shlex.join(sys.argv), "machine": args.machine,
-               "date": datetime.date.today().isoformat(), "git": git, "records": records}
     path = Path(args.results or ROOT / "benchmarks" / "results" / f"quality-{args.study}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
-    table = summarize(records)
-    path.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    records: list[dict] = []
+    with ThreadPoolExecutor(args.parallel) as pool:
+        futures = [pool.submit(run_one, j, args.set, args.device, out_root, args.data_dir) for j in jobs]
+        for future in as_completed(futures):  # results are written as runs finish
+            records.append(future.result())
+            payload = {"command": "python " + shlex.join(sys.argv), "machine": args.machine,
+                       "date": datetime.date.today().isoformat(), "git": git, "records": records,
+                       "complete": len(records) == len(jobs)}
+            path.write_text(json.dumps(payload, indent=2))
+            path.with_suffix(".md").write_text(summarize(records) + "\n")
+    print(summarize(records))
 
 
 if __name__ == "__main__":

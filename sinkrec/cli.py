@@ -107,6 +107,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnostics.run import diagnose
+
+    result = diagnose(args.checkpoint, args.baseline, args.users, args.length, Path(args.out), args.top,
+                      args.device)
+    print(f"{'series':<34}{'early M_t':>10}{'late M_t':>10}{'rise':>9}")
+    for name, row in result["summary"].items():
+        print(f"{name:<34}{row['early_mean']:>10.4f}{row['late_mean']:>10.4f}{row['rise']:>9.4f}")
+    print(f"wrote {args.out}/state_sink.json, sink_mass.png, probe_heatmap.png")
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .config import DataConfig
     from .data import load_dataset
@@ -161,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-seen", action="store_true", help="allow items already in the history")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("diagnose", help="semantic state sink: sink mass M_t and probe heat maps (Fig. 4)")
+    p.add_argument("checkpoint", help="a SinkRec checkpoint (its RVQ codes define the prototypes)")
+    p.add_argument("--baseline", help="a plain GDN checkpoint trained on the same data, probed the same way")
+    p.add_argument("--users", type=int, default=32)
+    p.add_argument("--length", type=int, help="history length (default data.max_len)")
+    p.add_argument("--top", type=float, default=0.1, help="repetitive set: top fraction of prototypes")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/diagnose")
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("prepare", help="download, verify, convert and cache a catalogue dataset")
     p.add_argument("name", help="a name from `sinkrec datasets`")

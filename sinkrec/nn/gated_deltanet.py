@@ -69,6 +69,8 @@ class GatedDeltaNet(nn.Module):
         self.g_proj = nn.Linear(d_model, inner, bias=False)
         self.o_norm = RMSNorm(self.head_dim)
         self.o_proj = nn.Linear(inner, d_model, bias=False)
+        self.record = False  # diagnostics: keep the last recurrence inputs in `self.recorded`
+        self.recorded: DeltaInputs | None = None
 
     def decay(self, pre: torch.Tensor) -> torch.Tensor:
         """g = −exp(A_log)·softplus(pre + dt_bias), pre [B, T, H] (TDGD adds its time term to pre)."""
@@ -95,6 +97,8 @@ class GatedDeltaNet(nn.Module):
         inputs = self.project(x, cache)
         if modify is not None:
             inputs = modify(inputs, x)
+        if self.record:
+            self.recorded = inputs
         dtype = inputs.v.dtype
         o, state = delta_rule(inputs.q, inputs.k.to(dtype), inputs.v, inputs.g.to(dtype), inputs.beta.to(dtype),
                               initial_state=cache.state if cache is not None else None,

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One GPU lease for issues #4 and #7, in consecutive device calls (each ≤ 10 minutes):
+#   bash benchmarks/gpu_session.sh start   # kernel check, op + throughput timings on an idle GPU,
+#                                          # then the quality studies start in the background
+#   bash benchmarks/gpu_session.sh wait S  # wait up to S seconds, then pack whatever finished
+# Data files are read from .data/ (copies of ../shared/datasets files, never committed).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+RES=/tmp/sinkrec-results
+mkdir -p "$RES" "${OUT:-/tmp/out}"
+case "$1" in
+start)
+  cd benchmarks
+  python3 check_triton_gpu.py "$RES/triton_check_gpu.json" | tee "$RES/triton_check_gpu.log"
+  if [ "${PIPESTATUS[0]}" = 0 ]; then IMPL=auto; else IMPL=chunked; fi
+  echo "delta-rule path for training: $IMPL" | tee -a "$RES/triton_check_gpu.log"
+  python3 ops_gpu.py --out "$RES/ops_gpu.json" 2>&1 | tail -20
+  python3 throughput.py --out "$RES/throughput.json" 2>&1 | tail -8
+  cd ..
+  for study in sinkrec-ml1m synthetic-long ml1m-ts-half; do
+    setsid nohup python3 benchmarks/quality.py --study "$study" --parallel 12 --device cuda --data-dir .data \
+      --set "model.impl=$IMPL" --machine "1x NVIDIA H200 (device tool)" --git "${GIT:-}" \
+      --results "$RES/quality-$study.json" > "$RES/quality-$study.log" 2>&1 < /dev/null &
+  done
+  sleep 5
+  ;;
+wait)
+  end=$((SECONDS + $2))
+  while [ $SECONDS -lt $end ] && pgrep -f benchmarks/quality.py > /dev/null; do sleep 10; done
+  if [ -d runs/quality ] && [ "${DIAGNOSE:-0}" = 1 ]; then
+    g=$(ls -d runs/quality/synthetic-long-gdn-s0 2>/dev/null); s=$(ls -d runs/quality/synthetic-long-sinkrec-s0 2>/dev/null)
+    if [ -f "$g/best.pt" ] && [ -f "$s/best.pt" ]; then
+      python3 -m sinkrec.cli diagnose "$s" --baseline "$g" --users 32 --device cuda --out "$RES/diagnose" 2>&1 | tail -6
+    fi
+  fi
+  ;;
+esac
+grep -h "done\|FAILED" "$RES"/quality-*.log 2>/dev/null | tail -40
+tar czf "${OUT:-/tmp/out}/results.tgz" -C "$RES" . && ls -la "$RES"

@@ -1,0 +1,1 @@
+"""Diagnostics that show the papers' claims (state sink for SinkRec)."""
