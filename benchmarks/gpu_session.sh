@@ -24,6 +24,32 @@ start)
   done
   sleep 5
   ;;
+rerun)  # runs that need no delta-rule option (SASRec), started again in the background
+  for study in synthetic-long ml1m-ts-half; do
+    setsid nohup python3 benchmarks/quality.py --study "$study" --models sasrec --parallel 4 --device cuda \
+      --data-dir .data --machine "1x NVIDIA H200 (device tool)" --git "${GIT:-}" \
+      --results "$RES/quality-$study-sasrec.json" > "$RES/quality-$study-sasrec.log" 2>&1 < /dev/null &
+  done
+  sleep 2
+  ;;
+finish)  # wait, stop what still trains, score each unfinished run's best checkpoint on test once
+  end=$((SECONDS + $2))
+  while [ $SECONDS -lt $end ] && pgrep -f benchmarks/quality.py > /dev/null; do sleep 10; done
+  pkill -f benchmarks/quality.py; pkill -f "sinkrec.cli train"; sleep 3
+  mkdir -p "$RES/runs"
+  for run in runs/quality/*/; do
+    name=$(basename "$run")
+    cp "$run/metrics.json" "$RES/runs/$name.metrics.json" 2>/dev/null
+    if [ -f "$run/best.pt" ] && ! grep -q '"test": {' "$run/metrics.json"; then
+      python3 -m sinkrec.cli evaluate "$run" --split test --device cuda --json "$RES/runs/$name.test.json" \
+        > /dev/null 2>&1 && echo "scored unfinished $name"
+    fi
+  done
+  g=runs/quality/synthetic-long-gdn-s0; s=runs/quality/synthetic-long-sinkrec-s0
+  if [ -f "$g/best.pt" ] && [ -f "$s/best.pt" ]; then
+    python3 -m sinkrec.cli diagnose "$s" --baseline "$g" --users 32 --device cuda --out "$RES/diagnose" 2>&1 | tail -6
+  fi
+  ;;
 wait)
   end=$((SECONDS + $2))
   while [ $SECONDS -lt $end ] && pgrep -f benchmarks/quality.py > /dev/null; do sleep 10; done
