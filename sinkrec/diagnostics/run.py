@@ -85,7 +85,7 @@ def _plot(series: dict, heat: dict, codes_user0: np.ndarray, out: Path) -> None:
     for name, mass in series.items():
         ax.plot(np.arange(1, len(mass) + 1), mass, label=name)
     ax.set_xlabel("prefix length t")
-    ax.set_ylabel("sink mass $M_t$ (share of state response on top-10% prefix prototypes)")
+    ax.set_ylabel("sink mass $M_t$")
     ax.set_title("Semantic state sink")
     ax.legend(fontsize=8)
     fig.tight_layout()
