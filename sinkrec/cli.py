@@ -203,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     except SinkrecError as exc:
         print(f"sinkrec: error: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # e.g. incompatible sizes in a config; -v shows the traceback
+        if args.verbose:
+            raise
+        print(f"sinkrec: error: {exc} (run with -v for the traceback)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("sinkrec: interrupted", file=sys.stderr)
         return 130

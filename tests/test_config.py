@@ -31,3 +31,12 @@ def test_aliases_and_overrides(tmp_path):
         parse_override("train.lr")
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_cli_reports_bad_values_without_a_traceback(capsys):
+    from sinkrec.cli import main
+
+    assert main(["train", "--set", "train.schedule=linear", "--set", "train.epochs=1"]) == 2
+    assert "train.schedule must be 'constant' or 'cosine'" in capsys.readouterr().err
+    assert main(["train", "--set", "model.d_model=30", "--set", "model.attn_heads=4"]) == 2
+    assert "not divisible" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..config import Config
 from ..data import Dataset
 from ..data.batching import train_batches, trainable_users
+from ..errors import ConfigError
 from ..eval.evaluate import evaluate
 from ..models import build_model
 from . import checkpoint
@@ -48,7 +49,7 @@ def lr_lambda(cfg_schedule: str, warmup: int, total: int):
         return 1.0
 
     if cfg_schedule not in ("constant", "cosine"):
-        raise ValueError(f"train.schedule must be 'constant' or 'cosine', got '{cfg_schedule}'")
+        raise ConfigError(f"train.schedule must be 'constant' or 'cosine', got '{cfg_schedule}'")
     return factor
 
 
@@ -125,7 +126,7 @@ class Trainer:
             elif tcfg.loss == "sampled":
                 main = sampled_softmax_ce(hidden, batch.targets, table, tcfg.n_negatives, tcfg.negatives)
             else:
-                raise ValueError(f"train.loss must be 'ce' or 'sampled', got '{tcfg.loss}'")
+                raise ConfigError(f"train.loss must be 'ce' or 'sampled', got '{tcfg.loss}'")
             parts = {"loss": main}
             parts.update(self.model.extra_losses())
         total = sum(parts.values())
@@ -170,7 +171,7 @@ class Trainer:
             self.train_seconds += time.perf_counter() - started
             valid = self.evaluate("valid")
             if metric not in valid:
-                raise ValueError(f"eval.valid_metric '{metric}' is not computed; have {sorted(valid)}")
+                raise ConfigError(f"eval.valid_metric '{metric}' is not computed; have {sorted(valid)}")
             self.epoch += 1
             improved = valid[metric] > self.best["metric"]
             if improved:
