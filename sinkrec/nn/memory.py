@@ -49,16 +49,14 @@ class ConditionalMemory(nn.Module):
 
     def forward(self, emb: torch.Tensor, mask: torch.Tensor, past: torch.Tensor | None = None) -> MemoryReadout:
         p = self.local_pattern(emb, past)
-        b, t, _ = p.shape
-        out = self.rvq(p[mask])
-        codes = torch.zeros(b, t, self.rvq.levels, dtype=torch.long, device=p.device)
-        codes[mask] = out.codes
+        b, t, dc = p.shape
+        out = self.rvq(p.reshape(b * t, dc), mask.reshape(-1))  # padding weighted out, not gathered
+        keep = mask[..., None]
+        codes = out.codes.view(b, t, -1) * keep
         memory = self.lookup(codes)
         if self.from_quantized is not None:
-            q = torch.zeros(b, t, p.shape[-1], dtype=out.quantized.dtype, device=p.device)
-            q[mask] = out.quantized
-            memory = memory + self.from_quantized(q.to(memory.dtype))
-        memory = memory * mask[..., None].to(memory.dtype)
+            memory = memory + self.from_quantized(out.quantized.view(b, t, dc).to(memory.dtype))
+        memory = memory * keep.to(memory.dtype)
         return MemoryReadout(memory=memory, codes=codes, loss=out.loss)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,8 @@ class ResidualVQ(nn.Module):
             self.register_buffer("ema_sum", init.clone())
         self.register_buffer("initialised", torch.tensor(not kmeans_init))
         self.register_buffer("usage", torch.zeros(levels, codes))  # counts since the last `usage_stats()`
-        self.restarts = [0] * levels
+        self.register_buffer("restarts", torch.zeros(levels, dtype=torch.long), persistent=False)
+        self._init_known = False
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, d] → codes [N, L] (no side effects)."""
@@ -80,32 +81,44 @@ class ResidualVQ(nn.Module):
         """codes [..., L] → Σ_l C^l[c^l]."""
         return sum(self.codebooks[level][codes[..., level]] for level in range(self.levels))
 
-    def forward(self, x: torch.Tensor) -> RVQOutput:
-        """x [N, d] (real positions only). Updates codebooks (EMA mode) when training."""
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> RVQOutput:
+        """x [N, d]; `weight` [N] (1 = real position, 0 = padding) masks losses and codebook updates.
+
+        No host-device synchronisation in training steps: padding is weighted out rather than
+        gathered away, and dead codes are replaced with `torch.where` rather than by branching.
+        """
         x32 = at_least_fp32(x)
-        if self.training and not bool(self.initialised):
-            self._kmeans_init(x32.detach().float())
+        w = x32.new_ones(x32.shape[0]) if weight is None else weight.to(x32.dtype)
+        if self.training and not self._initialised():
+            self._kmeans_init(x32.detach().float()[w > 0])
         residual = x32
         codes, quantized = [], torch.zeros_like(x32)
         codebook_loss = x32.new_zeros(())
+        denom = w.sum().clamp_min(1.0) * self.dim
         for level in range(self.levels):
             book = self.codebooks[level].to(x32.dtype)
             c = _nearest(residual.detach(), book.detach())
             chosen = book[c]
             if self.mode == "grad":
-                codebook_loss = codebook_loss + F.mse_loss(chosen, residual.detach())
+                codebook_loss = codebook_loss + ((chosen - residual.detach()).pow(2).sum(-1) * w).sum() / denom
             elif self.training:
-                self._ema_update(level, residual.detach(), c)
+                self._ema_update(level, residual.detach(), c, w)
             if self.training:
-                self.usage[level] += torch.bincount(c, minlength=self.codes).float()
+                self.usage[level].index_add_(0, c, w.to(self.usage.dtype))
             codes.append(c)
             quantized = quantized + chosen
             residual = residual - chosen.detach()
-        commit = F.mse_loss(x32, quantized.detach())
+        commit = ((x32 - quantized.detach()).pow(2).sum(-1) * w).sum() / denom
         straight = x32 + (quantized - x32).detach() if self.mode == "ema" else \
             x32 + (quantized - x32).detach() + (quantized - quantized.detach())
         loss = self.commitment * commit + codebook_loss
         return RVQOutput(quantized=straight.to(x.dtype), codes=torch.stack(codes, -1), loss=loss)
+
+    def _initialised(self) -> bool:
+        """Reads the buffer once (it may come from a checkpoint), then trusts a Python flag."""
+        if not self._init_known:
+            self._init_known = bool(self.initialised)
+        return self._init_known
 
     @torch.no_grad()
     def _kmeans_init(self, x: torch.Tensor) -> None:
@@ -118,25 +131,27 @@ class ResidualVQ(nn.Module):
                 self.ema_size[level] = 1.0
             residual = residual - centers[_nearest(residual, centers)]
         self.initialised.fill_(True)
+        self._init_known = True
 
     @torch.no_grad()
-    def _ema_update(self, level: int, residual: torch.Tensor, codes: torch.Tensor) -> None:
-        counts = torch.bincount(codes, minlength=self.codes).float()
-        residual = residual.to(self.ema_sum.dtype)
-        sums = torch.zeros_like(self.ema_sum[level]).index_add_(0, codes, residual)
+    def _ema_update(self, level: int, residual: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor) -> None:
+        residual, weight = residual.to(self.ema_sum.dtype), weight.to(self.ema_sum.dtype)
+        counts = torch.zeros_like(self.ema_size[level]).index_add_(0, codes, weight)
+        sums = torch.zeros_like(self.ema_sum[level]).index_add_(0, codes, residual * weight[:, None])
         self.ema_size[level].mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum[level].mul_(self.decay).add_(sums, alpha=1 - self.decay)
         n = self.ema_size[level].sum()
         smoothed = (self.ema_size[level] + 1e-5) / (n + self.codes * 1e-5) * n  # Laplace smoothing
         self.codebooks[level] = self.ema_sum[level] / smoothed[:, None]
-        # dead-code restart: codes whose EMA count per batch fell below the threshold take random residuals
+        # dead-code restart: codes whose EMA count per batch fell below the threshold take random
+        # real residuals of this batch
         dead = self.ema_size[level] < self.dead_threshold
-        if dead.any() and residual.shape[0] > 0:
-            pick = torch.randint(0, residual.shape[0], (int(dead.sum()),), device=residual.device)
-            self.codebooks[level][dead] = residual[pick]
-            self.ema_sum[level][dead] = residual[pick]
-            self.ema_size[level][dead] = 1.0
-            self.restarts[level] += int(dead.sum())
+        picks = torch.multinomial(weight + 1e-12, self.codes, replacement=True)
+        fresh = residual[picks]
+        self.codebooks[level] = torch.where(dead[:, None], fresh.to(self.codebooks.dtype), self.codebooks[level])
+        self.ema_sum[level] = torch.where(dead[:, None], fresh, self.ema_sum[level])
+        self.ema_size[level] = torch.where(dead, torch.ones_like(self.ema_size[level]), self.ema_size[level])
+        self.restarts[level] += dead.sum()
 
     def usage_stats(self, reset: bool = True) -> dict[str, float]:
         """Per-level perplexity of code usage and fraction of codes used since the last call."""
@@ -149,8 +164,8 @@ class ResidualVQ(nn.Module):
                 entropy = -(p[p > 0] * p[p > 0].log()).sum()
                 stats[f"rvq{level}_perplexity"] = round(float(entropy.exp()), 2)
                 stats[f"rvq{level}_used"] = round(float((counts > 0).float().mean()), 4)
-            stats[f"rvq{level}_restarts"] = self.restarts[level]
+            stats[f"rvq{level}_restarts"] = int(self.restarts[level])
         if reset:
             self.usage.zero_()
-            self.restarts = [0] * self.levels
+            self.restarts.zero_()
         return stats

@@ -7,12 +7,14 @@ import torch.nn.functional as F
 
 
 def full_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the whole catalogue; column 0 (padding) is never a valid class."""
-    mask = targets > 0
-    logits = hidden[mask] @ item_table.to(hidden.dtype).t()
-    logits = logits.float()
+    """Cross-entropy over the whole catalogue; column 0 (padding) is never a valid class.
+
+    Padding rows are ignored through `ignore_index` rather than gathered away, which would make
+    the host wait for the device every step.
+    """
+    logits = (hidden.reshape(-1, hidden.shape[-1]) @ item_table.to(hidden.dtype).t()).float()
     logits[:, 0] = float("-inf")
-    return F.cross_entropy(logits, targets[mask])
+    return F.cross_entropy(logits, targets.reshape(-1), ignore_index=0)
 
 
 def sampled_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, item_table: torch.Tensor,

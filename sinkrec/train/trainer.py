@@ -116,7 +116,7 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
     # ---- steps -------------------------------------------------------------------------
-    def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         tcfg = self.cfg.train
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             hidden = self.model.encode(batch)
@@ -130,12 +130,12 @@ class Trainer:
             parts = {"loss": main}
             parts.update(self.model.extra_losses())
         total = sum(parts.values())
-        return total, {k: float(v.detach()) for k, v in parts.items()}
+        return total, {k: v.detach() for k, v in parts.items()}
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
         rng = np.random.default_rng([self.cfg.train.seed, self.epoch])
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # kept on the device: no host sync per step
         steps = 0
         batches = train_batches(self.data.split, self.users, self.cfg.data.max_len,
                                 self.cfg.train.batch_size, rng)
@@ -152,9 +152,10 @@ class Trainer:
             self.scheduler.step()
             steps += 1
             for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{parts['loss']:.4f}")
-        return {k: v / max(1, steps) for k, v in sums.items()}
+                sums[key] = sums.get(key, 0.0) + value.float()
+            if steps % 25 == 1:
+                bar.set_postfix(loss=f"{float(parts['loss']):.4f}")
+        return {k: float(v) / max(1, steps) for k, v in sums.items()}
 
     def evaluate(self, which: str) -> dict[str, float]:
         return evaluate(self.model, self.data.split, which, self.cfg.eval, self.cfg.data.max_len,
