@@ -25,6 +25,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+BUDGET60 = ["train.epochs=60", "train.lr=0.002", "train.schedule=cosine", "train.warmup_steps=100",
+            "train.patience=0"]
+
 # study name → list of (dataset label, config, model/variant label, overrides, seeds)
 STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
     "sasrec-ml1m": [
@@ -52,6 +55,10 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
             ("no-decay-suppression", "decay_suppression", "false"),
             ("no-diff-readout", "diff_readout", "false"), ("no-temporal", "temporal", "false"),
             ("R1", "loops", "1")]],
+    # same budget for each: 60 epochs, lr 2e-3 with warm-up + cosine (fits one 10-minute GPU call)
+    "ml1m-budget60": [("ml-1m", "ml-1m-sinkrec", f"{m}:budget60", [f"model.name={m}"] + BUDGET60, seeds)
+                      for m, seeds in (("sinkrec", [0, 1, 2]), ("gdn", [0]))] + [
+        ("ml-1m", "ml-1m-sinkrec", "sinkrec:budget60-no-memory", ["model.use_memory=false"] + BUDGET60, [0])],
     "synthetic-long": [("synthetic-long", "synthetic-long-sinkrec", m, [f"model.name={m}"], [0, 1, 2])
                        for m in ("sasrec", "gdn", "sinkrec")],
     "ml1m-ts-half": [("ml-1m-ts-half", "ml-1m-ts-half-sinkrec", m, [f"model.name={m}"], [0])
