@@ -22,7 +22,7 @@ def register(name: str, options: type):
 
 
 def _ensure_loaded() -> None:
-    from . import gdn, sasrec, sinkrec  # noqa: F401  (each registers itself)
+    from . import gdn, sasrec, sessa, sinkrec  # noqa: F401  (each registers itself)
 
 
 def validate_model_options(raw: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,52 @@
+"""Sessa as a recommendation backbone: item embedding → Sessa layers → LayerNorm → tied scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.batching import Batch
+from ..nn.sessa import SessaCache, SessaLayer
+from .base import SequentialRecommender
+from .registry import register
+
+
+@dataclass
+class SessaRecConfig:
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    n_kv_heads: int = 0  # 0: n_heads
+    mixer: str = "sessa"  # sessa | attention | gdn
+    dropout: float = 0.2  # on the item embeddings only (the paper's block has none)
+    gamma_max: float = 0.999
+
+
+@register("sessa", SessaRecConfig)
+class SessaRec(SequentialRecommender):
+    supports_streaming = True
+
+    def __init__(self, n_items: int, max_len: int, options: SessaRecConfig):
+        super().__init__(n_items, options.d_model)
+        self.layers = nn.ModuleList(SessaLayer(options.d_model, options.n_heads, options.n_kv_heads or None,
+                                               options.mixer, options.gamma_max) for _ in range(options.n_layers))
+        self.drop = nn.Dropout(options.dropout)
+        self.norm = nn.LayerNorm(options.d_model, eps=1e-5)
+
+    def _run(self, items: torch.Tensor, caches: list[SessaCache] | None) -> torch.Tensor:
+        x = self.drop(self.item_embedding(items) * self.d_model ** 0.5)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, caches[i] if caches is not None else None)
+        return self.norm(x)
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        return self._run(batch.items, None)
+
+    def new_cache(self) -> list[SessaCache]:
+        return [SessaCache() for _ in self.layers]
+
+    def encode_step(self, items: torch.Tensor, cache: list[SessaCache], timestamps: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        return self._run(items, cache)
