@@ -119,6 +119,22 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lm(args: argparse.Namespace) -> int:
+    from .lm import generate, train_lm
+
+    if args.lm_command == "train":
+        result = train_lm(args.text, Path(args.out), args.mixer, args.steps, args.context, args.batch_size, args.lr,
+                          args.d_model, args.n_layers, args.n_heads, args.seed, args.device)
+        print(f"{'step':>6}{'train loss':>12}{'valid ppl':>11}")
+        for row in result["history"]:
+            print(f"{row['step']:>6}{row['train_loss']:>12.4f}{row['valid_ppl']:>11.3f}")
+        print(f"{args.mixer}: valid perplexity {result['valid_ppl']:.3f} (bytes) in {result['seconds']}s; "
+              f"checkpoint {args.out}/lm.pt")
+    else:
+        print(generate(args.checkpoint, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .config import DataConfig
     from .data import load_dataset
@@ -188,6 +204,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="a name from `sinkrec datasets`")
     p.add_argument("--min-events", type=int, default=3)
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("lm", help="byte-level language model with a Sessa (or attention / GDN) decoder")
+    lm = p.add_subparsers(dest="lm_command", required=True)
+    t = lm.add_parser("train", help="train on a text file (default: a built-in story text)")
+    t.add_argument("--text", help="UTF-8 text file; default: built-in tiny stories")
+    t.add_argument("--mixer", choices=["sessa", "attention", "gdn"], default="sessa")
+    t.add_argument("--steps", type=int, default=300)
+    t.add_argument("--context", type=int, default=128)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--d-model", type=int, default=128)
+    t.add_argument("--n-layers", type=int, default=2)
+    t.add_argument("--n-heads", type=int, default=4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--out", default="runs/lm")
+    g = lm.add_parser("generate", help="continue a prompt")
+    g.add_argument("checkpoint", help="lm.pt or its folder")
+    g.add_argument("--prompt", default="Once upon a time")
+    g.add_argument("--tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-k", type=int, default=20)
+    g.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_lm)
 
     p = sub.add_parser("datasets", help="list the catalogue of public datasets")
     p.set_defaults(func=cmd_datasets)

@@ -122,3 +122,16 @@ def test_sessa_recommender_streams_and_is_causal():
 def test_mixer_rejects_bad_head_counts():
     with pytest.raises(ValueError, match="do not divide"):
         SessaMixer(16, n_heads=3)
+
+
+def test_lm_cli_trains_and_generates(tmp_path, capsys):
+    from sinkrec.cli import main
+
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on the mat. " * 200)
+    assert main(["lm", "train", "--text", str(text), "--steps", "20", "--context", "32", "--d-model", "16",
+                 "--n-heads", "2", "--n-layers", "1", "--out", str(tmp_path / "lm")]) == 0
+    assert "valid perplexity" in capsys.readouterr().out
+    assert main(["lm", "generate", str(tmp_path / "lm"), "--prompt", "the ", "--tokens", "10"]) == 0
+    assert capsys.readouterr().out.startswith("the ")
+    assert main(["lm", "train", "--text", str(tmp_path / "missing.txt")]) == 2

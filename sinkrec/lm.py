@@ -1,0 +1,99 @@
+"""`sinkrec lm`: train a byte-level decoder (Sessa, attention or GDN mixer) on a text file, and generate."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .errors import SinkrecError
+from .models.lm import LMConfig, SessaLM
+
+
+def load_text(path: str | None) -> bytes:
+    if path is None:
+        from .data.tinytext import tiny_stories
+
+        return tiny_stories().encode()
+    file = Path(path)
+    if not file.is_file():
+        raise SinkrecError(f"text file not found: {file}")
+    data = file.read_bytes()
+    if len(data) < 1000:
+        raise SinkrecError(f"{file}: only {len(data)} bytes; need at least 1,000 to train on")
+    return data
+
+
+def batches(data: np.ndarray, context: int, batch_size: int, rng: np.random.Generator):
+    while True:
+        starts = rng.integers(0, len(data) - context - 1, batch_size)
+        window = np.stack([data[s: s + context + 1] for s in starts]).astype(np.int64)
+        yield torch.from_numpy(window[:, :-1]), torch.from_numpy(window[:, 1:])
+
+
+@torch.no_grad()
+def perplexity(model: SessaLM, data: np.ndarray, context: int, device: torch.device, max_windows: int = 64) -> float:
+    model.eval()
+    starts = np.arange(0, len(data) - context - 1, context)[:max_windows]
+    window = torch.from_numpy(np.stack([data[s: s + context + 1] for s in starts]).astype(np.int64)).to(device)
+    loss = F.cross_entropy(model(window[:, :-1]).flatten(0, 1).float(), window[:, 1:].flatten())
+    model.train()
+    return math.exp(loss.item())
+
+
+def train_lm(text: str | None, out: Path, mixer: str = "sessa", steps: int = 300, context: int = 128,
+             batch_size: int = 32, lr: float = 3e-3, d_model: int = 128, n_layers: int = 2, n_heads: int = 4,
+             seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    torch.manual_seed(seed)
+    data = np.frombuffer(load_text(text), dtype=np.uint8)
+    split = int(len(data) * 0.9)
+    train, valid = data[:split], data[split:]
+    if len(valid) < context + 2:
+        raise SinkrecError(f"text too short for context {context}")
+    cfg = LMConfig(vocab_size=256, d_model=d_model, n_layers=n_layers, n_heads=n_heads, mixer=mixer)
+    dev = torch.device(device)
+    model = SessaLM(cfg).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 *
+                                              (1 + math.cos(math.pi * min(1.0, s / steps))))
+    stream = batches(train, context, batch_size, np.random.default_rng(seed))
+    started, history = time.perf_counter(), []
+    for step in tqdm(range(1, steps + 1), desc=f"lm {mixer}", disable=not progress):
+        x, y = (t.to(dev) for t in next(stream))
+        loss = F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % max(1, steps // 5) == 0 or step == steps:
+            history.append({"step": step, "train_loss": round(loss.item(), 4),
+                            "valid_ppl": round(perplexity(model, valid, context, dev), 4)})
+    result = {"mixer": mixer, "steps": steps, "valid_ppl": history[-1]["valid_ppl"], "history": history,
+              "seconds": round(time.perf_counter() - started, 1), "text": text or "built-in tiny stories"}
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"lm_config": cfg.__dict__, "model": model.state_dict(), "result": result}, out / "lm.pt")
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def generate(checkpoint: str, prompt: str, tokens: int, temperature: float, top_k: int, seed: int) -> str:
+    path = Path(checkpoint)
+    path = path / "lm.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise SinkrecError(f"LM checkpoint not found: {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if "lm_config" not in payload:
+        raise SinkrecError(f"{path} is not a `sinkrec lm` checkpoint")
+    model = SessaLM(LMConfig(**payload["lm_config"]))
+    model.load_state_dict(payload["model"])
+    model.eval()
+    ids = torch.tensor([list(prompt.encode() or b"\n")])
+    out = model.generate(ids, tokens, temperature, top_k, torch.Generator().manual_seed(seed))
+    return bytes(out[0].tolist()).decode("utf-8", errors="replace")
