@@ -63,6 +63,7 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
                        for m in ("sasrec", "gdn", "sinkrec")],
     "ml1m-ts-half": [("ml-1m-ts-half", "ml-1m-ts-half-sinkrec", m, [f"model.name={m}"], [0])
                      for m in ("sasrec", "gdn", "sinkrec")],
+    "sessa-ml1m": [("ml-1m", "ml-1m-sessa", "sessa", [], [0])],
     "smoke": [
         ("synthetic", "synthetic", "sasrec", ["train.epochs=1"], [0, 1]),
     ],

@@ -1,0 +1,95 @@
+"""Memory tails: |∂y_t/∂x_τ| against lag ℓ = t − τ for the three mixers, at init and trained.
+
+y_t is the last position's final hidden state, x_τ the input embedding at position τ; the Jacobian
+norm is estimated with random probe vectors (averaged). A log-log line fit over ℓ ∈ [8, T/2] gives
+the decay slope. Trained models come from `benchmarks/sessa_tasks.py` checkpoints (SymbolSoup).
+Writes benchmarks/results/sessa_tails.json and sessa_tails.png.
+
+    python benchmarks/sessa_tails.py --device cuda --checkpoints runs/sessa_tasks
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import ROOT, write_results  # noqa: E402
+
+from sinkrec.data.sessa_tasks import SOUP_VOCAB, symbol_soup  # noqa: E402
+from sinkrec.models.lm import LMConfig, SessaLM  # noqa: E402
+
+
+def influence(model: SessaLM, tokens: torch.Tensor, probes: int = 8) -> np.ndarray:
+    """Mean over probes of ||∂⟨u, y_T⟩/∂x_τ|| for every τ (y before the head, after the final norm)."""
+    x = model.embed(tokens).detach().requires_grad_()
+    h = x
+    for layer in model.layers:
+        h = layer(h)
+    y = model.norm(h)[:, -1]
+    norms = []
+    gen = torch.Generator(device=tokens.device).manual_seed(0)
+    for _ in range(probes):
+        u = torch.randn(y.shape, generator=gen, device=y.device)
+        (grad,) = torch.autograd.grad((y * u).sum(), x, retain_graph=True)
+        norms.append(grad.norm(dim=-1).mean(0))
+    return torch.stack(norms).mean(0).detach().cpu().double().numpy()[::-1].copy()  # index = lag
+
+
+def slope(curve: np.ndarray) -> float:
+    lags = np.arange(len(curve))
+    window = (lags >= 8) & (lags <= len(curve) // 2) & (curve > 0)
+    return float(np.polyfit(np.log(lags[window]), np.log(curve[window]), 1)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--checkpoints", default="runs/sessa_tasks")
+    parser.add_argument("--length", type=int, default=389)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    dev = torch.device(args.device)
+    tokens = torch.from_numpy(symbol_soup(16, seed=777)[0][:, : args.length]).to(dev)
+    records, curves = [], {}
+    for mixer in ("sessa", "attention", "gdn"):
+        for state in ("init", "trained"):
+            torch.manual_seed(0)
+            model = SessaLM(LMConfig(vocab_size=SOUP_VOCAB, d_model=64, n_layers=2, n_heads=4, mixer=mixer)).to(dev)
+            if state == "trained":
+                path = Path(args.checkpoints) / f"symbolsoup-{mixer}-s0.pt"
+                if not path.is_file():
+                    print(f"skip {mixer} trained: {path} not found")
+                    continue
+                model.load_state_dict(torch.load(path, map_location=dev, weights_only=False)["model"])
+            curve = influence(model.eval(), tokens)
+            curves[f"{mixer} ({state})"] = curve
+            records.append({"model": mixer, "state": state, "slope": round(slope(curve), 4),
+                            "influence": [float(f"{v:.4g}") for v in curve]})
+            print(f"{mixer:<10}{state:<8} log-log slope {records[-1]['slope']:+.3f}")
+    path = write_results("sessa_tails", records, args.out)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, curve in curves.items():
+        lags = np.arange(1, len(curve))
+        ax.loglog(lags, curve[1:], label=name, linestyle="-" if "trained" in name else "--")
+    ax.set_xlabel("lag ℓ = t − τ")
+    ax.set_ylabel("|∂y_t / ∂x_τ|")
+    ax.set_title("Memory tails")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png") if args.out else ROOT / "benchmarks" / "results" / "sessa_tails.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
