@@ -34,8 +34,10 @@ rerun)  # runs that need no delta-rule option (SASRec), started again in the bac
   ;;
 finish)  # wait, stop what still trains, score each unfinished run's best checkpoint on test once
   end=$((SECONDS + $2))
-  while [ $SECONDS -lt $end ] && pgrep -f "[b]enchmarks/quality.py" > /dev/null; do sleep 10; done
-  pkill -f "[b]enchmarks/quality.py"; pkill -f "[s]inkrec.cli train"; sleep 3
+  while [ $SECONDS -lt $end ] && pgrep -f "^[^ ]*python3 benchmarks/quality.py" > /dev/null; do sleep 10; done
+  # patterns anchored at the start of the command line, so the shell that called this script
+  # (whose command line mentions the same words) is not killed with them
+  pkill -f "^[^ ]*python3 benchmarks/quality.py"; pkill -f "^[^ ]*python[0-9.]* -m sinkrec.cli train"; sleep 3
   mkdir -p "$RES/runs"
   for run in runs/quality/*/; do
     name=$(basename "$run")
@@ -52,7 +54,7 @@ finish)  # wait, stop what still trains, score each unfinished run's best checkp
   ;;
 wait)
   end=$((SECONDS + $2))
-  while [ $SECONDS -lt $end ] && pgrep -f "[b]enchmarks/quality.py" > /dev/null; do sleep 10; done
+  while [ $SECONDS -lt $end ] && pgrep -f "^[^ ]*python3 benchmarks/quality.py" > /dev/null; do sleep 10; done
   if [ -d runs/quality ] && [ "${DIAGNOSE:-0}" = 1 ]; then
     g=$(ls -d runs/quality/synthetic-long-gdn-s0 2>/dev/null); s=$(ls -d runs/quality/synthetic-long-sinkrec-s0 2>/dev/null)
     if [ -f "$g/best.pt" ] && [ -f "$s/best.pt" ]; then
