@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.output:
         raw = merge(raw, {"output_dir": args.output})
     cfg = build_config(raw)
+    rank = int(os.environ.get("RANK", "0"))  # set by torchrun; only rank 0 reports
+    if rank > 0:
+        logging.getLogger().setLevel(logging.WARNING)
     data = load_dataset(cfg.data)
     store = data.store
     log.info("data %s: %d users, %d items, %d events (mean length %.1f)", data.name, store.n_users,
@@ -59,6 +63,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("model %s: %.2fM parameters, device %s", cfg.model["name"],
              sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.device)
     result = trainer.fit()
+    from .train.distributed import cleanup
+
+    cleanup(trainer.dist)
+    if rank > 0:
+        return 0
     keys = _metric_keys(cfg.eval.topk)
     rows = [("valid", result.valid), ("test", result.test)]
     oracle = json.loads((result.output_dir / "metrics.json").read_text()).get("oracle")

@@ -24,6 +24,10 @@ class Batch:
     seen: torch.Tensor | None = None  # eval: [B, S] full input history, for filter_seen
     users: torch.Tensor | None = None  # [B] user indices
 
+    def rows(self, index: slice) -> Batch:
+        """A subset of the rows (e.g. one rank's share of a global batch)."""
+        return Batch(**{k: (v[index] if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
+
     def to(self, device: torch.device | str) -> Batch:
         move = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                 for k, v in self.__dict__.items()}

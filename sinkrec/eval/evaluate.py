@@ -12,10 +12,10 @@ from .metrics import add_sums, finalize, metric_sums, target_ranks
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, which: str, cfg: EvalConfig, max_len: int,
+def evaluate_sums(model: torch.nn.Module, split: Split, which: str, cfg: EvalConfig, max_len: int,
              device: torch.device | str = "cpu", users: np.ndarray | None = None,
              autocast: bool = False) -> dict[str, float]:
-    """Full-ranking HR/NDCG@K and MRR for `which` ∈ {valid, test}; filter_seen per `cfg`."""
+    """Metric sums (plus `count` and `repeat_targets`) over `users`; add them up across processes."""
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
@@ -31,7 +31,19 @@ def evaluate(model: torch.nn.Module, split: Split, which: str, cfg: EvalConfig, 
         sums = add_sums(sums, metric_sums(ranks, cfg.topk))
         repeats += int((batch.seen == batch.targets[:, None]).any(1).sum())
     model.train(was_training)
-    metrics = finalize(sums)
+    sums["repeat_targets"] = float(repeats)
+    return sums
+
+
+def metrics_from_sums(sums: dict[str, float]) -> dict[str, float]:
+    metrics = finalize({k: v for k, v in sums.items() if k != "repeat_targets"})
     metrics["users"] = sums.get("count", 0.0)
-    metrics["repeat_targets"] = float(repeats)
+    metrics["repeat_targets"] = sums.get("repeat_targets", 0.0)
     return metrics
+
+
+def evaluate(model: torch.nn.Module, split: Split, which: str, cfg: EvalConfig, max_len: int,
+             device: torch.device | str = "cpu", users: np.ndarray | None = None,
+             autocast: bool = False) -> dict[str, float]:
+    """Full-ranking HR/NDCG@K and MRR for `which` ∈ {valid, test}; filter_seen per `cfg`."""
+    return metrics_from_sums(evaluate_sums(model, split, which, cfg, max_len, device, users, autocast))

@@ -29,6 +29,10 @@ class SequentialRecommender(nn.Module):
     def encode(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """`encode`, so DistributedDataParallel can wrap the model."""
+        return self.encode(batch)
+
     def item_scores(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden @ self.item_embedding.weight.to(hidden.dtype).t()
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 
-def full_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+def full_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, item_table: torch.Tensor,
+                    reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy over the whole catalogue; column 0 (padding) is never a valid class.
 
     Padding rows are ignored through `ignore_index` rather than gathered away, which would make
@@ -14,12 +15,12 @@ def full_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, item_table: tor
     """
     logits = (hidden.reshape(-1, hidden.shape[-1]) @ item_table.to(hidden.dtype).t()).float()
     logits[:, 0] = float("-inf")
-    return F.cross_entropy(logits, targets.reshape(-1), ignore_index=0)
+    return F.cross_entropy(logits, targets.reshape(-1), ignore_index=0, reduction=reduction)
 
 
 def sampled_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, item_table: torch.Tensor,
                        n_negatives: int, negatives: str = "uniform",
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None, reduction: str = "mean") -> torch.Tensor:
     """Sampled softmax with log-Q correction, for catalogues too large for a full softmax.
 
     - uniform: `n_negatives` items drawn uniformly (shared by the batch); accidental hits of
@@ -38,10 +39,10 @@ def sampled_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, item_table: 
         neg_logits = (h @ table[neg].t()).float()
         neg_logits = neg_logits.masked_fill(neg[None, :] == y[:, None], float("-inf"))
         logits = torch.cat([pos_logit, neg_logits], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(y))
+        return F.cross_entropy(logits, torch.zeros_like(y), reduction=reduction)
     if negatives == "in-batch":
         candidates, label, counts = torch.unique(y, return_inverse=True, return_counts=True)
         logits = (h @ table[candidates].t()).float()
         logits = logits - torch.log(counts.float() / y.numel())[None, :]
-        return F.cross_entropy(logits, label)
+        return F.cross_entropy(logits, label, reduction=reduction)
     raise ValueError(f"negatives must be 'uniform' or 'in-batch', got '{negatives}'")

@@ -23,9 +23,10 @@ from ..config import Config
 from ..data import Dataset
 from ..data.batching import train_batches, trainable_users
 from ..errors import ConfigError
-from ..eval.evaluate import evaluate
+from ..eval.evaluate import evaluate_sums, metrics_from_sums
 from ..models import build_model
 from . import checkpoint
+from .distributed import DistInfo, all_reduce_sum, barrier, setup
 from .losses import full_softmax_ce, sampled_softmax_ce
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,22 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, data: Dataset):
+    def __init__(self, cfg: Config, data: Dataset, dist_info: DistInfo | None = None):
         self.cfg = cfg
         self.data = data
+        self.dist = dist_info or setup(cfg.train.device)
         self.device = pick_device(cfg.train.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.out = Path(cfg.output_dir)
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)  # same seed on every rank: identical initial weights
         self.model = build_model(cfg.model, data.store.n_items, cfg.data.max_len).to(self.device)
+        self.train_model = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
                                            weight_decay=cfg.train.weight_decay)
         self.users = trainable_users(data.split)
@@ -84,7 +94,7 @@ class Trainer:
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
-        self.writer = self._tensorboard() if cfg.train.tensorboard else None
+        self.writer = self._tensorboard() if cfg.train.tensorboard and self.dist.main else None
 
     # ---- state -------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -117,20 +127,28 @@ class Trainer:
 
     # ---- steps -------------------------------------------------------------------------
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Main loss as a token sum over this rank's rows divided by the global token count, times
+        the world size: after DDP averages gradients, that is the gradient of the global mean."""
         tcfg = self.cfg.train
+        tokens = (batch.targets > 0).sum().double()
+        global_tokens = float(all_reduce_sum({"n": float(tokens)}, self.dist)["n"]) if self.dist.enabled \
+            else tokens.clamp_min(1)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            hidden = self.model.encode(batch)
+            hidden = self.train_model(batch) if self.dist.enabled else self.model.encode(batch)
             table = self.model.item_embedding.weight
             if tcfg.loss == "ce":
-                main = full_softmax_ce(hidden, batch.targets, table)
+                main = full_softmax_ce(hidden, batch.targets, table, reduction="sum")
             elif tcfg.loss == "sampled":
-                main = sampled_softmax_ce(hidden, batch.targets, table, tcfg.n_negatives, tcfg.negatives)
+                main = sampled_softmax_ce(hidden, batch.targets, table, tcfg.n_negatives, tcfg.negatives,
+                                          reduction="sum")
             else:
                 raise ConfigError(f"train.loss must be 'ce' or 'sampled', got '{tcfg.loss}'")
+            main = main / global_tokens * self.dist.world
             parts = {"loss": main}
             parts.update(self.model.extra_losses())
         total = sum(parts.values())
-        return total, {k: v.detach() for k, v in parts.items()}
+        logged = {k: v.detach() / self.dist.world for k, v in parts.items()}  # summed over ranks later
+        return total, logged
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
@@ -140,8 +158,10 @@ class Trainer:
         batches = train_batches(self.data.split, self.users, self.cfg.data.max_len,
                                 self.cfg.train.batch_size, rng)
         bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}",
-                   disable=not self.cfg.train.progress, leave=False)
+                   disable=not (self.cfg.train.progress and self.dist.main), leave=False)
         for batch in bar:
+            if self.dist.enabled:
+                batch = batch.rows(slice(self.dist.rank, None, self.dist.world))
             batch = batch.to(self.device)
             loss, parts = self.loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -155,11 +175,18 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value.float()
             if steps % 25 == 1:
                 bar.set_postfix(loss=f"{float(parts['loss']):.4f}")
-        return {k: float(v) / max(1, steps) for k, v in sums.items()}
+        sums = {k: float(v) for k, v in sums.items()}
+        return {k: v / max(1, steps) for k, v in all_reduce_sum(sums, self.dist).items()}
 
     def evaluate(self, which: str) -> dict[str, float]:
-        return evaluate(self.model, self.data.split, which, self.cfg.eval, self.cfg.data.max_len,
-                        self.device, autocast=self.autocast)
+        """Each rank scores every W-th user; metric sums are added up exactly across ranks."""
+        users = None
+        if self.dist.enabled:
+            order = np.argsort(self.data.store.lengths, kind="stable")
+            users = order[self.dist.rank:: self.dist.world]
+        sums = evaluate_sums(self.model, self.data.split, which, self.cfg.eval, self.cfg.data.max_len,
+                             self.device, users=users, autocast=self.autocast)
+        return metrics_from_sums(all_reduce_sum(sums, self.dist))
 
     # ---- loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -184,21 +211,24 @@ class Trainer:
                       "seconds": round(time.perf_counter() - started, 2)}
             record.update(self.model_stats())
             self.history.append(record)
-            self._log_epoch(record, improved)
-            payload = self._payload()
-            checkpoint.save(self.out / "last.pt", payload)
-            if improved:
-                checkpoint.save(self.out / "best.pt", payload)
-            self._write_metrics(None)
+            if self.dist.main:
+                self._log_epoch(record, improved)
+                payload = self._payload()
+                checkpoint.save(self.out / "last.pt", payload)
+                if improved:
+                    checkpoint.save(self.out / "best.pt", payload)
+                self._write_metrics(None)
+            barrier(self.dist)
             stopped = self.bad_epochs >= tcfg.patience > 0
-            if stopped:
+            if stopped and self.dist.main:
                 log.info("early stop: no %s improvement for %d epochs", metric, self.bad_epochs)
         if self.epoch == 0 or not (self.out / "best.pt").exists():
             raise RuntimeError("no epoch was trained (train.epochs must be ≥ 1)")
         best = checkpoint.load(self.out / "best.pt")
         self.model.load_state_dict(best["model"])
         test = self.evaluate("test")
-        self._write_metrics(test)
+        if self.dist.main:
+            self._write_metrics(test)
         if self.writer is not None:
             self.writer.close()
         return TrainResult(best_epoch=self.best["epoch"], valid=self.best["valid"], test=test,
