@@ -2,7 +2,9 @@
 # One GPU lease for issues #4 and #7, in consecutive device calls (each ≤ 10 minutes):
 #   bash benchmarks/gpu_session.sh start   # kernel check, op + throughput timings on an idle GPU,
 #                                          # then the quality studies start in the background
-#   bash benchmarks/gpu_session.sh wait S  # wait up to S seconds, then pack whatever finished
+#   bash benchmarks/gpu_session.sh rerun    # restart the SASRec runs of two studies in the background
+#   bash benchmarks/gpu_session.sh finish S # wait up to S seconds, stop what still trains, score each
+#                                          # unfinished run's best checkpoint once, run the diagnostic, pack
 # Data files are read from .data/ (copies of ../shared/datasets files, never committed).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -50,16 +52,6 @@ finish)  # wait, stop what still trains, score each unfinished run's best checkp
   g=runs/quality/synthetic-long-gdn-s0; s=runs/quality/synthetic-long-sinkrec-s0
   if [ -f "$g/best.pt" ] && [ -f "$s/best.pt" ]; then
     python3 -m sinkrec.cli diagnose "$s" --baseline "$g" --users 32 --device cuda --out "$RES/diagnose" 2>&1 | tail -6
-  fi
-  ;;
-wait)
-  end=$((SECONDS + $2))
-  while [ $SECONDS -lt $end ] && pgrep -f "^[^ ]*python3 benchmarks/quality.py" > /dev/null; do sleep 10; done
-  if [ -d runs/quality ] && [ "${DIAGNOSE:-0}" = 1 ]; then
-    g=$(ls -d runs/quality/synthetic-long-gdn-s0 2>/dev/null); s=$(ls -d runs/quality/synthetic-long-sinkrec-s0 2>/dev/null)
-    if [ -f "$g/best.pt" ] && [ -f "$s/best.pt" ]; then
-      python3 -m sinkrec.cli diagnose "$s" --baseline "$g" --users 32 --device cuda --out "$RES/diagnose" 2>&1 | tail -6
-    fi
   fi
   ;;
 esac
