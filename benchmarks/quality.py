@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGET60 = ["train.epochs=60", "train.lr=0.002", "train.schedule=cosine", "train.warmup_steps=100",
             "train.patience=0"]
 
+LONG_CPU = ["data.synthetic.n_users=400", "data.synthetic.min_len=600", "data.synthetic.max_len=800",
+            "data.max_len=512", "model.d_model=32", "train.epochs=6", "train.patience=0", "train.batch_size=16"]
+
 # study name → list of (dataset label, config, model/variant label, overrides, seeds)
 STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
     "sasrec-ml1m": [
@@ -63,6 +66,9 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
                        for m in ("sasrec", "gdn", "sinkrec")],
     "ml1m-ts-half": [("ml-1m-ts-half", "ml-1m-ts-half-sinkrec", m, [f"model.name={m}"], [0])
                      for m in ("sasrec", "gdn", "sinkrec")],
+    # a CPU-sized long-history comparison (400 users × 600–800 events, d=32, 6 epochs)
+    "synthetic-long-cpu": [("synthetic-long-cpu", "synthetic-long-sinkrec", m, [f"model.name={m}"] + LONG_CPU, [0])
+                           for m in ("gdn", "sinkrec")],
     "sessa-ml1m": [("ml-1m", "ml-1m-sessa", "sessa", [], [0])],
     "smoke": [
         ("synthetic", "synthetic", "sasrec", ["train.epochs=1"], [0, 1]),
