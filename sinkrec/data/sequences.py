@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataFormatError, UnknownItemError
+from ..errors import DataFormatError
 from .formats import Interactions, read_interactions
 
 log = logging.getLogger(__name__)
@@ -54,21 +54,9 @@ class SequenceStore:
         return self.timestamps[self.offsets[user]: self.offsets[user + 1]]
 
     # ---- id mapping -------------------------------------------------------------------
-    def encode_items(self, original: list[str]) -> np.ndarray:
-        """Original item ids (as text) → indices; unknown ids raise with the offending id."""
-        lookup = {str(v): i for i, v in enumerate(self.item_ids) if i > 0}
-        out = []
-        for token in original:
-            key = str(token).strip()
-            if key not in lookup:
-                raise UnknownItemError(f"item id '{key}' is not in the catalogue "
-                                       f"({self.n_items} items, e.g. {self.item_ids[1]!s})")
-            out.append(lookup[key])
-        return np.asarray(out, dtype=np.int64)
-
     def decode_items(self, indices: np.ndarray) -> list:
-        return [self.item_ids[int(i)].item() if hasattr(self.item_ids[int(i)], "item")
-                else self.item_ids[int(i)] for i in indices]
+        """Indices → original ids as plain Python values (numpy scalars unwrapped)."""
+        return [self.item_ids[int(i)].item() for i in indices]
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: Path) -> None:
