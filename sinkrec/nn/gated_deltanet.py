@@ -30,6 +30,7 @@ class DeltaInputs:
     v: torch.Tensor  # [B, T, H, Dv]
     g: torch.Tensor  # [B, T, H], log decay ≤ 0
     beta: torch.Tensor  # [B, T, H], write strength in (0, 1)
+    decay_input: torch.Tensor | None = None  # W_a x, before `decay` (TDGD adds its time term here)
 
     def replace(self, **changes: torch.Tensor) -> DeltaInputs:
         return replace(self, **changes)
@@ -87,8 +88,9 @@ class GatedDeltaNet(nn.Module):
             if cache is not None:
                 cache.conv[name] = tail
             parts[name] = y.view(b, t, h, d)
+        pre = self.a_proj(x)
         return DeltaInputs(q=F.normalize(parts["q"], dim=-1), k=F.normalize(parts["k"], dim=-1), v=parts["v"],
-                           g=self.decay(self.a_proj(x)), beta=torch.sigmoid(at_least_fp32(self.b_proj(x))))
+                           g=self.decay(pre), beta=torch.sigmoid(at_least_fp32(self.b_proj(x))), decay_input=pre)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: DeltaCache | None = None,
                 modify: Modifier | None = None) -> torch.Tensor:

@@ -55,7 +55,7 @@ class TDGD(nn.Module):
             changes = {}
             g = inputs.g
             if self.time_weight is not None:
-                pre = self.gdn.a_proj(x).to(g.dtype) + self.time_weight.to(g.dtype) * delta[..., None].to(g.dtype)
+                pre = inputs.decay_input.to(g.dtype) + self.time_weight.to(g.dtype) * delta[..., None].to(g.dtype)
                 g = self.gdn.decay(pre)
             if self.memory_key is not None:
                 km = memory_head_keys(self.memory_key, memory, self.gdn.n_heads)  # [B, T, H, Dk]
