@@ -29,7 +29,7 @@ BUDGET60 = ["train.epochs=60", "train.lr=0.002", "train.schedule=cosine", "train
             "train.patience=0"]
 
 LONG_CPU = ["data.synthetic.n_users=400", "data.synthetic.min_len=600", "data.synthetic.max_len=800",
-            "data.max_len=512", "model.d_model=32", "train.epochs=6", "train.patience=0", "train.batch_size=16"]
+            "data.max_len=512", "model.d_model=32", "train.epochs=15", "train.patience=0", "train.batch_size=16"]
 
 # study name → list of (dataset label, config, model/variant label, overrides, seeds)
 STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
@@ -66,8 +66,8 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
                        for m in ("sasrec", "gdn", "sinkrec")],
     "ml1m-ts-half": [("ml-1m-ts-half", "ml-1m-ts-half-sinkrec", m, [f"model.name={m}"], [0])
                      for m in ("sasrec", "gdn", "sinkrec")],
-    # a CPU-sized long-history comparison (400 users × 600–800 events, d=32, 6 epochs)
-    "synthetic-long-cpu": [("synthetic-long-cpu", "synthetic-long-sinkrec", m, [f"model.name={m}"] + LONG_CPU, [0])
+    # a CPU-sized long-history comparison (400 users × 600–800 events, d=32, 15 epochs)
+    "synthetic-long-cpu": [("synthetic-long-cpu", "synthetic-long-sinkrec", m, [f"model.name={m}"] + LONG_CPU, [0, 1])
                            for m in ("gdn", "sinkrec")],
     "sessa-ml1m": [("ml-1m", "ml-1m-sessa", "sessa", [], [0])],
     "smoke": [
