@@ -7,20 +7,17 @@ Writes benchmarks/results/delta_rule_cpu.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from sinkrec.ops.delta_rule import delta_rule
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from sinkrec.ops.delta_rule import delta_rule  # noqa: E402
 
 
 def make(b, t, h, d, dtype):
@@ -63,11 +60,7 @@ def main() -> None:
             ms = time_it(run, args.repeats)
             records.append({"op": "delta_rule", "impl": impl, "B": args.B, "T": args.T, "H": args.H, "D": args.D,
                             "dtype": "fp32", "mode": mode, "device": "cpu", "ms": round(ms, 2)})
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    payload = {"command": "python " + " ".join(sys.argv), "date": datetime.date.today().isoformat(),
-               "machine": f"{platform.node()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
-               "git": git.stdout.strip(), "records": records}
-    (ROOT / "benchmarks" / "results" / "delta_rule_cpu.json").write_text(json.dumps(payload, indent=2))
+    write_results("delta_rule_cpu", records)
     ref = {r["mode"]: r["ms"] for r in records if r["impl"] == "reference"}
     print(f"{'impl':<10}{'mode':<9}{'ms':>10}{'speed-up':>10}")
     for r in records:

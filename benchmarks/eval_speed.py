@@ -8,23 +8,20 @@ evaluation cost does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from sinkrec.config import EvalConfig
-from sinkrec.data import Split, load_store
-from sinkrec.eval.evaluate import evaluate
-from sinkrec.models import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from sinkrec.config import EvalConfig  # noqa: E402
+from sinkrec.data import Split, load_store  # noqa: E402
+from sinkrec.eval.evaluate import evaluate  # noqa: E402
+from sinkrec.models import build_model  # noqa: E402
 
 
 def main() -> None:
@@ -52,12 +49,7 @@ def main() -> None:
         records.append({"op": "full_ranking_eval", "model": name, "impl": "torch", "device": args.device,
                         "users": int(metrics["users"]), "items": store.n_items, "max_len": args.max_len,
                         "d_model": 64, "seconds": round(seconds, 3), "threads": torch.get_num_threads()})
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    payload = {"command": "python " + " ".join(sys.argv), "machine": f"{platform.node()} ({platform.processor()}, "
-               f"{torch.get_num_threads()} threads)", "date": datetime.date.today().isoformat(),
-               "git": git.stdout.strip(), "records": records}
-    out = ROOT / "benchmarks" / "results" / "eval_speed.json"
-    out.write_text(json.dumps(payload, indent=2))
+    write_results("eval_speed", records)
     print(f"{'model':<10}{'users':>8}{'items':>8}{'seconds':>10}")
     for r in records:
         print(f"{r['model']:<10}{r['users']:>8}{r['items']:>8}{r['seconds']:>10.3f}")

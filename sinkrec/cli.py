@@ -70,9 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     keys = _metric_keys(cfg.eval.topk)
     rows = [("valid", result.valid), ("test", result.test)]
-    oracle = json.loads((result.output_dir / "metrics.json").read_text()).get("oracle")
-    if oracle:
-        rows.append(("oracle", oracle["test"]))
+    if trainer.oracle:
+        rows.append(("oracle", trainer.oracle["test"]))
     print(_table(rows, keys))
     print(f"best epoch {result.best_epoch}, {result.train_seconds:.1f}s training; "
           f"checkpoint {result.output_dir / 'best.pt'}, metrics {result.output_dir / 'metrics.json'}")

@@ -95,6 +95,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.writer = self._tensorboard() if cfg.train.tensorboard and self.dist.main else None
+        # the generator's true distribution does not change during training: score it once
+        self.oracle = oracle_metrics(data, cfg) if data.oracle is not None and self.dist.main else None
 
     # ---- state -------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -254,8 +256,8 @@ class Trainer:
                   "best_epoch": self.best["epoch"], "valid": self.best["valid"], "test": test,
                   "epochs": self.epoch, "train_seconds": round(self.train_seconds, 2),
                   "filter_seen": self.cfg.eval.filter_seen, "history": self.history}
-        if self.data.oracle is not None:
-            result["oracle"] = oracle_metrics(self.data, self.cfg)
+        if self.oracle is not None:
+            result["oracle"] = self.oracle
         (self.out / "metrics.json").write_text(json.dumps(result, indent=2))
 
 
