@@ -54,11 +54,31 @@ def measure(impl, b, t, mode):
             "tokens_per_s": round(b * t / ms * 1e3)}
 
 
+def profile(b, t) -> None:
+    """Per-kernel GPU time of one Triton forward+backward (where the time goes)."""
+    xs = inputs(b, t)
+    grad = torch.randn(b, t, H, D, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        op("triton", xs).backward(grad)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            op("triton", xs).backward(grad)
+        torch.cuda.synchronize()
+    print(f"profile B={b} T={t} (5 fwd+bwd)")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     parser.add_argument("--impls", default="triton,chunked,sdpa")
+    parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
+    parser.add_argument("--profile", action="store_true", help="print per-kernel times of the Triton path and exit")
     args = parser.parse_args()
+    if args.profile:
+        profile(2, 32768)
+        profile(8, 8192)
+        return
     records = []
     shapes = [(32, 2048), (8, 8192), (2, 32768)]
     for b, t in shapes:
@@ -76,7 +96,7 @@ def main() -> None:
         r["note"] = "throughput"
         records.append(r)
         print(r, flush=True)
-    path = write_results("ops_gpu", records, args.out)
+    path = write_results("ops_gpu", records, args.out, args.git)
     sdpa = {(r["B"], r["T"], r["mode"]): r["ms"] for r in records if r.get("impl") == "sdpa" and "ms" in r}
     lines = ["| B | T | mode | impl | ms | vs SDPA | peak MiB | M tokens/s |", "|---|---|---|---|---|---|---|---|"]
     for r in records:

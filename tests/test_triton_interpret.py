@@ -1,4 +1,4 @@
-"""The Triton state-pass kernels run under Triton's CPU interpreter (skipped without Triton).
+"""The Triton delta-rule kernels run under Triton's CPU interpreter (skipped without Triton).
 
 The real check runs on the GPU (benchmarks/check_triton_gpu.py); this one catches indexing and
 gradient-formula mistakes on any machine that has Triton installed.
@@ -16,23 +16,50 @@ from sinkrec.ops.delta_rule import delta_rule  # noqa: E402
 
 from .test_delta_rule import inputs, rel  # noqa: E402
 
+needs_interpreter = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs the Triton interpreter")
 
-@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs the Triton interpreter")
-@pytest.mark.parametrize("shape", [(1, 100, 2, 16, 16), (2, 64, 1, 32, 24)])
-def test_triton_state_pass_matches_reference(shape):
-    from sinkrec.ops.delta_rule.triton_chunk import _StatePass, delta_rule_triton
 
-    _StatePass.exact_fp32 = True
+def outputs_and_grads(args, impl, initial_state=True, **kw):
+    q, k, v, g, beta, h0 = args
+    o, hT = delta_rule(q, k, v, g, beta, initial_state=h0 if initial_state else None, output_final_state=True,
+                       impl=impl, **kw)
+    gen = torch.Generator().manual_seed(3)
+    loss = (o * torch.randn(o.shape, generator=gen)).sum() + (hT * torch.randn(hT.shape, generator=gen)).sum()
+    wrt = args if initial_state else args[:5]
+    return [o, hT, *torch.autograd.grad(loss, wrt)]
+
+
+@needs_interpreter
+@pytest.mark.parametrize("shape,initial_state", [((1, 64, 1, 16, 16), True), ((2, 150, 2, 32, 48), True),
+                                                 ((1, 200, 1, 16, 24), False)])
+def test_triton_kernels_match_reference(shape, initial_state):
+    """fp32 outputs, final state and every gradient; T not a multiple of 64, Dv not a power of two."""
     args = [x.detach().float().requires_grad_() for x in inputs(*shape, seed=1)]
-    results = []
-    for fast in (False, True):
-        q, k, v, g, beta, h0 = args
-        if fast:
-            o, hT = delta_rule_triton(q, k, v, g, beta, shape[3] ** -0.5, h0, chunk_size=16)
-        else:
-            o, hT = delta_rule(q, k, v, g, beta, initial_state=h0, output_final_state=True, impl="reference")
-        gen = torch.Generator().manual_seed(3)
-        loss = (o * torch.randn(o.shape, generator=gen)).sum() + (hT * torch.randn(hT.shape, generator=gen)).sum()
-        results.append([o, hT, *torch.autograd.grad(loss, args)])
-    for fast, ref in zip(results[1], results[0]):
-        assert rel(fast, ref) < 1e-5
+    ref = outputs_and_grads(args, "reference", initial_state)
+    fast = outputs_and_grads(args, "triton", initial_state)
+    for a, b in zip(fast, ref):
+        assert rel(a, b) < 1e-5
+
+
+@needs_interpreter
+def test_triton_kernels_packed_and_padded():
+    """Packed sequences and padding go through the same dispatcher logic as the other paths."""
+    args = [x.detach().float().requires_grad_() for x in inputs(1, 140, 2, 16, 16, seed=2)]
+    args[5] = torch.randn(3, 2, 16, 16, requires_grad=True)
+    cu = torch.tensor([0, 70, 71, 140])
+    ref = outputs_and_grads(args, "reference", cu_seqlens=cu)
+    for a, b in zip(outputs_and_grads(args, "triton", cu_seqlens=cu), ref):
+        assert rel(a, b) < 1e-5
+    args = [x.detach().float().requires_grad_() for x in inputs(2, 90, 1, 16, 16, seed=4)]
+    mask = torch.ones(2, 90, dtype=torch.bool)
+    mask[0, 50:] = False
+    ref = outputs_and_grads(args, "reference", mask=mask)
+    for a, b in zip(outputs_and_grads(args, "triton", mask=mask), ref):
+        assert rel(a, b) < 1e-5
+
+
+@needs_interpreter
+def test_triton_rejects_unsupported_shapes():
+    args = inputs(1, 8, 1, 12, 16, seed=0)
+    with pytest.raises(ValueError, match="power of two"):
+        delta_rule(*args[:5], impl="triton")

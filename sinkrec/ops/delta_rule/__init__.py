@@ -34,6 +34,8 @@ def _run(impl: str, q, k, v, g, beta, scale, initial_state, chunk_size):
         return delta_rule_chunked(q, k, v, g, beta, scale, initial_state, chunk_size)
     from .triton_chunk import delta_rule_triton
 
+    if chunk_size != 64:
+        raise ValueError(f"the triton delta rule uses chunks of 64 (got chunk_size={chunk_size})")
     return delta_rule_triton(q, k, v, g, beta, scale, initial_state)
 
 

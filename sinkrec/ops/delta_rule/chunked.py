@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 
-def state_pass_torch(U: torch.Tensor, Wk: torch.Tensor, k_tail: torch.Tensor, chunk_decay: torch.Tensor,
-                     h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def state_pass(U: torch.Tensor, Wk: torch.Tensor, k_tail: torch.Tensor, chunk_decay: torch.Tensor,
+               h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The only sequential part: W_i = U_i − Wk_i h_i,  h_{i+1} = d_i h_i + k_tailᵢᵀ W_i.
 
     U [B, H, N, C, Dv], Wk and k_tail [B, H, N, C, Dk], chunk_decay [B, H, N], h0 [B, H, Dk, Dv]
@@ -32,16 +32,12 @@ def state_pass_torch(U: torch.Tensor, Wk: torch.Tensor, k_tail: torch.Tensor, ch
 
 
 def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
-                       scale: float, initial_state: torch.Tensor | None = None, chunk_size: int = 64,
-                       state_pass=state_pass_torch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as `delta_rule_reference` (dense batch, [B, T, H, D] layout).
-
-    `state_pass` runs the sequential chunk-to-chunk hand-off (PyTorch loop here; a Triton kernel
-    in `triton_chunk`); everything else is batched over all chunks.
-    """
+                       scale: float, initial_state: torch.Tensor | None = None, chunk_size: int = 64
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as `delta_rule_reference` (dense batch, [B, T, H, D] layout)."""
     if q.dtype in (torch.float16, torch.bfloat16):  # this path computes in fp32 for half inputs
         o, state = delta_rule_chunked(q.float(), k.float(), v.float(), g.float(), beta.float(), scale,
-                                      initial_state, chunk_size, state_pass)
+                                      initial_state, chunk_size)
         return o.to(q.dtype), state
     b, t, h, dk = k.shape
     dv = v.shape[-1]
