@@ -68,13 +68,40 @@ def profile(b, t) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
 
 
+def sweep() -> None:
+    """Launch options of the Triton kernels, one changed at a time from the defaults."""
+    from sinkrec.ops.delta_rule import triton_chunk as tc
+
+    def timings(label):
+        fb = measure("triton", 2, 32768, "fwd_bwd")["ms"]
+        mid = measure("triton", 8, 8192, "fwd_bwd")["ms"]
+        fwd = measure("triton", 64, 8192, "fwd")["ms"]
+        print(f"{label:<28} fwd+bwd 2x32768 {fb:7.3f} ms   fwd+bwd 8x8192 {mid:7.3f} ms   fwd 64x8192 {fwd:7.3f} ms",
+              flush=True)
+
+    timings("defaults")
+    for bs in (16, 64):
+        tc.STATE_BLOCK = bs
+        timings(f"state block {bs}")
+    tc.STATE_BLOCK = 32
+    for name in tc.WARPS:
+        for warps in (2, 8):
+            tc.WARPS[name] = {"num_warps": warps}
+            timings(f"{name} num_warps={warps}")
+        tc.WARPS[name] = {"num_warps": 4}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     parser.add_argument("--impls", default="triton,chunked,sdpa")
     parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
     parser.add_argument("--profile", action="store_true", help="print per-kernel times of the Triton path and exit")
+    parser.add_argument("--sweep", action="store_true", help="time the Triton kernels' launch options and exit")
     args = parser.parse_args()
+    if args.sweep:
+        sweep()
+        return
     if args.profile:
         profile(2, 32768)
         profile(8, 8192)

@@ -19,7 +19,7 @@ C = 64  # chunk length of the kernels
 
 def _state_block(dv: int) -> int:
     """Columns of the state per program of the state pass: small blocks, more programs in flight."""
-    return max(16, min(32, triton.next_power_of_2(dv)))
+    return max(16, min(STATE_BLOCK, triton.next_power_of_2(dv)))
 
 
 class _DeltaRuleTriton(torch.autograd.Function):
@@ -28,61 +28,60 @@ class _DeltaRuleTriton(torch.autograd.Function):
         b, t, h, dk = k.shape
         dv = v.shape[-1]
         n = triton.cdiv(t, C)
-        dev = q.device
         q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
-        f32 = dict(device=dev, dtype=torch.float32)
+        f32 = dict(device=q.device, dtype=torch.float32)
         dot = "ieee" if q.dtype == torch.float32 else "tf32"
-        bk, bv = triton.next_power_of_2(dk), triton.next_power_of_2(dv)
+        shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=dot)
         tt = torch.empty(b * h, n, C, C, **f32)
         u = torch.empty(b * h, n, C, dv, **f32)
         wk = torch.empty(b * h, n, C, dk, **f32)
-        kt = torch.empty(b * h, n, C, dk, **f32)
+        mm = torch.empty(b * h, n, dk, dk, **f32)
+        bb = torch.empty(b * h, n, dk, dv, **f32)
         gc = torch.empty(b * h, n, C, **f32)
-        dc = torch.empty(b * h, n, **f32)
-        kern.prep_fwd[(n, b * h)](k, v, g, beta, tt, u, wk, kt, gc, dc, t, n, h, DK=dk, DV=dv, BK=bk, BV=bv, DOT=dot)
+        kern.prep_fwd[(n, b * h)](k, v, g, beta, tt, u, wk, mm, bb, gc, t, n, h, **shapes, **WARPS["prep_fwd"])
         h0 = torch.zeros(b, h, dk, dv, **f32) if h0 is None else h0.float().contiguous()
-        w = torch.empty(b * h, n, C, dv, **f32)
         hs = torch.empty(b * h, n + 1, dk, dv, **f32)
         bs = _state_block(dv)
-        kern.state_fwd[(b * h, triton.cdiv(dv, bs))](u, wk, kt, dc, h0, w, hs, n, DK=dk, DV=dv, BS=bs, DOT=dot)
-        o = torch.empty(b, t, h, dv, device=dev, dtype=q.dtype)
-        kern.output_fwd[(n, b * h)](q, k, gc, hs, w, o, scale, t, n, h, DK=dk, DV=dv, BK=bk, BV=bv, DOT=dot)
-        ctx.save_for_backward(q, k, v, beta, tt, wk, kt, gc, dc, w, hs)
-        ctx.scale, ctx.dot, ctx.g_dtype = scale, dot, g.dtype
+        kern.state_fwd[(b * h, triton.cdiv(dv, bs))](mm, bb, h0, hs, n, DK=dk, DV=dv, BS=bs, DOT=dot,
+                                                     **WARPS["state_fwd"])
+        o = torch.empty(b, t, h, dv, device=q.device, dtype=q.dtype)
+        kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
+        ctx.save_for_backward(q, k, v, beta, tt, u, wk, mm, gc, hs)
+        ctx.scale, ctx.shapes, ctx.g_dtype = scale, shapes, g.dtype
         return o, hs[:, n].view(b, h, dk, dv)
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, beta, tt, wk, kt, gc, dc, w, hs = ctx.saved_tensors
+        q, k, v, beta, tt, u, wk, mm, gc, hs = ctx.saved_tensors
         b, t, h, dk = k.shape
         dv = v.shape[-1]
         n = gc.shape[1]
-        dev = q.device
-        f32 = dict(device=dev, dtype=torch.float32)
-        bk, bv, bs = triton.next_power_of_2(dk), triton.next_power_of_2(dv), _state_block(dv)
-        ns = triton.cdiv(dv, bs)
-        do = torch.zeros_like(q[..., :1].expand(b, t, h, dv)) if do is None else do.contiguous()
+        shapes = ctx.shapes
+        f32 = dict(device=q.device, dtype=torch.float32)
+        do = torch.zeros(b, t, h, dv, device=q.device, dtype=q.dtype) if do is None else do.contiguous()
         dq = torch.empty_like(q)
         dko = torch.empty(b * h, n, C, dk, **f32)
         dgo = torch.empty(b * h, n, C, **f32)
         dw = torch.empty(b * h, n, C, dv, **f32)
         dhs = torch.empty(b * h, n + 1, dk, dv, **f32)
         dhs[:, n] = 0.0 if dht is None else dht.float().reshape(b * h, dk, dv)
-        kern.output_bwd[(n, b * h)](q, k, gc, hs, w, do, dq, dko, dgo, dw, dhs, ctx.scale, t, n, h,
-                                    DK=dk, DV=dv, BK=bk, BV=bv, DOT=ctx.dot)
-        du = torch.empty(b * h, n, C, dv, **f32)
-        dwk = torch.empty(b * h, ns, n, C, dk, **f32)
-        dkt = torch.empty(b * h, ns, n, C, dk, **f32)
-        dd = torch.empty(b * h, ns, n, **f32)
-        dh0 = torch.empty(b, h, dk, dv, **f32)
-        kern.state_bwd[(b * h, ns)](wk, kt, dc, w, hs, dw, dhs, du, dwk, dkt, dd, dh0, n, ns,
-                                    DK=dk, DV=dv, BS=bs, DOT=ctx.dot)
-        dk_, dv_ = torch.empty_like(k), torch.empty_like(v)
-        dg = torch.empty(b, t, h, device=dev, dtype=ctx.g_dtype)
-        dbeta = torch.empty_like(beta)
-        kern.prep_bwd[(n, b * h)](k, v, beta, gc, tt, du, dwk, dkt, dd.sum(1).contiguous(), dko, dgo,
-                                  dk_, dv_, dg, dbeta, t, n, h, ns, DK=dk, DV=dv, BK=bk, BV=bv, DOT=ctx.dot)
-        return dq, dk_, dv_, dg, dbeta, None, dh0 if ctx.needs_input_grad[6] else None
+        kern.output_bwd[(n, b * h)](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, dhs, ctx.scale, t, n, h, **shapes,
+                                    **WARPS["output_bwd"])
+        bs = _state_block(dv)
+        kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=shapes["DOT"],
+                                                     **WARPS["state_bwd"])
+        dk_, dv_, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
+        dg = torch.empty(b, t, h, device=q.device, dtype=ctx.g_dtype)
+        kern.prep_bwd[(n, b * h)](k, v, beta, gc, tt, hs, dhs, dw, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
+                                  **WARPS["prep_bwd"])
+        dh0 = dhs[:, 0].view(b, h, dk, dv) if ctx.needs_input_grad[6] else None
+        return dq, dk_, dv_, dg, dbeta, None, dh0
+
+
+# launch options (benchmarks/ops_gpu.py --sweep tries others)
+WARPS = {name: {"num_warps": 4} for name in ("prep_fwd", "state_fwd", "output_fwd", "output_bwd", "state_bwd",
+                                             "prep_bwd")}
+STATE_BLOCK = 32  # at most this many state columns per program of the state passes
 
 
 def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):

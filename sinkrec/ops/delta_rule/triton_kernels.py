@@ -2,12 +2,16 @@
 
 Notation of chunked.py, per chunk: G = cumsum(g), γ = exp(G), D[t, i] = γ_t/γ_i (i ≤ t),
 A = strict(β_t k_tᵀk_i D[t, i]), T = (I + A)⁻¹, U = T(β⊙V), Wk = T(β⊙γ⊙K), K̃ = (γ_C/γ)⊙K,
-W = U − Wk h, h' = γ_C h + K̃ᵀW, o = (q⊙γ)h + (qkᵀ⊙D)W   (q already scaled).
+W = U − Wk h, o = (q⊙γ)h + (qkᵀ⊙D)W   (q already scaled),
+h' = γ_C h + K̃ᵀW = M h + B  with  M = γ_C I − K̃ᵀWk,  B = K̃ᵀU.
+The sequential part is thus one product per chunk, h' = M h + B (and g = dh_ext + Mᵀ g' backward);
+every other product runs in kernels that are parallel over chunks.
 
-Forward:  `prep_fwd` (per chunk: G, T, U, Wk, K̃, γ_C) → `state_fwd` (sequential over chunks, h in
+Forward:  `prep_fwd` (per chunk: G, T, U, Wk, M, B) → `state_fwd` (sequential over chunks, h in
 registers) → `output_fwd` (per chunk).
-Backward: `output_bwd` (per chunk: dq, the output's parts of dk and dG, dW and dh from the
-output) → `state_bwd` (reverse over chunks) → `prep_bwd` (per chunk: everything through T).
+Backward: `output_bwd` (per chunk: dq, the output's parts of dk and dG, dW, and the output's
+gradient into h) → `state_bwd` (reverse over chunks: total gradient into each state) →
+`prep_bwd` (per chunk: dM = g'hᵀ, dB = g', and everything through T).
 
 Inputs use the [B, T, H, D] layout directly (rows past T read as zeros: g = β = 0 writes and decays
 nothing); chunk-level tensors are fp32 [B·H, N, C, ·]. T is inverted per 16×16 diagonal block by
@@ -70,7 +74,7 @@ def _store_block(ptr, x, i, j, W: tl.constexpr, BW: tl.constexpr, COLS: tl.const
 
 
 @triton.jit
-def prep_fwd(K, V, G_IN, BETA, TT, U, WK, KT, GC, DC, T, N, H,
+def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
              DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
     n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -100,7 +104,6 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, KT, GC, DC, T, N, H,
     tl.store(GC + chunk * 64 + 16 + r, G2)
     tl.store(GC + chunk * 64 + 32 + r, G3)
     tl.store(GC + chunk * 64 + 48 + r, G4)
-    tl.store(DC + chunk, tl.exp(Gtot))
     # T = (I + A)⁻¹ by blocks
     T11 = _inv16(_a_block(k1, k1, b1, G1, G1, True, DOT))
     T22 = _inv16(_a_block(k2, k2, b2, G2, G2, True, DOT))
@@ -139,44 +142,58 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, KT, GC, DC, T, N, H,
     _store_block(tt, T42, 3, 1, 64, 16, True)
     _store_block(tt, T43, 3, 2, 64, 16, True)
     _store_block(tt, T44, 3, 3, 64, 16, True)
-    # Wk = T(β⊙γ⊙K) and K̃ = (γ_C/γ)⊙K
+    # Wk = T(β⊙γ⊙K), U = T(β⊙V), then M = γ_C I − Σ_j K̃_jᵀ Wk_j and B = Σ_j K̃_jᵀ U_j
     e1 = (b1 * tl.exp(G1))[:, None] * k1
     e2 = (b2 * tl.exp(G2))[:, None] * k2
     e3 = (b3 * tl.exp(G3))[:, None] * k3
     e4 = (b4 * tl.exp(G4))[:, None] * k4
-    wk = WK + chunk * 64 * DK
-    _store_block(wk, tl.dot(T11, e1, input_precision=DOT), 0, 0, DK, BK, False)
-    _store_block(wk, tl.dot(T21, e1, input_precision=DOT) + tl.dot(T22, e2, input_precision=DOT), 1, 0, DK, BK, False)
-    _store_block(wk, tl.dot(T31, e1, input_precision=DOT) + tl.dot(T32, e2, input_precision=DOT)
-                 + tl.dot(T33, e3, input_precision=DOT), 2, 0, DK, BK, False)
-    _store_block(wk, tl.dot(T41, e1, input_precision=DOT) + tl.dot(T42, e2, input_precision=DOT)
-                 + tl.dot(T43, e3, input_precision=DOT) + tl.dot(T44, e4, input_precision=DOT), 3, 0, DK, BK, False)
-    kt = KT + chunk * 64 * DK
-    _store_block(kt, tl.exp(Gtot - G1)[:, None] * k1, 0, 0, DK, BK, False)
-    _store_block(kt, tl.exp(Gtot - G2)[:, None] * k2, 1, 0, DK, BK, False)
-    _store_block(kt, tl.exp(Gtot - G3)[:, None] * k3, 2, 0, DK, BK, False)
-    _store_block(kt, tl.exp(Gtot - G4)[:, None] * k4, 3, 0, DK, BK, False)
-    # U = T(β⊙V)
+    w1 = tl.dot(T11, e1, input_precision=DOT)
+    w2 = tl.dot(T21, e1, input_precision=DOT) + tl.dot(T22, e2, input_precision=DOT)
+    w3 = (tl.dot(T31, e1, input_precision=DOT) + tl.dot(T32, e2, input_precision=DOT)
+          + tl.dot(T33, e3, input_precision=DOT))
+    w4 = (tl.dot(T41, e1, input_precision=DOT) + tl.dot(T42, e2, input_precision=DOT)
+          + tl.dot(T43, e3, input_precision=DOT) + tl.dot(T44, e4, input_precision=DOT))
     v1 = b1[:, None] * _rows(V, n, 0, T, H, h, b, DV, BV)
     v2 = b2[:, None] * _rows(V, n, 1, T, H, h, b, DV, BV)
     v3 = b3[:, None] * _rows(V, n, 2, T, H, h, b, DV, BV)
     v4 = b4[:, None] * _rows(V, n, 3, T, H, h, b, DV, BV)
+    u1 = tl.dot(T11, v1, input_precision=DOT)
+    u2 = tl.dot(T21, v1, input_precision=DOT) + tl.dot(T22, v2, input_precision=DOT)
+    u3 = (tl.dot(T31, v1, input_precision=DOT) + tl.dot(T32, v2, input_precision=DOT)
+          + tl.dot(T33, v3, input_precision=DOT))
+    u4 = (tl.dot(T41, v1, input_precision=DOT) + tl.dot(T42, v2, input_precision=DOT)
+          + tl.dot(T43, v3, input_precision=DOT) + tl.dot(T44, v4, input_precision=DOT))
+    wk = WK + chunk * 64 * DK
+    _store_block(wk, w1, 0, 0, DK, BK, False)
+    _store_block(wk, w2, 1, 0, DK, BK, False)
+    _store_block(wk, w3, 2, 0, DK, BK, False)
+    _store_block(wk, w4, 3, 0, DK, BK, False)
     u = U + chunk * 64 * DV
-    _store_block(u, tl.dot(T11, v1, input_precision=DOT), 0, 0, DV, BV, False)
-    _store_block(u, tl.dot(T21, v1, input_precision=DOT) + tl.dot(T22, v2, input_precision=DOT), 1, 0, DV, BV, False)
-    _store_block(u, tl.dot(T31, v1, input_precision=DOT) + tl.dot(T32, v2, input_precision=DOT)
-                 + tl.dot(T33, v3, input_precision=DOT), 2, 0, DV, BV, False)
-    _store_block(u, tl.dot(T41, v1, input_precision=DOT) + tl.dot(T42, v2, input_precision=DOT)
-                 + tl.dot(T43, v3, input_precision=DOT) + tl.dot(T44, v4, input_precision=DOT), 3, 0, DV, BV, False)
+    _store_block(u, u1, 0, 0, DV, BV, False)
+    _store_block(u, u2, 1, 0, DV, BV, False)
+    _store_block(u, u3, 2, 0, DV, BV, False)
+    _store_block(u, u4, 3, 0, DV, BV, False)
+    t1 = tl.trans(tl.exp(Gtot - G1)[:, None] * k1)
+    t2 = tl.trans(tl.exp(Gtot - G2)[:, None] * k2)
+    t3 = tl.trans(tl.exp(Gtot - G3)[:, None] * k3)
+    t4 = tl.trans(tl.exp(Gtot - G4)[:, None] * k4)
+    rk = tl.arange(0, BK)
+    rv = tl.arange(0, BV)
+    mk = (rk[:, None] < DK) & (rk[None, :] < DK)
+    eye = tl.where(rk[:, None] == rk[None, :], tl.exp(Gtot), 0.0)
+    m = eye - (tl.dot(t1, w1, input_precision=DOT) + tl.dot(t2, w2, input_precision=DOT)
+               + tl.dot(t3, w3, input_precision=DOT) + tl.dot(t4, w4, input_precision=DOT))
+    tl.store(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :], m, mask=mk)
+    bb = (tl.dot(t1, u1, input_precision=DOT) + tl.dot(t2, u2, input_precision=DOT)
+          + tl.dot(t3, u3, input_precision=DOT) + tl.dot(t4, u4, input_precision=DOT))
+    tl.store(BB + chunk * DK * DV + rk[:, None] * DV + rv[None, :], bb, mask=(rk[:, None] < DK) & (rv[None, :] < DV))
 
 
 @triton.jit
-def state_fwd(U, WK, KT, DC, H0, W, HS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
-              DOT: tl.constexpr):
-    """W_i = U_i − Wk_i h_i, h_{i+1} = d_i h_i + K̃_iᵀ W_i; one program per (b·h, block of Dv columns)."""
+def state_fwd(MM, BB, H0, HS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
+    """h_{i+1} = M_i h_i + B_i, storing every h_i; one program per (b·h, block of Dv columns)."""
     bh = tl.program_id(0)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
-    rc = tl.arange(0, 64)
     rk = tl.arange(0, DK)
     vm = rv[None, :] < DV
     hv = rk[:, None] * DV + rv[None, :]
@@ -184,13 +201,8 @@ def state_fwd(U, WK, KT, DC, H0, W, HS, N, DK: tl.constexpr, DV: tl.constexpr, B
     for i in tl.range(0, N, num_stages=2):
         chunk = bh * N + i
         tl.store(HS + (bh * (N + 1) + i) * DK * DV + hv, h, mask=vm)
-        u = tl.load(U + chunk * 64 * DV + rc[:, None] * DV + rv[None, :], mask=vm, other=0.0)
-        wk = tl.load(WK + chunk * 64 * DK + rc[:, None] * DK + rk[None, :])
-        kt = tl.load(KT + chunk * 64 * DK + rc[:, None] * DK + rk[None, :])
-        d = tl.load(DC + chunk)
-        w = u - tl.dot(wk, h, input_precision=DOT)
-        h = d * h + tl.dot(tl.trans(kt), w, input_precision=DOT)
-        tl.store(W + chunk * 64 * DV + rc[:, None] * DV + rv[None, :], w, mask=vm)
+        m = tl.load(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :])
+        h = tl.dot(m, h, input_precision=DOT) + tl.load(BB + chunk * DK * DV + hv, mask=vm, other=0.0)
     tl.store(HS + (bh * (N + 1) + N) * DK * DV + hv, h, mask=vm)
 
 
@@ -238,7 +250,7 @@ def _decay(G):
 
 
 @triton.jit
-def output_fwd(Q, K, GC, HS, W, O, scale, T, N, H, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
+def output_fwd(Q, K, GC, HS, U, WK, O, scale, T, N, H, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
                BV: tl.constexpr, DOT: tl.constexpr):
     n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -249,16 +261,17 @@ def output_fwd(Q, K, GC, HS, W, O, scale, T, N, H, DK: tl.constexpr, DV: tl.cons
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
     G = tl.load(GC + chunk * 64 + tl.arange(0, 64))
     state = _state_tile(HS, bh, n, N, DK, DV, BK, BV)
-    w = _chunk_tile(W, chunk, DV, BV)
+    w = _chunk_tile(U, chunk, DV, BV) - tl.dot(_chunk_tile(WK, chunk, DK, BK), state, input_precision=DOT)
     p = tl.dot(q, tl.trans(k), input_precision=DOT) * _decay(G)
     o = tl.dot(q * tl.exp(G)[:, None], state, input_precision=DOT) + tl.dot(p, w, input_precision=DOT)
     _store_rows(O, o, n, T, H, h, b, DV, BV)
 
 
 @triton.jit
-def output_bwd(Q, K, GC, HS, W, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, DK: tl.constexpr, DV: tl.constexpr,
+def output_bwd(Q, K, GC, HS, U, WK, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, DK: tl.constexpr, DV: tl.constexpr,
                BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
-    """Gradients through o = (q⊙γ)h + (qkᵀ⊙D)W: dq (final), the output's parts of dk and dG, dW, dh."""
+    """Gradients through o = (q⊙γ)h + (qkᵀ⊙D)W, W = U − Wk h: dq (final), the output's parts of dk and
+    dG, dW, and the gradient into h, (q⊙γ)ᵀdo − Wkᵀ dW."""
     n = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -270,18 +283,20 @@ def output_bwd(Q, K, GC, HS, W, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, DK: t
     G = tl.load(GC + chunk * 64 + tl.arange(0, 64))
     gamma = tl.exp(G)
     state = _state_tile(HS, bh, n, N, DK, DV, BK, BV)
-    w = _chunk_tile(W, chunk, DV, BV)
+    wk = _chunk_tile(WK, chunk, DK, BK)
+    w = _chunk_tile(U, chunk, DV, BV) - tl.dot(wk, state, input_precision=DOT)
     decay = _decay(G)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT)
     p = qk * decay
     qg = q * gamma[:, None]
     rk = tl.arange(0, BK)
     rv = tl.arange(0, BV)
-    tl.store(DHS + (bh * (N + 1) + n) * DK * DV + rk[:, None] * DV + rv[None, :],
-             tl.dot(tl.trans(qg), do, input_precision=DOT), mask=(rk[:, None] < DK) & (rv[None, :] < DV))
+    dw = tl.dot(tl.trans(p), do, input_precision=DOT)
+    dh = tl.dot(tl.trans(qg), do, input_precision=DOT) - tl.dot(tl.trans(wk), dw, input_precision=DOT)
+    tl.store(DHS + (bh * (N + 1) + n) * DK * DV + rk[:, None] * DV + rv[None, :], dh,
+             mask=(rk[:, None] < DK) & (rv[None, :] < DV))
     r = tl.arange(0, 64)
-    tl.store(DW + chunk * 64 * DV + r[:, None] * DV + rv[None, :], tl.dot(tl.trans(p), do, input_precision=DOT),
-             mask=rv[None, :] < DV)
+    tl.store(DW + chunk * 64 * DV + r[:, None] * DV + rv[None, :], dw, mask=rv[None, :] < DV)
     s = tl.dot(do, tl.trans(w), input_precision=DOT) * decay
     doh = tl.dot(do, tl.trans(state), input_precision=DOT)
     dq = tl.dot(s, k, input_precision=DOT) + gamma[:, None] * doh
@@ -293,43 +308,28 @@ def output_bwd(Q, K, GC, HS, W, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, DK: t
 
 
 @triton.jit
-def state_bwd(WK, KT, DC, W, HS, DW, DHS, DU, DWK, DKT, DD, DH0, N, NS, DK: tl.constexpr, DV: tl.constexpr,
-              BS: tl.constexpr, DOT: tl.constexpr):
-    """Reverse walk: dW_i = dW_i^ext + K̃_i g_{i+1}, g_i = dh_i^ext + d_i g_{i+1} − Wk_iᵀ dW_i, with
-    g the gradient into the state; dK̃, dWk, dd are partial sums per Dv block (added up afterwards)."""
+def state_bwd(MM, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
+    """Reverse walk g_i = dh_i^ext + M_iᵀ g_{i+1}, in place: DHS holds the outputs' gradients into each
+    state (and dh_T at N) and leaves with the total gradient g_i into each state (g_0 = dh0)."""
     bh = tl.program_id(0)
-    vb = tl.program_id(1)
-    rc = tl.arange(0, 64)
+    rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
-    rv = vb * BS + tl.arange(0, BS)
     vm = rv[None, :] < DV
     hv = rk[:, None] * DV + rv[None, :]
-    gh = tl.load(DHS + (bh * (N + 1) + N) * DK * DV + hv, mask=vm, other=0.0)
+    g = tl.load(DHS + (bh * (N + 1) + N) * DK * DV + hv, mask=vm, other=0.0)
     for j in tl.range(0, N, num_stages=2):
         i = N - 1 - j
-        chunk = bh * N + i
-        cv = chunk * 64 * DV + rc[:, None] * DV + rv[None, :]
-        ck = chunk * 64 * DK + rc[:, None] * DK + rk[None, :]
-        h = tl.load(HS + (bh * (N + 1) + i) * DK * DV + hv, mask=vm, other=0.0)
-        w = tl.load(W + cv, mask=vm, other=0.0)
-        kt = tl.load(KT + ck)
-        wk = tl.load(WK + ck)
-        d = tl.load(DC + chunk)
-        dw = tl.load(DW + cv, mask=vm, other=0.0) + tl.dot(kt, gh, input_precision=DOT)
-        part = (bh * NS + vb) * N + i
-        tl.store(DU + cv, dw, mask=vm)
-        tl.store(DKT + part * 64 * DK + rc[:, None] * DK + rk[None, :], tl.dot(w, tl.trans(gh), input_precision=DOT))
-        tl.store(DWK + part * 64 * DK + rc[:, None] * DK + rk[None, :], -tl.dot(dw, tl.trans(h), input_precision=DOT))
-        tl.store(DD + part, tl.sum(tl.sum(gh * h, 1), 0))
-        dhs = tl.load(DHS + (bh * (N + 1) + i) * DK * DV + hv, mask=vm, other=0.0)
-        gh = dhs + d * gh - tl.dot(tl.trans(wk), dw, input_precision=DOT)
-    tl.store(DH0 + bh * DK * DV + hv, gh, mask=vm)
+        m = tl.load(MM + (bh * N + i) * DK * DK + rk[:, None] * DK + rk[None, :])
+        g = tl.load(DHS + (bh * (N + 1) + i) * DK * DV + hv, mask=vm, other=0.0) + \
+            tl.dot(tl.trans(m), g, input_precision=DOT)
+        tl.store(DHS + (bh * (N + 1) + i) * DK * DV + hv, g, mask=vm)
 
 
 @triton.jit
-def prep_bwd(K, V, BETA, GC, TT, DU, DWK, DKT, DD, DKO, DGO, DK_OUT, DV_OUT, DG_OUT, DB_OUT, T, N, H, NS,
+def prep_bwd(K, V, BETA, GC, TT, HS, DHS, DW, DKO, DGO, DK_OUT, DV_OUT, DG_OUT, DB_OUT, T, N, H,
              DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
-    """Gradients through T, U, Wk, K̃ and γ_C back to k, v, β and g (reverse cumsum of dG)."""
+    """dM = g'hᵀ and dB = g' (g' the gradient into the next state), then through M, B, W, T, U, Wk,
+    K̃ and γ_C back to k, v, β and g (reverse cumsum of dG)."""
     n = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -344,19 +344,19 @@ def prep_bwd(K, V, BETA, GC, TT, DU, DWK, DKT, DD, DKO, DGO, DK_OUT, DV_OUT, DG_
     Gtot = tl.sum(tl.where(r == 63, G, 0.0), 0)
     gamma = tl.exp(G)
     tt = tl.load(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :])
-    du = _chunk_tile(DU, chunk, DV, BV)
-    # partial sums over the state pass's Dv blocks
-    dwk = tl.zeros([64, BK], dtype=tl.float32)
-    dkt = tl.zeros([64, BK], dtype=tl.float32)
-    for s in range(NS):
-        part = (bh * NS + s) * N + n
-        dwk += _chunk_tile(DWK, part, DK, BK)
-        dkt += _chunk_tile(DKT, part, DK, BK)
-    dd = tl.load(DD + chunk)  # summed over Dv blocks already
     vb = beta[:, None] * v
     kb = (beta * gamma)[:, None] * k
     u = tl.dot(tt, vb, input_precision=DOT)
     wk = tl.dot(tt, kb, input_precision=DOT)
+    ktail = tl.exp(Gtot - G)[:, None] * k
+    state = _state_tile(HS, bh, n, N, DK, DV, BK, BV)
+    g_next = _state_tile(DHS, bh, n + 1, N, DK, DV, BK, BV)  # dB
+    dm = tl.dot(g_next, tl.trans(state), input_precision=DOT)
+    dw = _chunk_tile(DW, chunk, DV, BV)
+    du = dw + tl.dot(ktail, g_next, input_precision=DOT)
+    dwk = -tl.dot(dw, tl.trans(state), input_precision=DOT) - tl.dot(ktail, dm, input_precision=DOT)
+    dkt = tl.dot(u, tl.trans(g_next), input_precision=DOT) - tl.dot(wk, tl.trans(dm), input_precision=DOT)
+    dd = tl.sum(tl.sum(g_next * state, 1), 0)  # trace of dM
     dvb = tl.dot(tl.trans(tt), du, input_precision=DOT)
     dkb = tl.dot(tl.trans(tt), dwk, input_precision=DOT)
     strict = r[:, None] > r[None, :]
@@ -365,7 +365,6 @@ def prep_bwd(K, V, BETA, GC, TT, DU, DWK, DKT, DD, DKO, DGO, DK_OUT, DV_OUT, DG_
     kk = tl.dot(k, tl.trans(k), input_precision=DOT)
     y = m * kk * beta[:, None]  # dA ⊙ A
     mb = beta[:, None] * m
-    ktail = tl.exp(Gtot - G)[:, None] * k
     dk = (_chunk_tile(DKO, chunk, DK, BK) + (beta * gamma)[:, None] * dkb + tl.dot(mb, k, input_precision=DOT)
           + tl.dot(tl.trans(mb), k, input_precision=DOT) + tl.exp(Gtot - G)[:, None] * dkt)
     dbeta = tl.sum(dvb * v, 1) + tl.sum(dkb * gamma[:, None] * k, 1) + tl.sum(m * kk, 1)
