@@ -30,7 +30,7 @@ class _DeltaRuleTriton(torch.autograd.Function):
         n = triton.cdiv(t, C)
         q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
         f32 = dict(device=q.device, dtype=torch.float32)
-        dot = "ieee" if q.dtype == torch.float32 else "tf32"
+        dot = "tf32x3" if q.dtype == torch.float32 else "tf32"  # tf32x3: fp32-accurate products
         shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=dot)
         tt = torch.empty(b * h, n, C, C, **f32)
         u = torch.empty(b * h, n, C, dv, **f32)

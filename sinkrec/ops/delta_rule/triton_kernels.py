@@ -16,7 +16,7 @@ gradient into h) → `state_bwd` (reverse over chunks: total gradient into each 
 Inputs use the [B, T, H, D] layout directly (rows past T read as zeros: g = β = 0 writes and decays
 nothing); chunk-level tensors are fp32 [B·H, N, C, ·]. T is inverted per 16×16 diagonal block by
 forward substitution, the off-diagonal blocks by T_ij = −T_ii Σ_m A_im T_mj.
-All arithmetic is fp32; `DOT` picks "ieee" (exact fp32) or "tf32" matrix products.
+All arithmetic is fp32; `DOT` picks "tf32x3" (fp32-accurate, for fp32 inputs) or "tf32" matrix products.
 """
 
 from __future__ import annotations
