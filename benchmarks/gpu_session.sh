@@ -1,59 +1,49 @@
 #!/usr/bin/env bash
-# One GPU lease for issues #4 and #7, in consecutive device calls (each ≤ 10 minutes):
-#   bash benchmarks/gpu_session.sh start   # kernel check, op + throughput timings on an idle GPU,
-#                                          # then the quality studies start in the background
-#   bash benchmarks/gpu_session.sh rerun    # restart the SASRec runs of two studies in the background
-#   bash benchmarks/gpu_session.sh finish S # wait up to S seconds, stop what still trains, score each
-#                                          # unfinished run's best checkpoint once, run the diagnostic, pack
-# Data files are read from .data/ (copies of ../shared/datasets files, never committed).
+# GPU calls of one session (each ≤ 10 minutes on the device tool; data files copied into .data/):
+#   bash benchmarks/gpu_session.sh kernels          # on an idle GPU: op timings, throughput; then the
+#                                                   # Triton check (correctness only, may share the GPU)
+#   bash benchmarks/gpu_session.sh train S STUDY…   # run the studies in parallel for at most S seconds,
+#                                                   # score each unfinished run's best checkpoint once
+# GIT names the commit (the tree travels without .git). Everything lands in $OUT/results.tgz;
+# the Triton cache is kept in .tcache so a later call can carry it and skip compiling.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TRITON_CACHE_DIR=$PWD/.tcache
 RES=/tmp/sinkrec-results
-mkdir -p "$RES" "${OUT:-/tmp/out}"
+OUTDIR=${OUT:-/tmp/out}
+mkdir -p "$RES" "$OUTDIR"
+GIT=${GIT:-}
 case "$1" in
-start)
-  cd benchmarks
-  python3 check_triton_gpu.py "$RES/triton_check_gpu.json" | tee "$RES/triton_check_gpu.log"
-  if [ "${PIPESTATUS[0]}" = 0 ]; then IMPL=auto; else IMPL=chunked; fi
-  echo "delta-rule path for training: $IMPL" | tee -a "$RES/triton_check_gpu.log"
-  python3 ops_gpu.py --out "$RES/ops_gpu.json" 2>&1 | tail -20
-  python3 throughput.py --out "$RES/throughput.json" 2>&1 | tail -8
-  cd ..
-  for study in sinkrec-ml1m synthetic-long ml1m-ts-half; do
-    setsid nohup python3 benchmarks/quality.py --study "$study" --parallel 12 --device cuda --data-dir .data \
-      --set "model.impl=$IMPL" --machine "1x NVIDIA H200 (device tool)" --git "${GIT:-}" \
-      --results "$RES/quality-$study.json" > "$RES/quality-$study.log" 2>&1 < /dev/null &
-  done
-  sleep 5
+kernels)
+  (cd benchmarks && timeout 200 python3 ops_gpu.py --git "$GIT" --out "$RES/ops_gpu.json" > "$RES/ops_gpu.log" 2>&1)
+  tail -25 "$RES/ops_gpu.log"
+  (cd benchmarks && timeout 120 python3 throughput.py --git "$GIT" --out "$RES/throughput.json" > "$RES/throughput.log" 2>&1)
+  tail -12 "$RES/throughput.log"
+  (cd benchmarks && timeout "${CHECK_S:-240}" python3 check_triton_gpu.py "$RES/triton_check_gpu.json" \
+    > "$RES/triton_check_gpu.log" 2>&1; echo "check exit $?" >> "$RES/triton_check_gpu.log")
+  grep -E "PASS|FAIL|exit" "$RES/triton_check_gpu.log" | cut -c1-60
   ;;
-rerun)  # runs that need no delta-rule option (SASRec), started again in the background
-  for study in synthetic-long ml1m-ts-half; do
-    setsid nohup python3 benchmarks/quality.py --study "$study" --models sasrec --parallel 4 --device cuda \
-      --data-dir .data --machine "1x NVIDIA H200 (device tool)" --git "${GIT:-}" \
-      --results "$RES/quality-$study-sasrec.json" > "$RES/quality-$study-sasrec.log" 2>&1 < /dev/null &
+train)
+  limit=$2; shift 2
+  for study in "$@"; do
+    python3 benchmarks/quality.py --study "$study" --parallel 8 --device cuda --data-dir .data \
+      --machine "1x NVIDIA H200 (device tool)" --git "$GIT" --results "$RES/quality-$study.json" \
+      > "$RES/quality-$study.log" 2>&1 &
   done
-  sleep 2
-  ;;
-finish)  # wait, stop what still trains, score each unfinished run's best checkpoint on test once
-  end=$((SECONDS + $2))
+  end=$((SECONDS + limit))
   while [ $SECONDS -lt $end ] && pgrep -f "^[^ ]*python3 benchmarks/quality.py" > /dev/null; do sleep 10; done
-  # patterns anchored at the start of the command line, so the shell that called this script
-  # (whose command line mentions the same words) is not killed with them
+  # patterns anchored at the command's start, so the calling shell (whose line has the same words) survives
   pkill -f "^[^ ]*python3 benchmarks/quality.py"; pkill -f "^[^ ]*python[0-9.]* -m sinkrec.cli train"; sleep 3
   mkdir -p "$RES/runs"
   for run in runs/quality/*/; do
     name=$(basename "$run")
     cp "$run/metrics.json" "$RES/runs/$name.metrics.json" 2>/dev/null
-    if [ -f "$run/best.pt" ] && ! grep -q '"test": {' "$run/metrics.json"; then
-      python3 -m sinkrec.cli evaluate "$run" --split test --device cuda --json "$RES/runs/$name.test.json" \
+    if [ -f "$run/best.pt" ] && ! grep -q '"test": {' "$run/metrics.json" 2>/dev/null; then
+      timeout 60 python3 -m sinkrec.cli evaluate "$run" --split test --device cuda --json "$RES/runs/$name.test.json" \
         > /dev/null 2>&1 && echo "scored unfinished $name"
     fi
   done
-  g=runs/quality/synthetic-long-gdn-s0; s=runs/quality/synthetic-long-sinkrec-s0
-  if [ -f "$g/best.pt" ] && [ -f "$s/best.pt" ]; then
-    python3 -m sinkrec.cli diagnose "$s" --baseline "$g" --users 32 --device cuda --out "$RES/diagnose" 2>&1 | tail -6
-  fi
+  grep -h "done\|FAILED" "$RES"/quality-*.log 2>/dev/null | tail -30
   ;;
 esac
-grep -h "done\|FAILED" "$RES"/quality-*.log 2>/dev/null | tail -40
-tar czf "${OUT:-/tmp/out}/results.tgz" -C "$RES" . && ls -la "$RES"
+tar czf "$OUTDIR/results.tgz" -C "$RES" . && tar czf "$OUTDIR/tcache.tgz" .tcache 2>/dev/null
+ls "$RES"

@@ -80,15 +80,15 @@ def sweep() -> None:
               flush=True)
 
     timings("defaults")
-    for bs in (16, 64):
+    for bs in (32, 64):
         tc.STATE_BLOCK = bs
         timings(f"state block {bs}")
-    tc.STATE_BLOCK = 32
-    for name in tc.WARPS:
-        for warps in (2, 8):
+    tc.STATE_BLOCK = 16
+    for name, default in list(tc.WARPS.items()):
+        for warps in {2, 4, 8} - {default["num_warps"]}:
             tc.WARPS[name] = {"num_warps": warps}
             timings(f"{name} num_warps={warps}")
-        tc.WARPS[name] = {"num_warps": 4}
+        tc.WARPS[name] = default
 
 
 def main() -> None:

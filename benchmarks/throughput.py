@@ -59,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     parser.add_argument("--models", default="sasrec,gdn,sinkrec")
+    parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
     args = parser.parse_args()
     records = []
     for name in args.models.split(","):
@@ -81,7 +82,7 @@ def main() -> None:
             print(records[-1], flush=True)
         del model, opt
         torch.cuda.empty_cache()
-    path = write_results("throughput", records, args.out)
+    path = write_results("throughput", records, args.out, args.git)
     lines = ["| model | train tokens/s (T=8192) | fwd µs/1k tok T=1024 | T=4096 | T=8192 | T=32768 |",
              "|---|---|---|---|---|---|"]
     for name in args.models.split(","):

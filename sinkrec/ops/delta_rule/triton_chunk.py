@@ -36,9 +36,10 @@ class _DeltaRuleTriton(torch.autograd.Function):
         u = torch.empty(b * h, n, C, dv, **f32)
         wk = torch.empty(b * h, n, C, dk, **f32)
         mm = torch.empty(b * h, n, dk, dk, **f32)
+        mt = torch.empty(b * h, n, dk, dk, **f32)
         bb = torch.empty(b * h, n, dk, dv, **f32)
         gc = torch.empty(b * h, n, C, **f32)
-        kern.prep_fwd[(n, b * h)](k, v, g, beta, tt, u, wk, mm, bb, gc, t, n, h, **shapes, **WARPS["prep_fwd"])
+        kern.prep_fwd[(n, b * h)](k, v, g, beta, tt, u, wk, mm, mt, bb, gc, t, n, h, **shapes, **WARPS["prep_fwd"])
         h0 = torch.zeros(b, h, dk, dv, **f32) if h0 is None else h0.float().contiguous()
         hs = torch.empty(b * h, n + 1, dk, dv, **f32)
         bs = _state_block(dv)
@@ -46,13 +47,13 @@ class _DeltaRuleTriton(torch.autograd.Function):
                                                      **WARPS["state_fwd"])
         o = torch.empty(b, t, h, dv, device=q.device, dtype=q.dtype)
         kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
-        ctx.save_for_backward(q, k, v, beta, tt, u, wk, mm, gc, hs)
+        ctx.save_for_backward(q, k, v, beta, tt, u, wk, mt, gc, hs)
         ctx.scale, ctx.shapes, ctx.g_dtype = scale, shapes, g.dtype
         return o, hs[:, n].view(b, h, dk, dv)
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, beta, tt, u, wk, mm, gc, hs = ctx.saved_tensors
+        q, k, v, beta, tt, u, wk, mt, gc, hs = ctx.saved_tensors
         b, t, h, dk = k.shape
         dv = v.shape[-1]
         n = gc.shape[1]
@@ -68,7 +69,7 @@ class _DeltaRuleTriton(torch.autograd.Function):
         kern.output_bwd[(n, b * h)](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, dhs, ctx.scale, t, n, h, **shapes,
                                     **WARPS["output_bwd"])
         bs = _state_block(dv)
-        kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=shapes["DOT"],
+        kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mt, dhs, n, DK=dk, DV=dv, BS=bs, DOT=shapes["DOT"],
                                                      **WARPS["state_bwd"])
         dk_, dv_, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
         dg = torch.empty(b, t, h, device=q.device, dtype=ctx.g_dtype)
@@ -78,10 +79,10 @@ class _DeltaRuleTriton(torch.autograd.Function):
         return dq, dk_, dv_, dg, dbeta, None, dh0
 
 
-# launch options (benchmarks/ops_gpu.py --sweep tries others)
-WARPS = {name: {"num_warps": 4} for name in ("prep_fwd", "state_fwd", "output_fwd", "output_bwd", "state_bwd",
-                                             "prep_bwd")}
-STATE_BLOCK = 32  # at most this many state columns per program of the state passes
+# launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64)
+WARPS = {"prep_fwd": {"num_warps": 4}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
+         "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd": {"num_warps": 8}}
+STATE_BLOCK = 16  # at most this many state columns per program of the state passes
 
 
 def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):

@@ -74,7 +74,7 @@ def _store_block(ptr, x, i, j, W: tl.constexpr, BW: tl.constexpr, COLS: tl.const
 
 
 @triton.jit
-def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
+def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, MT, BB, GC, T, N, H,
              DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
     n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -184,6 +184,7 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
     m = eye - (tl.dot(t1, w1, input_precision=DOT) + tl.dot(t2, w2, input_precision=DOT)
                + tl.dot(t3, w3, input_precision=DOT) + tl.dot(t4, w4, input_precision=DOT))
     tl.store(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :], m, mask=mk)
+    tl.store(MT + chunk * DK * DK + rk[None, :] * DK + rk[:, None], m, mask=mk)  # Mᵀ for the reverse walk
     bb = (tl.dot(t1, u1, input_precision=DOT) + tl.dot(t2, u2, input_precision=DOT)
           + tl.dot(t3, u3, input_precision=DOT) + tl.dot(t4, u4, input_precision=DOT))
     tl.store(BB + chunk * DK * DV + rk[:, None] * DV + rv[None, :], bb, mask=(rk[:, None] < DK) & (rv[None, :] < DV))
@@ -308,7 +309,7 @@ def output_bwd(Q, K, GC, HS, U, WK, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, D
 
 
 @triton.jit
-def state_bwd(MM, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
+def state_bwd(MT, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
     """Reverse walk g_i = dh_i^ext + M_iᵀ g_{i+1}, in place: DHS holds the outputs' gradients into each
     state (and dh_T at N) and leaves with the total gradient g_i into each state (g_0 = dh0)."""
     bh = tl.program_id(0)
@@ -319,9 +320,8 @@ def state_bwd(MM, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, 
     g = tl.load(DHS + (bh * (N + 1) + N) * DK * DV + hv, mask=vm, other=0.0)
     for j in tl.range(0, N, num_stages=2):
         i = N - 1 - j
-        m = tl.load(MM + (bh * N + i) * DK * DK + rk[:, None] * DK + rk[None, :])
-        g = tl.load(DHS + (bh * (N + 1) + i) * DK * DV + hv, mask=vm, other=0.0) + \
-            tl.dot(tl.trans(m), g, input_precision=DOT)
+        mt = tl.load(MT + (bh * N + i) * DK * DK + rk[:, None] * DK + rk[None, :])
+        g = tl.load(DHS + (bh * (N + 1) + i) * DK * DV + hv, mask=vm, other=0.0) + tl.dot(mt, g, input_precision=DOT)
         tl.store(DHS + (bh * (N + 1) + i) * DK * DV + hv, g, mask=vm)
 
 
