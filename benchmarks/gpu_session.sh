@@ -4,10 +4,9 @@
 #                                                   # Triton check (correctness only, may share the GPU)
 #   bash benchmarks/gpu_session.sh train S STUDY…   # run the studies in parallel for at most S seconds,
 #                                                   # score each unfinished run's best checkpoint once
-# GIT names the commit (the tree travels without .git). Everything lands in $OUT/results.tgz;
-# the Triton cache is kept in .tcache so a later call can carry it and skip compiling.
+# GIT names the commit (the tree travels without .git). Everything lands in $OUT/results.tgz.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TRITON_CACHE_DIR=$PWD/.tcache
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 RES=/tmp/sinkrec-results
 OUTDIR=${OUT:-/tmp/out}
 mkdir -p "$RES" "$OUTDIR"
@@ -45,5 +44,5 @@ train)
   grep -h "done\|FAILED" "$RES"/quality-*.log 2>/dev/null | tail -30
   ;;
 esac
-tar czf "$OUTDIR/results.tgz" -C "$RES" . && tar czf "$OUTDIR/tcache.tgz" .tcache 2>/dev/null
+tar czf "$OUTDIR/results.tgz" -C "$RES" .
 ls "$RES"
