@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GPU calls of one session (each ≤ 10 minutes on the device tool; data files copied into .data/):
-#   bash benchmarks/gpu_session.sh kernels          # on an idle GPU: op timings, throughput; then the
-#                                                   # Triton check (correctness only, may share the GPU)
+#   bash benchmarks/gpu_session.sh kernels          # on an idle GPU: op timings and model throughput
+#   bash benchmarks/gpu_session.sh check            # Triton vs reference (correctness: may share the GPU)
 #   bash benchmarks/gpu_session.sh train S STUDY…   # run the studies in parallel for at most S seconds,
 #                                                   # score each unfinished run's best checkpoint once
-# GIT names the commit (the tree travels without .git). Everything lands in $OUT/results.tgz.
+#   bash benchmarks/gpu_session.sh pack             # everything into $OUT/results.tgz
+# GIT names the commit (the tree travels without .git).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 RES=/tmp/sinkrec-results
@@ -17,6 +18,8 @@ kernels)
   tail -25 "$RES/ops_gpu.log"
   (cd benchmarks && timeout 120 python3 throughput.py --git "$GIT" --out "$RES/throughput.json" > "$RES/throughput.log" 2>&1)
   tail -12 "$RES/throughput.log"
+  ;;
+check)
   (cd benchmarks && timeout "${CHECK_S:-240}" python3 check_triton_gpu.py "$RES/triton_check_gpu.json" \
     > "$RES/triton_check_gpu.log" 2>&1; echo "check exit $?" >> "$RES/triton_check_gpu.log")
   grep -E "PASS|FAIL|exit" "$RES/triton_check_gpu.log" | cut -c1-60
@@ -43,6 +46,7 @@ train)
   done
   grep -h "done\|FAILED" "$RES"/quality-*.log 2>/dev/null | tail -30
   ;;
+pack)
+  tar czf "$OUTDIR/results.tgz" -C "$RES" . && ls "$RES"
+  ;;
 esac
-tar czf "$OUTDIR/results.tgz" -C "$RES" .
-ls "$RES"
