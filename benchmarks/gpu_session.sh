@@ -35,12 +35,13 @@ train)
   while [ $SECONDS -lt $end ] && pgrep -f "^[^ ]*python3 benchmarks/quality.py" > /dev/null; do sleep 10; done
   # patterns anchored at the command's start, so the calling shell (whose line has the same words) survives
   pkill -f "^[^ ]*python3 benchmarks/quality.py"; pkill -f "^[^ ]*python[0-9.]* -m sinkrec.cli train"; sleep 3
+  tar czf "$OUTDIR/results.tgz" -C "$RES" .  # packed before scoring, in case the call runs out of time
   mkdir -p "$RES/runs"
   for run in runs/quality/*/; do
     name=$(basename "$run")
     cp "$run/metrics.json" "$RES/runs/$name.metrics.json" 2>/dev/null
     if [ -f "$run/best.pt" ] && ! grep -q '"test": {' "$run/metrics.json" 2>/dev/null; then
-      timeout 60 python3 -m sinkrec.cli evaluate "$run" --split test --device cuda --json "$RES/runs/$name.test.json" \
+      timeout 45 python3 -m sinkrec.cli evaluate "$run" --split test --device cuda --json "$RES/runs/$name.test.json" \
         > /dev/null 2>&1 && echo "scored unfinished $name"
     fi
   done

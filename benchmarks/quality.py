@@ -62,6 +62,7 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
     "ml1m-budget60": [("ml-1m", "ml-1m-sinkrec", f"{m}:budget60", [f"model.name={m}"] + BUDGET60, seeds)
                       for m, seeds in (("sinkrec", [0, 1, 2]), ("gdn", [0]))] + [
         ("ml-1m", "ml-1m-sinkrec", "sinkrec:budget60-no-memory", ["model.use_memory=false"] + BUDGET60, [0])],
+    "ml1m-budget60-sinkrec": [("ml-1m", "ml-1m-sinkrec", "sinkrec:budget60", BUDGET60, [0, 1, 2])],
     "synthetic-long": [("synthetic-long", "synthetic-long-sinkrec", m, [f"model.name={m}"], [0, 1, 2])
                        for m in ("sasrec", "gdn", "sinkrec")],
     "ml1m-ts-half": [("ml-1m-ts-half", "ml-1m-ts-half-sinkrec", m, [f"model.name={m}"], [0])
