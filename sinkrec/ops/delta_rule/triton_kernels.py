@@ -43,6 +43,14 @@ def _gates(ptr, n, j, T, H, h, b):
 
 
 @triton.jit
+def _program(N, H):
+    """Coordinates of a chunk-parallel program (grid = (N, B·H)): chunk n, b·h, b, h, flat chunk index."""
+    n = tl.program_id(0)
+    bh = tl.program_id(1)
+    return n, bh, bh // H, bh % H, bh * N + n
+
+
+@triton.jit
 def _inv16(a):
     """(I + a)⁻¹ for a strictly lower-triangular [16, 16] block, by forward substitution."""
     r = tl.arange(0, 16)
@@ -76,11 +84,7 @@ def _store_block(ptr, x, i, j, W: tl.constexpr, BW: tl.constexpr, COLS: tl.const
 @triton.jit
 def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, MT, BB, GC, T, N, H,
              DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
-    n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    chunk = bh * N + n
+    n, bh, b, h, chunk = _program(N, H)
     k1 = _rows(K, n, 0, T, H, h, b, DK, BK)
     k2 = _rows(K, n, 1, T, H, h, b, DK, BK)
     k3 = _rows(K, n, 2, T, H, h, b, DK, BK)
@@ -125,19 +129,12 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, MT, BB, GC, T, N, H,
     T41 = -tl.dot(T44, tl.dot(A41, T11, input_precision=DOT) + tl.dot(A42, T21, input_precision=DOT)
                   + tl.dot(A43, T31, input_precision=DOT), input_precision=DOT)
     tt = TT + chunk * 64 * 64
-    z = tl.zeros([16, 16], dtype=tl.float32)
     _store_block(tt, T11, 0, 0, 64, 16, True)
-    _store_block(tt, z, 0, 1, 64, 16, True)
-    _store_block(tt, z, 0, 2, 64, 16, True)
-    _store_block(tt, z, 0, 3, 64, 16, True)
     _store_block(tt, T21, 1, 0, 64, 16, True)
     _store_block(tt, T22, 1, 1, 64, 16, True)
-    _store_block(tt, z, 1, 2, 64, 16, True)
-    _store_block(tt, z, 1, 3, 64, 16, True)
     _store_block(tt, T31, 2, 0, 64, 16, True)
     _store_block(tt, T32, 2, 1, 64, 16, True)
     _store_block(tt, T33, 2, 2, 64, 16, True)
-    _store_block(tt, z, 2, 3, 64, 16, True)
     _store_block(tt, T41, 3, 0, 64, 16, True)
     _store_block(tt, T42, 3, 1, 64, 16, True)
     _store_block(tt, T43, 3, 2, 64, 16, True)
@@ -253,11 +250,7 @@ def _decay(G):
 @triton.jit
 def output_fwd(Q, K, GC, HS, U, WK, O, scale, T, N, H, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
                BV: tl.constexpr, DOT: tl.constexpr):
-    n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    chunk = bh * N + n
+    n, bh, b, h, chunk = _program(N, H)
     q = _chunk_rows(Q, n, T, H, h, b, DK, BK) * scale
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
     G = tl.load(GC + chunk * 64 + tl.arange(0, 64))
@@ -273,11 +266,7 @@ def output_bwd(Q, K, GC, HS, U, WK, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, D
                BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
     """Gradients through o = (q⊙γ)h + (qkᵀ⊙D)W, W = U − Wk h: dq (final), the output's parts of dk and
     dG, dW, and the gradient into h, (q⊙γ)ᵀdo − Wkᵀ dW."""
-    n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    chunk = bh * N + n
+    n, bh, b, h, chunk = _program(N, H)
     q = _chunk_rows(Q, n, T, H, h, b, DK, BK) * scale
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
     do = _chunk_rows(DO, n, T, H, h, b, DV, BV)
@@ -330,11 +319,7 @@ def prep_bwd(K, V, BETA, GC, TT, HS, DHS, DW, DKO, DGO, DK_OUT, DV_OUT, DG_OUT, 
              DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
     """dM = g'hᵀ and dB = g' (g' the gradient into the next state), then through M, B, W, T, U, Wk,
     K̃ and γ_C back to k, v, β and g (reverse cumsum of dG)."""
-    n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    chunk = bh * N + n
+    n, bh, b, h, chunk = _program(N, H)
     r = tl.arange(0, 64)
     t = n * 64 + r
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
@@ -343,7 +328,9 @@ def prep_bwd(K, V, BETA, GC, TT, HS, DHS, DW, DKO, DGO, DK_OUT, DV_OUT, DG_OUT, 
     G = tl.load(GC + chunk * 64 + r)
     Gtot = tl.sum(tl.where(r == 63, G, 0.0), 0)
     gamma = tl.exp(G)
-    tt = tl.load(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :])
+    # T is block lower-triangular; prep_fwd writes only those blocks
+    tt = tl.load(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :], mask=r[:, None] // 16 >= r[None, :] // 16,
+                 other=0.0)
     vb = beta[:, None] * v
     kb = (beta * gamma)[:, None] * k
     u = tl.dot(tt, vb, input_precision=DOT)
