@@ -54,18 +54,32 @@ def measure(impl, b, t, mode):
             "tokens_per_s": round(b * t / ms * 1e3)}
 
 
-def profile(b, t) -> None:
-    """Per-kernel GPU time of one Triton forward+backward (where the time goes)."""
+def profile(b, t, mode="fwd_bwd") -> list[dict]:
+    """Per-kernel GPU time of the Triton path, µs per call (where the time goes)."""
     xs = inputs(b, t)
     grad = torch.randn(b, t, H, D, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        if mode == "fwd":
+            with torch.no_grad():
+                op("triton", xs)
+        else:
+            op("triton", xs).backward(grad)
+
     for _ in range(3):
-        op("triton", xs).backward(grad)
+        step()
+    torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
-            op("triton", xs).backward(grad)
+            step()
         torch.cuda.synchronize()
-    print(f"profile B={b} T={t} (5 fwd+bwd)")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+    rows = [{"B": b, "T": t, "mode": mode, "kernel": e.key[:40], "us": round(e.device_time_total / 5, 1)}
+            for e in prof.key_averages() if e.device_time_total > 0]
+    rows.sort(key=lambda r: -r["us"])
+    print(f"profile B={b} T={t} {mode}: total {sum(r['us'] for r in rows):.0f} µs per call")
+    for r in rows[:12]:
+        print(f"  {r['kernel']:<40} {r['us']:9.1f} µs")
+    return rows
 
 
 def sweep() -> None:
@@ -80,12 +94,13 @@ def sweep() -> None:
               flush=True)
 
     timings("defaults")
-    for bs in (32, 64):
-        tc.STATE_BLOCK = bs
-        timings(f"state block {bs}")
-    tc.STATE_BLOCK = 16
+    default_programs = tc.STATE_PROGRAMS
+    for programs in (132, 528, 10**9):
+        tc.STATE_PROGRAMS = programs
+        timings(f"state programs ≤ {programs}")
+    tc.STATE_PROGRAMS = default_programs
     for name, default in list(tc.WARPS.items()):
-        for warps in {2, 4, 8} - {default["num_warps"]}:
+        for warps in sorted({2, 4, 8} - {default["num_warps"]}):
             tc.WARPS[name] = {"num_warps": warps}
             timings(f"{name} num_warps={warps}")
         tc.WARPS[name] = default
@@ -96,15 +111,15 @@ def main() -> None:
     parser.add_argument("--out")
     parser.add_argument("--impls", default="triton,chunked,sdpa")
     parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
-    parser.add_argument("--profile", action="store_true", help="print per-kernel times of the Triton path and exit")
+    parser.add_argument("--profile", action="store_true", help="per-kernel times of the Triton path, then exit")
     parser.add_argument("--sweep", action="store_true", help="time the Triton kernels' launch options and exit")
     args = parser.parse_args()
     if args.sweep:
         sweep()
         return
     if args.profile:
-        profile(2, 32768)
-        profile(8, 8192)
+        rows = profile(2, 32768) + profile(8, 8192) + profile(32, 2048) + profile(64, 8192, "fwd")
+        write_results("ops_gpu_profile", rows, args.out, args.git)
         return
     records = []
     shapes = [(32, 2048), (8, 8192), (2, 32768)]

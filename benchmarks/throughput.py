@@ -55,12 +55,34 @@ def forward_fn(model, data):
     return step
 
 
+def profile(name: str) -> None:
+    """Top CUDA kernels of one training step at T=8192 (where a model's time goes)."""
+    torch.manual_seed(0)
+    model = build_model(MODELS[name], N_ITEMS, 32768).cuda().train()
+    step = train_step_fn(model, torch.optim.AdamW(model.parameters(), lr=1e-3), batch(4, 8192))
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    print(f"profile {name}: train step B=4 T=8192, 3 steps")
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=60))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     parser.add_argument("--models", default="sasrec,gdn,sinkrec")
     parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
+    parser.add_argument("--profile", action="store_true", help="print each model's top kernels and exit")
     args = parser.parse_args()
+    if args.profile:
+        for name in args.models.split(","):
+            profile(name)
+        return
     records = []
     for name in args.models.split(","):
         torch.manual_seed(0)

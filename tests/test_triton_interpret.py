@@ -63,3 +63,14 @@ def test_triton_rejects_unsupported_shapes():
     args = inputs(1, 8, 1, 12, 16, seed=0)
     with pytest.raises(ValueError, match="power of two"):
         delta_rule(*args[:5], impl="triton")
+
+
+@needs_interpreter
+def test_triton_forward_without_grad():
+    """Under no_grad the kernels skip what only the backward needs; outputs stay the same."""
+    args = [x.detach().float() for x in inputs(2, 130, 2, 16, 16, seed=5)]
+    with torch.no_grad():
+        fast = delta_rule(*args[:5], initial_state=args[5], output_final_state=True, impl="triton")
+    ref = delta_rule(*args[:5], initial_state=args[5], output_final_state=True, impl="reference")
+    for a, b in zip(fast, ref):
+        assert rel(a, b) < 1e-5

@@ -17,14 +17,18 @@ from .chunked import delta_rule_chunked
 C = 64  # chunk length of the kernels
 
 
-def _state_block(dv: int) -> int:
-    """Columns of the state per program of the state pass: small blocks, more programs in flight."""
-    return max(16, min(STATE_BLOCK, triton.next_power_of_2(dv)))
+def _state_block(programs: int, dv: int) -> int:
+    """Columns of the state per program of the state pass: small blocks (more programs in flight)
+    while the batch·heads are few, wider ones (M read by fewer programs) once they fill the GPU."""
+    bs = 16
+    while bs < min(STATE_BLOCK, triton.next_power_of_2(dv)) and programs * triton.cdiv(dv, bs) > STATE_PROGRAMS:
+        bs *= 2
+    return bs
 
 
 class _DeltaRuleTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, g, beta, scale, h0):
+    def forward(ctx, q, k, v, g, beta, scale, h0, train):
         b, t, h, dk = k.shape
         dv = v.shape[-1]
         n = triton.cdiv(t, C)
@@ -32,28 +36,28 @@ class _DeltaRuleTriton(torch.autograd.Function):
         f32 = dict(device=q.device, dtype=torch.float32)
         dot = "tf32x3" if q.dtype == torch.float32 else "tf32"  # tf32x3: fp32-accurate products
         shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=dot)
-        tt = torch.empty(b * h, n, C, C, **f32)
+        tt = torch.empty(b * h, n, C, C, **f32) if train else None  # T is kept for the backward only
         u = torch.empty(b * h, n, C, dv, **f32)
         wk = torch.empty(b * h, n, C, dk, **f32)
         mm = torch.empty(b * h, n, dk, dk, **f32)
-        mt = torch.empty(b * h, n, dk, dk, **f32)
         bb = torch.empty(b * h, n, dk, dv, **f32)
         gc = torch.empty(b * h, n, C, **f32)
-        kern.prep_fwd[(n, b * h)](k, v, g, beta, tt, u, wk, mm, mt, bb, gc, t, n, h, **shapes, **WARPS["prep_fwd"])
+        kern.prep_fwd[(n, b * h)](k, v, g, beta, tt, u, wk, mm, bb, gc, t, n, h, **shapes, SAVE_T=train,
+                                  **WARPS["prep_fwd"])
         h0 = torch.zeros(b, h, dk, dv, **f32) if h0 is None else h0.float().contiguous()
         hs = torch.empty(b * h, n + 1, dk, dv, **f32)
-        bs = _state_block(dv)
+        bs = _state_block(b * h, dv)
         kern.state_fwd[(b * h, triton.cdiv(dv, bs))](mm, bb, h0, hs, n, DK=dk, DV=dv, BS=bs, DOT=dot,
                                                      **WARPS["state_fwd"])
         o = torch.empty(b, t, h, dv, device=q.device, dtype=q.dtype)
         kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
-        ctx.save_for_backward(q, k, v, beta, tt, u, wk, mt, gc, hs)
+        ctx.save_for_backward(q, k, v, beta, tt, u, wk, mm, gc, hs)
         ctx.scale, ctx.shapes, ctx.g_dtype = scale, shapes, g.dtype
         return o, hs[:, n].view(b, h, dk, dv)
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, beta, tt, u, wk, mt, gc, hs = ctx.saved_tensors
+        q, k, v, beta, tt, u, wk, mm, gc, hs = ctx.saved_tensors
         b, t, h, dk = k.shape
         dv = v.shape[-1]
         n = gc.shape[1]
@@ -68,21 +72,26 @@ class _DeltaRuleTriton(torch.autograd.Function):
         dhs[:, n] = 0.0 if dht is None else dht.float().reshape(b * h, dk, dv)
         kern.output_bwd[(n, b * h)](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, dhs, ctx.scale, t, n, h, **shapes,
                                     **WARPS["output_bwd"])
-        bs = _state_block(dv)
-        kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mt, dhs, n, DK=dk, DV=dv, BS=bs, DOT=shapes["DOT"],
+        bs = _state_block(b * h, dv)
+        kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=shapes["DOT"],
                                                      **WARPS["state_bwd"])
+        dkb = torch.empty(b * h, n, C, dk, **f32)
+        kern.prep_bwd_state[(n, b * h)](k, gc, tt, u, wk, hs, dhs, dw, dkb, dko, dgo, n, t, h, **shapes,
+                                        **WARPS["prep_bwd_state"])
         dk_, dv_, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
         dg = torch.empty(b, t, h, device=q.device, dtype=ctx.g_dtype)
-        kern.prep_bwd[(n, b * h)](k, v, beta, gc, tt, hs, dhs, dw, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
-                                  **WARPS["prep_bwd"])
+        kern.prep_bwd_wy[(n, b * h)](k, v, beta, gc, u, wk, dw, dkb, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
+                                     **WARPS["prep_bwd_wy"])
         dh0 = dhs[:, 0].view(b, h, dk, dv) if ctx.needs_input_grad[6] else None
-        return dq, dk_, dv_, dg, dbeta, None, dh0
+        return dq, dk_, dv_, dg, dbeta, None, dh0, None
 
 
 # launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64)
-WARPS = {"prep_fwd": {"num_warps": 4}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
-         "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd": {"num_warps": 8}}
-STATE_BLOCK = 16  # at most this many state columns per program of the state passes
+WARPS = {"prep_fwd": {"num_warps": 8}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
+         "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd_state": {"num_warps": 4},
+         "prep_bwd_wy": {"num_warps": 4}}
+STATE_BLOCK = 64  # at most this many state columns per program of the state passes
+STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
 
 
 def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):
@@ -92,4 +101,6 @@ def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):
         raise ValueError(f"the triton delta rule needs Dk a power of two ≥ 16 and Dv ≥ 16 (got Dk={dk}, Dv={dv})")
     if q.dtype == torch.float64:  # the kernels compute in fp32; float64 stays exact on the PyTorch path
         return delta_rule_chunked(q, k, v, g, beta, scale, initial_state)
-    return _DeltaRuleTriton.apply(q, k, v, g, beta, scale, initial_state)
+    inputs = (q, k, v, g, beta, initial_state)
+    train = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)
+    return _DeltaRuleTriton.apply(q, k, v, g, beta, scale, initial_state, train)
