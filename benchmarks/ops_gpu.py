@@ -10,6 +10,7 @@ plus forward throughput at B=64, T=8192. Writes benchmarks/results/ops_gpu.json 
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -82,28 +83,48 @@ def profile(b, t, mode="fwd_bwd") -> list[dict]:
     return rows
 
 
-def sweep() -> None:
-    """Launch options of the Triton kernels, one changed at a time from the defaults."""
+@functools.cache
+def check_case():
+    from check_triton_gpu import make, run
+
+    args = make(2, 1000, 4, 64, 64, seed=0)
+    return args, run(args, "reference", torch.float64)
+
+
+def bf16_error() -> float:
+    """Worst relative error (outputs, final state, every gradient) of bf16 inputs on one check case."""
+    from check_triton_gpu import rel, run
+
+    args, reference = check_case()
+    return max(rel(a, b) for a, b in zip(run(args, "triton", torch.bfloat16), reference))
+
+
+def sweep() -> list[dict]:
+    """Variants of the Triton path, one setting changed at a time from the defaults: speed and bf16 error."""
     from sinkrec.ops.delta_rule import triton_chunk as tc
 
-    def timings(label):
-        fb = measure("triton", 2, 32768, "fwd_bwd")["ms"]
-        mid = measure("triton", 8, 8192, "fwd_bwd")["ms"]
-        fwd = measure("triton", 64, 8192, "fwd")["ms"]
-        print(f"{label:<28} fwd+bwd 2x32768 {fb:7.3f} ms   fwd+bwd 8x8192 {mid:7.3f} ms   fwd 64x8192 {fwd:7.3f} ms",
-              flush=True)
-
-    timings("defaults")
-    default_programs = tc.STATE_PROGRAMS
-    for programs in (132, 528, 10**9):
-        tc.STATE_PROGRAMS = programs
-        timings(f"state programs ≤ {programs}")
-    tc.STATE_PROGRAMS = default_programs
-    for name, default in list(tc.WARPS.items()):
-        for warps in sorted({2, 4, 8} - {default["num_warps"]}):
-            tc.WARPS[name] = {"num_warps": warps}
-            timings(f"{name} num_warps={warps}")
-        tc.WARPS[name] = default
+    variants = [("defaults", {}), ("prep on 64x64 tiles", {"PREP": "tiles"}),
+                ("bf16 products", {"LOW_PRECISION_DOT": "bf16"}),
+                ("bf16 products, prep tiles", {"LOW_PRECISION_DOT": "bf16", "PREP": "tiles"})]
+    variants += [(f"state programs <= {p}", {"STATE_PROGRAMS": p}) for p in (132, 528, 10**9)]
+    for name, default in tc.WARPS.items():
+        for warps in sorted({2, 4, 8} - {default["num_warps"]}) if name.startswith("state") else \
+                [8 if default["num_warps"] == 4 else 4]:
+            variants.append((f"{name} num_warps={warps}", {"WARPS": {**tc.WARPS, name: {"num_warps": warps}}}))
+    defaults = {key: getattr(tc, key) for _, settings in variants for key in settings}
+    records = []
+    for label, settings in variants:
+        for key, value in settings.items():
+            setattr(tc, key, value)
+        r = {"variant": label, "fwd_bwd_2x32768_ms": measure("triton", 2, 32768, "fwd_bwd")["ms"],
+             "fwd_bwd_8x8192_ms": measure("triton", 8, 8192, "fwd_bwd")["ms"],
+             "fwd_64x8192_ms": measure("triton", 64, 8192, "fwd")["ms"], "bf16_worst_rel_err": bf16_error()}
+        records.append(r)
+        print(f"{label:<34} 2x32768 {r['fwd_bwd_2x32768_ms']:6.3f}  8x8192 {r['fwd_bwd_8x8192_ms']:6.3f}  "
+              f"fwd 64x8192 {r['fwd_64x8192_ms']:6.3f} ms  bf16 err {r['bf16_worst_rel_err']:.1e}", flush=True)
+        for key in settings:
+            setattr(tc, key, defaults[key])
+    return records
 
 
 def main() -> None:
@@ -112,10 +133,10 @@ def main() -> None:
     parser.add_argument("--impls", default="triton,chunked,sdpa")
     parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
     parser.add_argument("--profile", action="store_true", help="per-kernel times of the Triton path, then exit")
-    parser.add_argument("--sweep", action="store_true", help="time the Triton kernels' launch options and exit")
+    parser.add_argument("--sweep", action="store_true", help="time variants of the Triton path, then exit")
     args = parser.parse_args()
     if args.sweep:
-        sweep()
+        write_results("ops_gpu_sweep", sweep(), args.out, args.git)
         return
     if args.profile:
         rows = profile(2, 32768) + profile(8, 8192) + profile(32, 2048) + profile(64, 8192, "fwd")

@@ -26,6 +26,11 @@ def _state_block(programs: int, dv: int) -> int:
     return bs
 
 
+def _state_dot(dot: str) -> str:
+    """The state passes chain one product per chunk, so their rounding compounds: never below tf32."""
+    return "tf32" if dot == "bf16" else dot
+
+
 class _DeltaRuleTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, h0, train):
@@ -34,20 +39,22 @@ class _DeltaRuleTriton(torch.autograd.Function):
         n = triton.cdiv(t, C)
         q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
         f32 = dict(device=q.device, dtype=torch.float32)
-        dot = "tf32x3" if q.dtype == torch.float32 else "tf32"  # tf32x3: fp32-accurate products
+        dot = "tf32x3" if q.dtype == torch.float32 else LOW_PRECISION_DOT  # tf32x3: fp32-accurate products
         shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=dot)
-        tt = torch.empty(b * h, n, C, C, **f32) if train else None  # T is kept for the backward only
+        blocks = PREP == "blocks"
+        tt = torch.empty(b * h, n, C, C, **f32) if train or blocks else None  # T is kept for the backward only
         u = torch.empty(b * h, n, C, dv, **f32)
         wk = torch.empty(b * h, n, C, dk, **f32)
         mm = torch.empty(b * h, n, dk, dk, **f32)
         bb = torch.empty(b * h, n, dk, dv, **f32)
         gc = torch.empty(b * h, n, C, **f32)
-        kern.prep_fwd[(n, b * h)](k, v, g, beta, tt, u, wk, mm, bb, gc, t, n, h, **shapes, SAVE_T=train,
+        prep = kern.prep_fwd_blocks if blocks else kern.prep_fwd
+        prep[(n, b * h)](k, v, g, beta, tt, u, wk, mm, bb, gc, t, n, h, **shapes, SAVE_T=train,
                                   **WARPS["prep_fwd"])
         h0 = torch.zeros(b, h, dk, dv, **f32) if h0 is None else h0.float().contiguous()
         hs = torch.empty(b * h, n + 1, dk, dv, **f32)
         bs = _state_block(b * h, dv)
-        kern.state_fwd[(b * h, triton.cdiv(dv, bs))](mm, bb, h0, hs, n, DK=dk, DV=dv, BS=bs, DOT=dot,
+        kern.state_fwd[(b * h, triton.cdiv(dv, bs))](mm, bb, h0, hs, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(dot),
                                                      **WARPS["state_fwd"])
         o = torch.empty(b, t, h, dv, device=q.device, dtype=q.dtype)
         kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
@@ -73,7 +80,7 @@ class _DeltaRuleTriton(torch.autograd.Function):
         kern.output_bwd[(n, b * h)](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, dhs, ctx.scale, t, n, h, **shapes,
                                     **WARPS["output_bwd"])
         bs = _state_block(b * h, dv)
-        kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=shapes["DOT"],
+        kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(shapes["DOT"]),
                                                      **WARPS["state_bwd"])
         dkb = torch.empty(b * h, n, C, dk, **f32)
         kern.prep_bwd_state[(n, b * h)](k, gc, tt, u, wk, hs, dhs, dw, dkb, dko, dgo, n, t, h, **shapes,
@@ -90,6 +97,8 @@ class _DeltaRuleTriton(torch.autograd.Function):
 WARPS = {"prep_fwd": {"num_warps": 8}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
          "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd_state": {"num_warps": 4},
          "prep_bwd_wy": {"num_warps": 4}}
+PREP = "blocks"
+LOW_PRECISION_DOT = "tf32"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
 STATE_BLOCK = 64  # at most this many state columns per program of the state passes
 STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
 

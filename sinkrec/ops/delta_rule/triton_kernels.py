@@ -26,6 +26,14 @@ import triton.language as tl
 
 
 @triton.jit
+def _mm(a, b, DOT: tl.constexpr):
+    """Matrix product with fp32 accumulation; DOT "bf16" rounds both operands to bf16 first."""
+    if DOT == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    return tl.dot(a, b, input_precision=DOT)
+
+
+@triton.jit
 def _chunk_rows(ptr, n, T, H, h, b, D: tl.constexpr, BD: tl.constexpr):
     """All 64 rows of chunk n of a [B, T, H, D] tensor as fp32 [64, BD]."""
     r = tl.arange(0, 64)
@@ -58,6 +66,54 @@ def _state_tile(ptr, bh, i, N, DK: tl.constexpr, DV: tl.constexpr, BK: tl.conste
     rv = tl.arange(0, BV)
     m = (rk[:, None] < DK) & (rv[None, :] < DV)
     return tl.load(ptr + (bh * (N + 1) + i) * DK * DV + rk[:, None] * DV + rv[None, :], mask=m, other=0.0)
+
+
+@triton.jit
+def _rows(ptr, n, j, T, H, h, b, D: tl.constexpr, BD: tl.constexpr):
+    """Rows t = 64n + 16j … +15 of a [B, T, H, D] tensor as fp32 [16, BD] (zeros outside)."""
+    r = tl.arange(0, 16)
+    c = tl.arange(0, BD)
+    t = n * 64 + j * 16 + r
+    m = (t[:, None] < T) & (c[None, :] < D)
+    return tl.load(ptr + ((b * T + t[:, None]) * H + h) * D + c[None, :], mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _gates(ptr, n, j, T, H, h, b):
+    """Rows of a [B, T, H] gate tensor as fp32 [16] (zero outside)."""
+    t = n * 64 + j * 16 + tl.arange(0, 16)
+    return tl.load(ptr + (b * T + t) * H + h, mask=t < T, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _inv16(a):
+    """(I + a)⁻¹ for a strictly lower-triangular [16, 16] block, by forward substitution."""
+    r = tl.arange(0, 16)
+    x = tl.where(r[:, None] == r[None, :], 1.0, 0.0)
+    for i in tl.static_range(1, 16):
+        a_i = tl.sum(tl.where(r[:, None] == i, a, 0.0), 0)  # row i of a
+        x = tl.where(r[:, None] == i, x - tl.sum(a_i[:, None] * x, 0)[None, :], x)
+    return x
+
+
+@triton.jit
+def _a_block(ki, kj, bi, gi, gj, DIAG: tl.constexpr, DOT: tl.constexpr):
+    """Block (i, j) of A: β_t k_tᵀk_s exp(G_t − G_s), strictly lower on the diagonal."""
+    r = tl.arange(0, 16)
+    kk = _mm(ki, tl.trans(kj), DOT)
+    if DIAG:
+        lower = r[:, None] > r[None, :]
+        return tl.where(lower, bi[:, None] * kk * tl.exp(tl.where(lower, gi[:, None] - gj[None, :], 0.0)), 0.0)
+    return bi[:, None] * kk * tl.exp(gi[:, None] - gj[None, :])
+
+
+@triton.jit
+def _store_block(ptr, x, i, j, W: tl.constexpr, BW: tl.constexpr, COLS: tl.constexpr):
+    """Store a [16, BW] block at rows 16i.., columns (16j.. if COLS else 0..) of a row-major [64, W]."""
+    r = tl.arange(0, 16)
+    c = tl.arange(0, BW)
+    col = j * 16 + c if COLS else c
+    tl.store(ptr + (i * 16 + r[:, None]) * W + col[None, :], x, mask=c[None, :] < W)
 
 
 @triton.jit
@@ -102,25 +158,104 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
     Gtot = tl.sum(g, 0)
     tl.store(GC + chunk * 64 + r, G)
     strict = r[:, None] > r[None, :]
-    a = tl.where(strict, beta[:, None] * tl.dot(k, tl.trans(k), input_precision=DOT)
+    a = tl.where(strict, beta[:, None] * _mm(k, tl.trans(k), DOT)
                  * tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0)), 0.0)
     same_block = r[:, None] // 16 == r[None, :] // 16
     d = _block_diag_inverse(tl.where(same_block, a, 0.0))
-    nil = tl.dot(d, tl.where(same_block, 0.0, a), input_precision=DOT)
-    p = d + tl.dot(tl.dot(nil, nil, input_precision=DOT), d, input_precision=DOT)
-    tt = p - tl.dot(nil, p, input_precision=DOT)
+    nil = _mm(d, tl.where(same_block, 0.0, a), DOT)
+    p = d + _mm(_mm(nil, nil, DOT), d, DOT)
+    tt = p - _mm(nil, p, DOT)
     if SAVE_T:
         tl.store(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :], tt)
     rk = tl.arange(0, BK)
     rv = tl.arange(0, BV)
     ktail = tl.trans(tl.exp(Gtot - G)[:, None] * k)
-    wk = tl.dot(tt, (beta * tl.exp(G))[:, None] * k, input_precision=DOT)
+    wk = _mm(tt, (beta * tl.exp(G))[:, None] * k, DOT)
     tl.store(WK + chunk * 64 * DK + r[:, None] * DK + rk[None, :], wk, mask=rk[None, :] < DK)
-    m = tl.where(rk[:, None] == rk[None, :], tl.exp(Gtot), 0.0) - tl.dot(ktail, wk, input_precision=DOT)
+    m = tl.where(rk[:, None] == rk[None, :], tl.exp(Gtot), 0.0) - _mm(ktail, wk, DOT)
     tl.store(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :], m, mask=(rk[:, None] < DK) & (rk[None, :] < DK))
-    u = tl.dot(tt, beta[:, None] * _chunk_rows(V, n, T, H, h, b, DV, BV), input_precision=DOT)
+    u = _mm(tt, beta[:, None] * _chunk_rows(V, n, T, H, h, b, DV, BV), DOT)
     tl.store(U + chunk * 64 * DV + r[:, None] * DV + rv[None, :], u, mask=rv[None, :] < DV)
-    bb = tl.dot(ktail, u, input_precision=DOT)
+    bb = _mm(ktail, u, DOT)
+    tl.store(BB + chunk * DK * DV + rk[:, None] * DV + rv[None, :], bb, mask=(rk[:, None] < DK) & (rv[None, :] < DV))
+
+
+@triton.jit
+def prep_fwd_blocks(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
+                    DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr,
+                    SAVE_T: tl.constexpr):
+    """prep_fwd with T built from 16×16 blocks (T_ij = −T_ii Σ_m A_im T_mj), then 64×64 products."""
+    n, bh, b, h, chunk = _program(N, H)
+    k1 = _rows(K, n, 0, T, H, h, b, DK, BK)
+    k2 = _rows(K, n, 1, T, H, h, b, DK, BK)
+    k3 = _rows(K, n, 2, T, H, h, b, DK, BK)
+    k4 = _rows(K, n, 3, T, H, h, b, DK, BK)
+    g1 = _gates(G_IN, n, 0, T, H, h, b)
+    g2 = _gates(G_IN, n, 1, T, H, h, b)
+    g3 = _gates(G_IN, n, 2, T, H, h, b)
+    g4 = _gates(G_IN, n, 3, T, H, h, b)
+    b1 = _gates(BETA, n, 0, T, H, h, b)
+    b2 = _gates(BETA, n, 1, T, H, h, b)
+    b3 = _gates(BETA, n, 2, T, H, h, b)
+    b4 = _gates(BETA, n, 3, T, H, h, b)
+    # cumulative log decay across the four blocks
+    G1 = tl.cumsum(g1, 0)
+    G2 = tl.cumsum(g2, 0) + tl.sum(g1, 0)
+    G3 = tl.cumsum(g3, 0) + tl.sum(g1, 0) + tl.sum(g2, 0)
+    G4 = tl.cumsum(g4, 0) + tl.sum(g1, 0) + tl.sum(g2, 0) + tl.sum(g3, 0)
+    Gtot = tl.sum(g1, 0) + tl.sum(g2, 0) + tl.sum(g3, 0) + tl.sum(g4, 0)
+    r = tl.arange(0, 16)
+    tl.store(GC + chunk * 64 + r, G1)
+    tl.store(GC + chunk * 64 + 16 + r, G2)
+    tl.store(GC + chunk * 64 + 32 + r, G3)
+    tl.store(GC + chunk * 64 + 48 + r, G4)
+    # T = (I + A)⁻¹ by blocks
+    T11 = _inv16(_a_block(k1, k1, b1, G1, G1, True, DOT))
+    T22 = _inv16(_a_block(k2, k2, b2, G2, G2, True, DOT))
+    T33 = _inv16(_a_block(k3, k3, b3, G3, G3, True, DOT))
+    T44 = _inv16(_a_block(k4, k4, b4, G4, G4, True, DOT))
+    A21 = _a_block(k2, k1, b2, G2, G1, False, DOT)
+    A31 = _a_block(k3, k1, b3, G3, G1, False, DOT)
+    A32 = _a_block(k3, k2, b3, G3, G2, False, DOT)
+    A41 = _a_block(k4, k1, b4, G4, G1, False, DOT)
+    A42 = _a_block(k4, k2, b4, G4, G2, False, DOT)
+    A43 = _a_block(k4, k3, b4, G4, G3, False, DOT)
+    T21 = -_mm(T22, _mm(A21, T11, DOT), DOT)
+    T32 = -_mm(T33, _mm(A32, T22, DOT), DOT)
+    T43 = -_mm(T44, _mm(A43, T33, DOT), DOT)
+    T31 = -_mm(T33, _mm(A31, T11, DOT) + _mm(A32, T21, DOT), DOT)
+    T42 = -_mm(T44, _mm(A42, T22, DOT) + _mm(A43, T32, DOT), DOT)
+    T41 = -_mm(T44, _mm(A41, T11, DOT) + _mm(A42, T21, DOT)
+                  + _mm(A43, T31, DOT), DOT)
+    tt = TT + chunk * 64 * 64
+    _store_block(tt, T11, 0, 0, 64, 16, True)
+    _store_block(tt, T21, 1, 0, 64, 16, True)
+    _store_block(tt, T22, 1, 1, 64, 16, True)
+    _store_block(tt, T31, 2, 0, 64, 16, True)
+    _store_block(tt, T32, 2, 1, 64, 16, True)
+    _store_block(tt, T33, 2, 2, 64, 16, True)
+    _store_block(tt, T41, 3, 0, 64, 16, True)
+    _store_block(tt, T42, 3, 1, 64, 16, True)
+    _store_block(tt, T43, 3, 2, 64, 16, True)
+    _store_block(tt, T44, 3, 3, 64, 16, True)
+    tl.debug_barrier()
+    r = tl.arange(0, 64)
+    tt = tl.load(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :], mask=r[:, None] // 16 >= r[None, :] // 16,
+                 other=0.0)
+    k = _chunk_rows(K, n, T, H, h, b, DK, BK)
+    t = n * 64 + r
+    beta = tl.load(BETA + (b * T + t) * H + h, mask=t < T, other=0.0).to(tl.float32)
+    G = tl.load(GC + chunk * 64 + r)
+    rk = tl.arange(0, BK)
+    rv = tl.arange(0, BV)
+    ktail = tl.trans(tl.exp(Gtot - G)[:, None] * k)
+    wk = _mm(tt, (beta * tl.exp(G))[:, None] * k, DOT)
+    tl.store(WK + chunk * 64 * DK + r[:, None] * DK + rk[None, :], wk, mask=rk[None, :] < DK)
+    m = tl.where(rk[:, None] == rk[None, :], tl.exp(Gtot), 0.0) - _mm(ktail, wk, DOT)
+    tl.store(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :], m, mask=(rk[:, None] < DK) & (rk[None, :] < DK))
+    u = _mm(tt, beta[:, None] * _chunk_rows(V, n, T, H, h, b, DV, BV), DOT)
+    tl.store(U + chunk * 64 * DV + r[:, None] * DV + rv[None, :], u, mask=rv[None, :] < DV)
+    bb = _mm(ktail, u, DOT)
     tl.store(BB + chunk * DK * DV + rk[:, None] * DV + rv[None, :], bb, mask=(rk[:, None] < DK) & (rv[None, :] < DV))
 
 
@@ -137,7 +272,7 @@ def state_fwd(MM, BB, H0, HS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.cons
         chunk = bh * N + i
         tl.store(HS + (bh * (N + 1) + i) * DK * DV + hv, h, mask=vm)
         m = tl.load(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :])
-        h = tl.dot(m, h, input_precision=DOT) + tl.load(BB + chunk * DK * DV + hv, mask=vm, other=0.0)
+        h = _mm(m, h, DOT) + tl.load(BB + chunk * DK * DV + hv, mask=vm, other=0.0)
     tl.store(HS + (bh * (N + 1) + N) * DK * DV + hv, h, mask=vm)
 
 
@@ -157,9 +292,9 @@ def output_fwd(Q, K, GC, HS, U, WK, O, scale, T, N, H, DK: tl.constexpr, DV: tl.
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
     G = tl.load(GC + chunk * 64 + tl.arange(0, 64))
     state = _state_tile(HS, bh, n, N, DK, DV, BK, BV)
-    w = _chunk_tile(U, chunk, DV, BV) - tl.dot(_chunk_tile(WK, chunk, DK, BK), state, input_precision=DOT)
-    p = tl.dot(q, tl.trans(k), input_precision=DOT) * _decay(G)
-    o = tl.dot(q * tl.exp(G)[:, None], state, input_precision=DOT) + tl.dot(p, w, input_precision=DOT)
+    w = _chunk_tile(U, chunk, DV, BV) - _mm(_chunk_tile(WK, chunk, DK, BK), state, DOT)
+    p = _mm(q, tl.trans(k), DOT) * _decay(G)
+    o = _mm(q * tl.exp(G)[:, None], state, DOT) + _mm(p, w, DOT)
     _store_rows(O, o, n, T, H, h, b, DV, BV)
 
 
@@ -179,21 +314,21 @@ def output_bwd(Q, K, GC, HS, U, WK, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, D
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
     do = _chunk_rows(DO, n, T, H, h, b, DV, BV)
     decay = _decay(G)
-    qk = tl.dot(q, tl.trans(k), input_precision=DOT)
-    dw = tl.dot(tl.trans(qk * decay), do, input_precision=DOT)
+    qk = _mm(q, tl.trans(k), DOT)
+    dw = _mm(tl.trans(qk * decay), do, DOT)
     tl.store(DW + chunk * 64 * DV + r[:, None] * DV + rv[None, :], dw, mask=rv[None, :] < DV)
     wk = _chunk_tile(WK, chunk, DK, BK)
-    dh = tl.dot(tl.trans(q * gamma[:, None]), do, input_precision=DOT) - tl.dot(tl.trans(wk), dw, input_precision=DOT)
+    dh = _mm(tl.trans(q * gamma[:, None]), do, DOT) - _mm(tl.trans(wk), dw, DOT)
     tl.store(DHS + (bh * (N + 1) + n) * DK * DV + rk[:, None] * DV + rv[None, :], dh,
              mask=(rk[:, None] < DK) & (rv[None, :] < DV))
     state = _state_tile(HS, bh, n, N, DK, DV, BK, BV)
-    w = _chunk_tile(U, chunk, DV, BV) - tl.dot(wk, state, input_precision=DOT)
-    s = tl.dot(do, tl.trans(w), input_precision=DOT) * decay
+    w = _chunk_tile(U, chunk, DV, BV) - _mm(wk, state, DOT)
+    s = _mm(do, tl.trans(w), DOT) * decay
     x = s * qk
-    doh = tl.dot(do, tl.trans(state), input_precision=DOT)
+    doh = _mm(do, tl.trans(state), DOT)
     tl.store(DGO + chunk * 64 + r, tl.sum(x, 1) - tl.sum(x, 0) + tl.sum(q * doh, 1) * gamma)
-    _store_rows(DQ, (tl.dot(s, k, input_precision=DOT) + gamma[:, None] * doh) * scale, n, T, H, h, b, DK, BK)
-    tl.store(DKO + chunk * 64 * DK + r[:, None] * DK + rk[None, :], tl.dot(tl.trans(s), q, input_precision=DOT),
+    _store_rows(DQ, (_mm(s, k, DOT) + gamma[:, None] * doh) * scale, n, T, H, h, b, DK, BK)
+    tl.store(DKO + chunk * 64 * DK + r[:, None] * DK + rk[None, :], _mm(tl.trans(s), q, DOT),
              mask=rk[None, :] < DK)
 
 
@@ -210,8 +345,7 @@ def state_bwd(MM, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, 
     for j in tl.range(0, N, num_stages=2):
         i = N - 1 - j
         m = tl.load(MM + (bh * N + i) * DK * DK + rk[:, None] * DK + rk[None, :])
-        g = tl.load(DHS + (bh * (N + 1) + i) * DK * DV + hv, mask=vm, other=0.0) + tl.dot(tl.trans(m), g,
-                                                                                        input_precision=DOT)
+        g = tl.load(DHS + (bh * (N + 1) + i) * DK * DV + hv, mask=vm, other=0.0) + _mm(tl.trans(m), g, DOT)
         tl.store(DHS + (bh * (N + 1) + i) * DK * DV + hv, g, mask=vm)
 
 
@@ -229,13 +363,13 @@ def prep_bwd_state(K, GC, TT, U, WK, HS, DHS, DW, DKB, DKO, DGO, N, T, H,
     ktail = tl.exp(Gtot - G)[:, None] * k
     state = _state_tile(HS, bh, n, N, DK, DV, BK, BV)
     g_next = _state_tile(DHS, bh, n + 1, N, DK, DV, BK, BV)
-    dm = tl.dot(g_next, tl.trans(state), input_precision=DOT)
+    dm = _mm(g_next, tl.trans(state), DOT)
     dd = tl.sum(tl.sum(g_next * state, 1), 0)  # trace of dM
     dw = _chunk_tile(DW, chunk, DV, BV)
-    du = dw + tl.dot(ktail, g_next, input_precision=DOT)
-    dwk = -tl.dot(dw, tl.trans(state), input_precision=DOT) - tl.dot(ktail, dm, input_precision=DOT)
-    dkt = (tl.dot(_chunk_tile(U, chunk, DV, BV), tl.trans(g_next), input_precision=DOT)
-           - tl.dot(_chunk_tile(WK, chunk, DK, BK), tl.trans(dm), input_precision=DOT))
+    du = dw + _mm(ktail, g_next, DOT)
+    dwk = -_mm(dw, tl.trans(state), DOT) - _mm(ktail, dm, DOT)
+    dkt = (_mm(_chunk_tile(U, chunk, DV, BV), tl.trans(g_next), DOT)
+           - _mm(_chunk_tile(WK, chunk, DK, BK), tl.trans(dm), DOT))
     r_tail = tl.sum(dkt * ktail, 1)
     rk = tl.arange(0, BK)
     rv = tl.arange(0, BV)
@@ -243,10 +377,12 @@ def prep_bwd_state(K, GC, TT, U, WK, HS, DHS, DW, DKB, DKO, DGO, N, T, H,
     tl.store(dko, tl.load(dko, mask=rk[None, :] < DK) + tl.exp(Gtot - G)[:, None] * dkt, mask=rk[None, :] < DK)
     dG = tl.load(DGO + chunk * 64 + r) - r_tail + tl.where(r == 63, tl.sum(r_tail, 0) + dd * tl.exp(Gtot), 0.0)
     tl.store(DGO + chunk * 64 + r, dG)
-    tt = tl.load(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :])
-    tl.store(DW + chunk * 64 * DV + r[:, None] * DV + rv[None, :], tl.dot(tl.trans(tt), du, input_precision=DOT),
+    # T is block lower-triangular (its upper blocks may be left unwritten)
+    tt = tl.load(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :], mask=r[:, None] // 16 >= r[None, :] // 16,
+                 other=0.0)
+    tl.store(DW + chunk * 64 * DV + r[:, None] * DV + rv[None, :], _mm(tl.trans(tt), du, DOT),
              mask=rv[None, :] < DV)
-    tl.store(DKB + chunk * 64 * DK + r[:, None] * DK + rk[None, :], tl.dot(tl.trans(tt), dwk, input_precision=DOT),
+    tl.store(DKB + chunk * 64 * DK + r[:, None] * DK + rk[None, :], _mm(tl.trans(tt), dwk, DOT),
              mask=rk[None, :] < DK)
 
 
@@ -265,21 +401,21 @@ def prep_bwd_wy(K, V, BETA, GC, U, WK, DVB, DKB, DKO, DGO, DK_OUT, DV_OUT, DG_OU
     dvb = _chunk_tile(DVB, chunk, DV, BV)
     dbeta = tl.sum(dvb * _chunk_rows(V, n, T, H, h, b, DV, BV), 1)
     _store_rows(DV_OUT, beta[:, None] * dvb, n, T, H, h, b, DV, BV)
-    da = tl.dot(dvb, tl.trans(_chunk_tile(U, chunk, DV, BV)), input_precision=DOT)
+    da = _mm(dvb, tl.trans(_chunk_tile(U, chunk, DV, BV)), DOT)
     dkb = _chunk_tile(DKB, chunk, DK, BK)
-    da = -(da + tl.dot(dkb, tl.trans(_chunk_tile(WK, chunk, DK, BK)), input_precision=DOT))
+    da = -(da + _mm(dkb, tl.trans(_chunk_tile(WK, chunk, DK, BK)), DOT))
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
     gk = tl.sum(dkb * gamma[:, None] * k, 1)
     dk = _chunk_tile(DKO, chunk, DK, BK) + (beta * gamma)[:, None] * dkb
     strict = r[:, None] > r[None, :]
     m = tl.where(strict, da * tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0)), 0.0)
-    kk = tl.dot(k, tl.trans(k), input_precision=DOT)
+    kk = _mm(k, tl.trans(k), DOT)
     dbeta += gk + tl.sum(m * kk, 1)
     y = m * kk * beta[:, None]  # dA ⊙ A
     dG = tl.load(DGO + chunk * 64 + r) + beta * gk + tl.sum(y, 1) - tl.sum(y, 0)
     dg = tl.sum(dG, 0) - tl.cumsum(dG, 0) + dG  # g enters G_s for every s ≥ t
     mb = beta[:, None] * m
-    dk += tl.dot(mb, k, input_precision=DOT) + tl.dot(tl.trans(mb), k, input_precision=DOT)
+    dk += _mm(mb, k, DOT) + _mm(tl.trans(mb), k, DOT)
     _store_rows(DK_OUT, dk, n, T, H, h, b, DK, BK)
     tl.store(DB_OUT + (b * T + t) * H + h, dbeta.to(DB_OUT.dtype.element_ty), mask=t < T)
     tl.store(DG_OUT + (b * T + t) * H + h, dg.to(DG_OUT.dtype.element_ty), mask=t < T)
