@@ -29,8 +29,10 @@ import triton.language as tl
 def _mm(a, b, DOT: tl.constexpr):
     """Matrix product with fp32 accumulation; DOT "bf16" rounds both operands to bf16 first."""
     if DOT == "bf16":
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
-    return tl.dot(a, b, input_precision=DOT)
+        c = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        c = tl.dot(a, b, input_precision=DOT)
+    return c
 
 
 @triton.jit
