@@ -94,11 +94,11 @@ class _DeltaRuleTriton(torch.autograd.Function):
 
 
 # launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64)
-WARPS = {"prep_fwd": {"num_warps": 8}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
+WARPS = {"prep_fwd": {"num_warps": 4}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
          "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd_state": {"num_warps": 4},
          "prep_bwd_wy": {"num_warps": 4}}
 PREP = "blocks"
-LOW_PRECISION_DOT = "tf32"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
+LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
 STATE_BLOCK = 64  # at most this many state columns per program of the state passes
 STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
 
