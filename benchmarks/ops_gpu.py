@@ -103,8 +103,7 @@ def sweep() -> list[dict]:
     """Variants of the Triton path, one setting changed at a time from the defaults: speed and bf16 error."""
     from sinkrec.ops.delta_rule import triton_chunk as tc
 
-    variants = [("defaults", {}), ("prep on 64x64 tiles", {"PREP": "tiles"}),
-                ("tf32 products", {"LOW_PRECISION_DOT": "tf32"})]
+    variants = [("defaults", {}), ("tf32 products", {"LOW_PRECISION_DOT": "tf32"})]
     variants += [(f"state programs <= {p}", {"STATE_PROGRAMS": p}) for p in (132, 528)]
     for name, default in tc.WARPS.items():
         for warps in sorted({2, 4, 8} - {default["num_warps"]}):

@@ -41,26 +41,27 @@ class _DeltaRuleTriton(torch.autograd.Function):
         f32 = dict(device=q.device, dtype=torch.float32)
         dot = "tf32x3" if q.dtype == torch.float32 else LOW_PRECISION_DOT  # tf32x3: fp32-accurate products
         shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=dot)
-        blocks = PREP == "blocks"
-        tt = torch.empty(b * h, n, C, C, **f32) if train or blocks else None  # T is kept for the backward only
+        tt = torch.empty(b * h, n, C, C, **f32) if train else None  # T is kept for the backward only
+        # operands that every consumer rounds to bf16 anyway (bf16 products) are stored in bf16
+        store = dict(device=q.device, dtype=torch.bfloat16 if dot == "bf16" else torch.float32)
         u = torch.empty(b * h, n, C, dv, **f32)
-        wk = torch.empty(b * h, n, C, dk, **f32)
+        wk = torch.empty(b * h, n, C, dk, **store)
         mm = torch.empty(b * h, n, dk, dk, **f32)
         bb = torch.empty(b * h, n, dk, dv, **f32)
         gc = torch.empty(b * h, n, C, **f32)
-        prep = kern.prep_fwd_blocks if blocks else kern.prep_fwd
-        prep[(n, b * h)](k, v, g, beta, tt, u, wk, mm, bb, gc, t, n, h, **shapes, SAVE_T=train,
+        kern.prep_fwd[(n, b * h)](k, v, g, beta, tt, u, wk, mm, bb, gc, t, n, h, **shapes, SAVE_T=train,
                                   **WARPS["prep_fwd"])
         h0 = torch.zeros(b, h, dk, dv, **f32) if h0 is None else h0.float().contiguous()
-        hs = torch.empty(b * h, n + 1, dk, dv, **f32)
+        hs = torch.empty(b * h, n + 1, dk, dv, **store)  # slot n unused: the final state goes to ht
+        ht = torch.empty(b, h, dk, dv, **f32)
         bs = _state_block(b * h, dv)
-        kern.state_fwd[(b * h, triton.cdiv(dv, bs))](mm, bb, h0, hs, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(dot),
+        kern.state_fwd[(b * h, triton.cdiv(dv, bs))](mm, bb, h0, hs, ht, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(dot),
                                                      **WARPS["state_fwd"])
         o = torch.empty(b, t, h, dv, device=q.device, dtype=q.dtype)
         kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
         ctx.save_for_backward(q, k, v, beta, tt, u, wk, mm, gc, hs)
         ctx.scale, ctx.shapes, ctx.g_dtype = scale, shapes, g.dtype
-        return o, hs[:, n].view(b, h, dk, dv)
+        return o, ht
 
     @staticmethod
     def backward(ctx, do, dht):
@@ -97,7 +98,6 @@ class _DeltaRuleTriton(torch.autograd.Function):
 WARPS = {"prep_fwd": {"num_warps": 4}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
          "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd_state": {"num_warps": 4},
          "prep_bwd_wy": {"num_warps": 4}}
-PREP = "blocks"
 LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
 STATE_BLOCK = 64  # at most this many state columns per program of the state passes
 STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run

@@ -59,7 +59,7 @@ def _chunk_tile(ptr, chunk, D: tl.constexpr, BD: tl.constexpr):
     """A chunk's [64, D] fp32 tile of a [B·H, N, 64, D] tensor, padded to BD columns."""
     r = tl.arange(0, 64)
     c = tl.arange(0, BD)
-    return tl.load(ptr + chunk * 64 * D + r[:, None] * D + c[None, :], mask=c[None, :] < D, other=0.0)
+    return tl.load(ptr + chunk * 64 * D + r[:, None] * D + c[None, :], mask=c[None, :] < D, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -67,55 +67,8 @@ def _state_tile(ptr, bh, i, N, DK: tl.constexpr, DV: tl.constexpr, BK: tl.conste
     rk = tl.arange(0, BK)
     rv = tl.arange(0, BV)
     m = (rk[:, None] < DK) & (rv[None, :] < DV)
-    return tl.load(ptr + (bh * (N + 1) + i) * DK * DV + rk[:, None] * DV + rv[None, :], mask=m, other=0.0)
-
-
-@triton.jit
-def _rows(ptr, n, j, T, H, h, b, D: tl.constexpr, BD: tl.constexpr):
-    """Rows t = 64n + 16j … +15 of a [B, T, H, D] tensor as fp32 [16, BD] (zeros outside)."""
-    r = tl.arange(0, 16)
-    c = tl.arange(0, BD)
-    t = n * 64 + j * 16 + r
-    m = (t[:, None] < T) & (c[None, :] < D)
-    return tl.load(ptr + ((b * T + t[:, None]) * H + h) * D + c[None, :], mask=m, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _gates(ptr, n, j, T, H, h, b):
-    """Rows of a [B, T, H] gate tensor as fp32 [16] (zero outside)."""
-    t = n * 64 + j * 16 + tl.arange(0, 16)
-    return tl.load(ptr + (b * T + t) * H + h, mask=t < T, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _inv16(a):
-    """(I + a)⁻¹ for a strictly lower-triangular [16, 16] block, by forward substitution."""
-    r = tl.arange(0, 16)
-    x = tl.where(r[:, None] == r[None, :], 1.0, 0.0)
-    for i in tl.static_range(1, 16):
-        a_i = tl.sum(tl.where(r[:, None] == i, a, 0.0), 0)  # row i of a
-        x = tl.where(r[:, None] == i, x - tl.sum(a_i[:, None] * x, 0)[None, :], x)
-    return x
-
-
-@triton.jit
-def _a_block(ki, kj, bi, gi, gj, DIAG: tl.constexpr, DOT: tl.constexpr):
-    """Block (i, j) of A: β_t k_tᵀk_s exp(G_t − G_s), strictly lower on the diagonal."""
-    r = tl.arange(0, 16)
-    kk = _mm(ki, tl.trans(kj), DOT)
-    if DIAG:
-        lower = r[:, None] > r[None, :]
-        return tl.where(lower, bi[:, None] * kk * tl.exp(tl.where(lower, gi[:, None] - gj[None, :], 0.0)), 0.0)
-    return bi[:, None] * kk * tl.exp(gi[:, None] - gj[None, :])
-
-
-@triton.jit
-def _store_block(ptr, x, i, j, W: tl.constexpr, BW: tl.constexpr, COLS: tl.constexpr):
-    """Store a [16, BW] block at rows 16i.., columns (16j.. if COLS else 0..) of a row-major [64, W]."""
-    r = tl.arange(0, 16)
-    c = tl.arange(0, BW)
-    col = j * 16 + c if COLS else c
-    tl.store(ptr + (i * 16 + r[:, None]) * W + col[None, :], x, mask=c[None, :] < W)
+    tile = tl.load(ptr + (bh * (N + 1) + i) * DK * DV + rk[:, None] * DV + rv[None, :], mask=m, other=0.0)
+    return tile.to(tl.float32)
 
 
 @triton.jit
@@ -173,7 +126,7 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
     rv = tl.arange(0, BV)
     ktail = tl.trans(tl.exp(Gtot - G)[:, None] * k)
     wk = _mm(tt, (beta * tl.exp(G))[:, None] * k, DOT)
-    tl.store(WK + chunk * 64 * DK + r[:, None] * DK + rk[None, :], wk, mask=rk[None, :] < DK)
+    tl.store(WK + chunk * 64 * DK + r[:, None] * DK + rk[None, :], wk.to(WK.dtype.element_ty), mask=rk[None, :] < DK)
     m = tl.where(rk[:, None] == rk[None, :], tl.exp(Gtot), 0.0) - _mm(ktail, wk, DOT)
     tl.store(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :], m, mask=(rk[:, None] < DK) & (rk[None, :] < DK))
     u = _mm(tt, beta[:, None] * _chunk_rows(V, n, T, H, h, b, DV, BV), DOT)
@@ -183,87 +136,9 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
 
 
 @triton.jit
-def prep_fwd_blocks(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
-                    DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr,
-                    SAVE_T: tl.constexpr):
-    """prep_fwd with T built from 16×16 blocks (T_ij = −T_ii Σ_m A_im T_mj), then 64×64 products."""
-    n, bh, b, h, chunk = _program(N, H)
-    k1 = _rows(K, n, 0, T, H, h, b, DK, BK)
-    k2 = _rows(K, n, 1, T, H, h, b, DK, BK)
-    k3 = _rows(K, n, 2, T, H, h, b, DK, BK)
-    k4 = _rows(K, n, 3, T, H, h, b, DK, BK)
-    g1 = _gates(G_IN, n, 0, T, H, h, b)
-    g2 = _gates(G_IN, n, 1, T, H, h, b)
-    g3 = _gates(G_IN, n, 2, T, H, h, b)
-    g4 = _gates(G_IN, n, 3, T, H, h, b)
-    b1 = _gates(BETA, n, 0, T, H, h, b)
-    b2 = _gates(BETA, n, 1, T, H, h, b)
-    b3 = _gates(BETA, n, 2, T, H, h, b)
-    b4 = _gates(BETA, n, 3, T, H, h, b)
-    # cumulative log decay across the four blocks
-    G1 = tl.cumsum(g1, 0)
-    G2 = tl.cumsum(g2, 0) + tl.sum(g1, 0)
-    G3 = tl.cumsum(g3, 0) + tl.sum(g1, 0) + tl.sum(g2, 0)
-    G4 = tl.cumsum(g4, 0) + tl.sum(g1, 0) + tl.sum(g2, 0) + tl.sum(g3, 0)
-    Gtot = tl.sum(g1, 0) + tl.sum(g2, 0) + tl.sum(g3, 0) + tl.sum(g4, 0)
-    r = tl.arange(0, 16)
-    tl.store(GC + chunk * 64 + r, G1)
-    tl.store(GC + chunk * 64 + 16 + r, G2)
-    tl.store(GC + chunk * 64 + 32 + r, G3)
-    tl.store(GC + chunk * 64 + 48 + r, G4)
-    # T = (I + A)⁻¹ by blocks
-    T11 = _inv16(_a_block(k1, k1, b1, G1, G1, True, DOT))
-    T22 = _inv16(_a_block(k2, k2, b2, G2, G2, True, DOT))
-    T33 = _inv16(_a_block(k3, k3, b3, G3, G3, True, DOT))
-    T44 = _inv16(_a_block(k4, k4, b4, G4, G4, True, DOT))
-    A21 = _a_block(k2, k1, b2, G2, G1, False, DOT)
-    A31 = _a_block(k3, k1, b3, G3, G1, False, DOT)
-    A32 = _a_block(k3, k2, b3, G3, G2, False, DOT)
-    A41 = _a_block(k4, k1, b4, G4, G1, False, DOT)
-    A42 = _a_block(k4, k2, b4, G4, G2, False, DOT)
-    A43 = _a_block(k4, k3, b4, G4, G3, False, DOT)
-    T21 = -_mm(T22, _mm(A21, T11, DOT), DOT)
-    T32 = -_mm(T33, _mm(A32, T22, DOT), DOT)
-    T43 = -_mm(T44, _mm(A43, T33, DOT), DOT)
-    T31 = -_mm(T33, _mm(A31, T11, DOT) + _mm(A32, T21, DOT), DOT)
-    T42 = -_mm(T44, _mm(A42, T22, DOT) + _mm(A43, T32, DOT), DOT)
-    T41 = -_mm(T44, _mm(A41, T11, DOT) + _mm(A42, T21, DOT)
-                  + _mm(A43, T31, DOT), DOT)
-    tt = TT + chunk * 64 * 64
-    _store_block(tt, T11, 0, 0, 64, 16, True)
-    _store_block(tt, T21, 1, 0, 64, 16, True)
-    _store_block(tt, T22, 1, 1, 64, 16, True)
-    _store_block(tt, T31, 2, 0, 64, 16, True)
-    _store_block(tt, T32, 2, 1, 64, 16, True)
-    _store_block(tt, T33, 2, 2, 64, 16, True)
-    _store_block(tt, T41, 3, 0, 64, 16, True)
-    _store_block(tt, T42, 3, 1, 64, 16, True)
-    _store_block(tt, T43, 3, 2, 64, 16, True)
-    _store_block(tt, T44, 3, 3, 64, 16, True)
-    tl.debug_barrier()
-    r = tl.arange(0, 64)
-    tt = tl.load(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :], mask=r[:, None] // 16 >= r[None, :] // 16,
-                 other=0.0)
-    k = _chunk_rows(K, n, T, H, h, b, DK, BK)
-    t = n * 64 + r
-    beta = tl.load(BETA + (b * T + t) * H + h, mask=t < T, other=0.0).to(tl.float32)
-    G = tl.load(GC + chunk * 64 + r)
-    rk = tl.arange(0, BK)
-    rv = tl.arange(0, BV)
-    ktail = tl.trans(tl.exp(Gtot - G)[:, None] * k)
-    wk = _mm(tt, (beta * tl.exp(G))[:, None] * k, DOT)
-    tl.store(WK + chunk * 64 * DK + r[:, None] * DK + rk[None, :], wk, mask=rk[None, :] < DK)
-    m = tl.where(rk[:, None] == rk[None, :], tl.exp(Gtot), 0.0) - _mm(ktail, wk, DOT)
-    tl.store(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :], m, mask=(rk[:, None] < DK) & (rk[None, :] < DK))
-    u = _mm(tt, beta[:, None] * _chunk_rows(V, n, T, H, h, b, DV, BV), DOT)
-    tl.store(U + chunk * 64 * DV + r[:, None] * DV + rv[None, :], u, mask=rv[None, :] < DV)
-    bb = _mm(ktail, u, DOT)
-    tl.store(BB + chunk * DK * DV + rk[:, None] * DV + rv[None, :], bb, mask=(rk[:, None] < DK) & (rv[None, :] < DV))
-
-
-@triton.jit
-def state_fwd(MM, BB, H0, HS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
-    """h_{i+1} = M_i h_i + B_i, storing every h_i; one program per (b·h, block of Dv columns)."""
+def state_fwd(MM, BB, H0, HS, HT, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
+    """h_{i+1} = M_i h_i + B_i in fp32, storing every h_i (i < N) in HS's dtype and the final state in HT;
+    one program per (b·h, block of Dv columns)."""
     bh = tl.program_id(0)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
@@ -272,10 +147,10 @@ def state_fwd(MM, BB, H0, HS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.cons
     h = tl.load(H0 + bh * DK * DV + hv, mask=vm, other=0.0)
     for i in tl.range(0, N, num_stages=2):
         chunk = bh * N + i
-        tl.store(HS + (bh * (N + 1) + i) * DK * DV + hv, h, mask=vm)
+        tl.store(HS + (bh * (N + 1) + i) * DK * DV + hv, h.to(HS.dtype.element_ty), mask=vm)
         m = tl.load(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :])
         h = _mm(m, h, DOT) + tl.load(BB + chunk * DK * DV + hv, mask=vm, other=0.0)
-    tl.store(HS + (bh * (N + 1) + N) * DK * DV + hv, h, mask=vm)
+    tl.store(HT + bh * DK * DV + hv, h, mask=vm)
 
 
 @triton.jit
