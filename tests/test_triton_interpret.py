@@ -1,7 +1,8 @@
 """The Triton delta-rule kernels run under Triton's CPU interpreter (skipped without Triton).
 
 The real check runs on the GPU (benchmarks/check_triton_gpu.py); this one catches indexing and
-gradient-formula mistakes on any machine that has Triton installed.
+gradient-formula mistakes on any machine that has Triton installed. It runs fp32 inputs only: the
+interpreter does not emulate the bf16 products used for bf16 inputs, which only the GPU check covers.
 """
 
 import os

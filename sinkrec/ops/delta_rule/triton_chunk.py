@@ -26,6 +26,15 @@ def _state_block(programs: int, dv: int) -> int:
     return bs
 
 
+def _dot(dtype: torch.dtype, dk: int) -> str:
+    """Products of the chunk-parallel kernels: tf32x3 (fp32-accurate) for fp32 inputs; for bf16/fp16
+    inputs LOW_PRECISION_DOT where the GPU check covers it (Dk = 64: bf16 products crashed with an illegal
+    memory access at Dk = 32 on an H200 with Triton 3.6), else tf32."""
+    if dtype == torch.float32:
+        return "tf32x3"
+    return LOW_PRECISION_DOT if dk == 64 else "tf32"
+
+
 def _state_dot(dot: str) -> str:
     """The state passes chain one product per chunk, so their rounding compounds: never below tf32."""
     return "tf32" if dot == "bf16" else dot
@@ -39,7 +48,7 @@ class _DeltaRuleTriton(torch.autograd.Function):
         n = triton.cdiv(t, C)
         q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
         f32 = dict(device=q.device, dtype=torch.float32)
-        dot = "tf32x3" if q.dtype == torch.float32 else LOW_PRECISION_DOT  # tf32x3: fp32-accurate products
+        dot = _dot(q.dtype, dk)
         shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=dot)
         tt = torch.empty(b * h, n, C, C, **f32) if train else None  # T is kept for the backward only
         # operands that every consumer rounds to bf16 anyway (bf16 products) are stored in bf16
@@ -95,7 +104,7 @@ class _DeltaRuleTriton(torch.autograd.Function):
 
 
 # launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64)
-WARPS = {"prep_fwd": {"num_warps": 4}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
+WARPS = {"prep_fwd": {"num_warps": 2}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
          "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd_state": {"num_warps": 4},
          "prep_bwd_wy": {"num_warps": 4}}
 LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
