@@ -9,6 +9,7 @@ past the tolerances of issue #7: 1e-3 (fp32 inputs), 2e-2 (bf16 inputs).
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
@@ -49,6 +50,10 @@ def rel(a, b):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", nargs="?")
+    parser.add_argument("--git", default="", help="commit of the checked tree (.git may not travel)")
+    args = parser.parse_args()
     cases = [("B2 T256", (2, 256, 4, 64, 64), {}), ("B1 T1000 (T % 64 ≠ 0)", (1, 1000, 2, 64, 64), {}),
              ("B3 T333 Dv=48", (3, 333, 2, 64, 48), {}), ("B2 T512 Dk=32", (2, 512, 4, 32, 64), {})]
     records, failed = [], False
@@ -75,7 +80,7 @@ def main() -> None:
             worst = max(errors, key=errors.get)
             print(f"{label:<24}{dname:<6}{'PASS' if ok else 'FAIL'}  worst {worst} {errors[worst]:.2e}  "
                   + " ".join(f"{n}={e:.1e}" for n, e in errors.items()), flush=True)
-    write_results("triton_check_gpu", records, sys.argv[1] if len(sys.argv) > 1 else None)
+    write_results("triton_check_gpu", records, args.out, args.git)
     sys.exit(1 if failed else 0)
 
 

@@ -20,7 +20,7 @@ kernels)
   tail -12 "$RES/throughput.log"
   ;;
 check)
-  (cd benchmarks && timeout "${CHECK_S:-240}" python3 check_triton_gpu.py "$RES/triton_check_gpu.json" \
+  (cd benchmarks && timeout "${CHECK_S:-240}" python3 check_triton_gpu.py "$RES/triton_check_gpu.json" --git "$GIT" \
     > "$RES/triton_check_gpu.log" 2>&1; echo "check exit $?" >> "$RES/triton_check_gpu.log")
   grep -E "PASS|FAIL|exit" "$RES/triton_check_gpu.log" | cut -c1-60
   ;;

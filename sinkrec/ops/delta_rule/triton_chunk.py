@@ -1,8 +1,8 @@
 """The chunked gated delta rule on Triton kernels (triton_kernels.py), with its own backward.
 
-Six launches per forward+backward, no T×T or per-chunk Python loops: two batched kernels over all
-chunks and one sequential state pass each way. fp32 and bf16/fp16 inputs (fp32 arithmetic and state;
-tf32 products unless the inputs are fp32); float64 goes to the PyTorch chunked path. Imported
+Seven launches per forward+backward, no T×T or per-chunk Python loops: kernels parallel over all
+chunks and one sequential state pass each way. fp32 and bf16/fp16 inputs (fp32 accumulation and
+state; the products are picked by `_dot`); float64 goes to the PyTorch chunked path. Imported
 lazily: the package works without Triton.
 """
 

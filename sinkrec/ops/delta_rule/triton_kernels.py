@@ -11,12 +11,13 @@ Forward:  `prep_fwd` (per chunk: G, T, U, Wk, M, B) → `state_fwd` (sequential 
 registers) → `output_fwd` (per chunk).
 Backward: `output_bwd` (per chunk: dq, the output's parts of dk and dG, dW, and the output's
 gradient into h) → `state_bwd` (reverse over chunks: total gradient into each state) →
-`prep_bwd` (per chunk: dM = g'hᵀ, dB = g', and everything through T).
+`prep_bwd_state` (per chunk: dM = g'hᵀ, dB = g', through M, B and T) → `prep_bwd_wy` (through A).
 
 Inputs use the [B, T, H, D] layout directly (rows past T read as zeros: g = β = 0 writes and decays
-nothing); chunk-level tensors are fp32 [B·H, N, C, ·]. T is inverted per 16×16 diagonal block by
-forward substitution (the four blocks at once), the rest by a nilpotent series of 64×64 products.
-All arithmetic is fp32; `DOT` picks "tf32x3" (fp32-accurate, for fp32 inputs) or "tf32" matrix products.
+nothing); chunk-level tensors are [B·H, N, C, ·] (fp32, or bf16 for Wk and the states where every
+consumer rounds them to bf16). T is inverted per 16×16 diagonal block by forward substitution (the
+four blocks at once), the rest by a nilpotent series of 64×64 products. Element-wise arithmetic and
+accumulation are fp32; `DOT` picks the products: "tf32x3" (fp32-accurate), "tf32" or "bf16".
 """
 
 from __future__ import annotations
