@@ -27,7 +27,7 @@ check)
 train)
   limit=$2; shift 2
   for study in "$@"; do
-    python3 benchmarks/quality.py --study "$study" --parallel 8 --device cuda --data-dir .data \
+    python3 benchmarks/quality.py --study "$study" --parallel "${PARALLEL:-8}" --device cuda --data-dir .data \
       --machine "1x NVIDIA H200 (device tool)" --git "$GIT" --results "$RES/quality-$study.json" \
       > "$RES/quality-$study.log" 2>&1 &
   done

@@ -28,6 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGET60 = ["train.epochs=60", "train.lr=0.002", "train.schedule=cosine", "train.warmup_steps=100",
             "train.patience=0"]
 
+BUDGET30 = [x.replace("epochs=60", "epochs=30") for x in BUDGET60]
+
+# the single switches of spec §3.6: (label, model config key, value)
+ABLATIONS = [("no-memory", "use_memory", "false"), ("no-reinjection", "reinject", "false"),
+             ("no-memory-kv", "attn_memory_kv", "false"), ("no-attention", "use_attention", "false"),
+             ("no-write-suppression", "write_suppression", "false"),
+             ("no-decay-suppression", "decay_suppression", "false"),
+             ("no-diff-readout", "diff_readout", "false"), ("no-temporal", "temporal", "false"),
+             ("R1", "loops", "1")]
+
 LONG_CPU = ["data.synthetic.n_users=400", "data.synthetic.min_len=600", "data.synthetic.max_len=800",
             "data.max_len=512", "model.d_model=32", "train.epochs=15", "train.patience=0", "train.batch_size=16"]
 
@@ -51,17 +61,16 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
     # issue #4: SinkRec on ML-1M (3 seeds) and each single-switch ablation (1 seed)
     "sinkrec-ml1m": [("ml-1m", "ml-1m-sinkrec", "sinkrec", [], [0, 1, 2])] + [
         ("ml-1m", "ml-1m-sinkrec", f"sinkrec:{name}", [f"model.{key}={value}"], [0])
-        for name, key, value in [
-            ("no-memory", "use_memory", "false"), ("no-reinjection", "reinject", "false"),
-            ("no-memory-kv", "attn_memory_kv", "false"), ("no-attention", "use_attention", "false"),
-            ("no-write-suppression", "write_suppression", "false"),
-            ("no-decay-suppression", "decay_suppression", "false"),
-            ("no-diff-readout", "diff_readout", "false"), ("no-temporal", "temporal", "false"),
-            ("R1", "loops", "1")]],
+        for name, key, value in ABLATIONS],
     # same budget for each: 60 epochs, lr 2e-3 with warm-up + cosine (fits one 10-minute GPU call)
     "ml1m-budget60": [("ml-1m", "ml-1m-sinkrec", f"{m}:budget60", [f"model.name={m}"] + BUDGET60, seeds)
                       for m, seeds in (("sinkrec", [0, 1, 2]), ("gdn", [0]))] + [
         ("ml-1m", "ml-1m-sinkrec", "sinkrec:budget60-no-memory", ["model.use_memory=false"] + BUDGET60, [0])],
+    # every single-switch ablation next to SinkRec and GDN at one shorter, equal budget (one GPU call)
+    "ml1m-budget30-ablations": [("ml-1m", "ml-1m-sinkrec", f"{m}:budget30", [f"model.name={m}"] + BUDGET30, [0])
+                                for m in ("sinkrec", "gdn")] + [
+        ("ml-1m", "ml-1m-sinkrec", f"sinkrec:budget30-{name}", [f"model.{key}={value}"] + BUDGET30, [0])
+        for name, key, value in ABLATIONS],
     "ml1m-budget60-sinkrec": [("ml-1m", "ml-1m-sinkrec", "sinkrec:budget60", BUDGET60, [0, 1, 2])],
     "synthetic-long": [("synthetic-long", "synthetic-long-sinkrec", m, [f"model.name={m}"], [0, 1, 2])
                        for m in ("sasrec", "gdn", "sinkrec")],
