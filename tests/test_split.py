@@ -72,3 +72,24 @@ def test_three_event_user():
     assert split.targets("valid")[0] == seq[1] and split.targets("test")[0] == seq[2]
     batch = next(eval_batches(split, "test", 10, 4))
     assert batch.items[0].tolist() == seq[:2].tolist()
+
+
+def _save_many(args):
+    store, path, times = args
+    for _ in range(times):
+        store.save(path)
+
+
+def test_concurrent_saves_of_one_cache(tmp_path):
+    """Runs started together build the same cache file; none may fail and the file stays readable."""
+    import multiprocessing
+
+    from sinkrec.data.sequences import SequenceStore
+
+    store = make_store([5, 7, 3], with_time=True)
+    path = tmp_path / "store.npz"
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.map(_save_many, [(store, path, 40)] * 4)
+    loaded = SequenceStore.load(path)
+    assert np.array_equal(loaded.items, store.items) and np.array_equal(loaded.timestamps, store.timestamps)
+    assert [p.name for p in tmp_path.iterdir()] == ["store.npz"]  # no temporary file left behind

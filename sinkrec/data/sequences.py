@@ -65,7 +65,8 @@ class SequenceStore:
                       item_ids=self.item_ids, notes=np.asarray(self.notes, dtype=str))
         if self.timestamps is not None:
             arrays["timestamps"] = self.timestamps
-        tmp = path.with_suffix(".tmp.npz")
+        # a private temporary name per process: runs started together may build the same cache
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
 
