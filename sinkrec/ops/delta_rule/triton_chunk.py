@@ -27,12 +27,12 @@ def _state_block(programs: int, dv: int) -> int:
 
 
 def _dot(dtype: torch.dtype, dk: int) -> str:
-    """Products of the chunk-parallel kernels: tf32x3 (fp32-accurate) for fp32 inputs; for bf16/fp16
-    inputs LOW_PRECISION_DOT where the GPU check covers it (Dk = 64: bf16 products crashed with an illegal
-    memory access at Dk = 32 on an H200 with Triton 3.6), else tf32."""
+    """Products of the chunk-parallel kernels: tf32x3 (fp32-accurate) for fp32 inputs; LOW_PRECISION_DOT
+    where the GPU check covers it (bf16 inputs, Dk = 64: bf16 products crashed with an illegal memory
+    access at Dk = 32 on an H200 with Triton 3.6); tf32 otherwise (fp16 inputs, other Dk)."""
     if dtype == torch.float32:
         return "tf32x3"
-    return LOW_PRECISION_DOT if dk == 64 else "tf32"
+    return LOW_PRECISION_DOT if dtype == torch.bfloat16 and dk == 64 else "tf32"
 
 
 def _state_dot(dot: str) -> str:
