@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="override applied to every run")
     parser.add_argument("--data-dir", help="read each config's data file from this folder instead")
     parser.add_argument("--models", help="comma-separated: only runs of these models")
+    parser.add_argument("--variants", help="comma-separated: only these variant labels (e.g. sinkrec:budget30)")
     parser.add_argument("--runs-dir", default="runs/quality")
     parser.add_argument("--results", default=None, help="output JSON (default benchmarks/results/quality-<study>.json)")
     parser.add_argument("--machine", default=platform.node())
@@ -154,7 +155,8 @@ def main() -> None:
 
     jobs = [{"dataset": d, "config": c, "variant": v, "overrides": o, "seed": s}
             for d, c, v, o, seeds in STUDIES[args.study] for s in seeds
-            if not args.models or v.partition(":")[0] in args.models.split(",")]
+            if (not args.models or v.partition(":")[0] in args.models.split(","))
+            and (not args.variants or v in args.variants.split(","))]
     out_root = ROOT / args.runs_dir
     out_root.mkdir(parents=True, exist_ok=True)
     print(f"{len(jobs)} runs, {args.parallel} at a time", flush=True)
