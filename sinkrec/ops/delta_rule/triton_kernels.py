@@ -56,20 +56,34 @@ def _store_rows(ptr, x, n, T, H, h, b, D: tl.constexpr, BD: tl.constexpr):
 
 
 @triton.jit
-def _chunk_tile(ptr, chunk, D: tl.constexpr, BD: tl.constexpr):
-    """A chunk's [64, D] fp32 tile of a [B·H, N, 64, D] tensor, padded to BD columns."""
-    r = tl.arange(0, 64)
-    c = tl.arange(0, BD)
-    return tl.load(ptr + chunk * 64 * D + r[:, None] * D + c[None, :], mask=c[None, :] < D, other=0.0).to(tl.float32)
+def _gate_rows(ptr, n, T, H, h, b):
+    """The 64 rows of chunk n of a [B, T, H] gate tensor as fp32 [64] (zeros past T)."""
+    t = n * 64 + tl.arange(0, 64)
+    return tl.load(ptr + (b * T + t) * H + h, mask=t < T, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _state_tile(ptr, bh, i, N, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
-    rk = tl.arange(0, BK)
-    rv = tl.arange(0, BV)
-    m = (rk[:, None] < DK) & (rv[None, :] < DV)
-    tile = tl.load(ptr + (bh * (N + 1) + i) * DK * DV + rk[:, None] * DV + rv[None, :], mask=m, other=0.0)
-    return tile.to(tl.float32)
+def _store_gate_rows(ptr, x, n, T, H, h, b):
+    t = n * 64 + tl.arange(0, 64)
+    tl.store(ptr + (b * T + t) * H + h, x.to(ptr.dtype.element_ty), mask=t < T)
+
+
+@triton.jit
+def _load_matrix(ptr, R: tl.constexpr, C: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr):
+    """A row-major [R, C] matrix (a chunk's tile or a state) as fp32 [BR, BC], zero-padded."""
+    r = tl.arange(0, BR)
+    c = tl.arange(0, BC)
+    m = (r[:, None] < R) & (c[None, :] < C)
+    return tl.load(ptr + r[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_matrix(ptr, x, R: tl.constexpr, C: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr):
+    """Store the [R, C] part of an [BR, BC] tile row-major, in the pointer's dtype."""
+    r = tl.arange(0, BR)
+    c = tl.arange(0, BC)
+    m = (r[:, None] < R) & (c[None, :] < C)
+    tl.store(ptr + r[:, None] * C + c[None, :], x.to(ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -106,10 +120,9 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
     nilpotent (N⁴ = 0), so T = (I + N)⁻¹ D = (I − N)(I + N²) D: four 64×64 products."""
     n, bh, b, h, chunk = _program(N, H)
     r = tl.arange(0, 64)
-    t = n * 64 + r
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
-    g = tl.load(G_IN + (b * T + t) * H + h, mask=t < T, other=0.0).to(tl.float32)
-    beta = tl.load(BETA + (b * T + t) * H + h, mask=t < T, other=0.0).to(tl.float32)
+    g = _gate_rows(G_IN, n, T, H, h, b)
+    beta = _gate_rows(BETA, n, T, H, h, b)
     G = tl.cumsum(g, 0)
     Gtot = tl.sum(g, 0)
     tl.store(GC + chunk * 64 + r, G)
@@ -122,18 +135,17 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
     p = d + _mm(_mm(nil, nil, DOT), d, DOT)
     tt = p - _mm(nil, p, DOT)
     if SAVE_T:
-        tl.store(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :], tt)
+        _store_matrix(TT + chunk * 64 * 64, tt, 64, 64, 64, 64)
     rk = tl.arange(0, BK)
-    rv = tl.arange(0, BV)
     ktail = tl.trans(tl.exp(Gtot - G)[:, None] * k)
     wk = _mm(tt, (beta * tl.exp(G))[:, None] * k, DOT)
-    tl.store(WK + chunk * 64 * DK + r[:, None] * DK + rk[None, :], wk.to(WK.dtype.element_ty), mask=rk[None, :] < DK)
+    _store_matrix(WK + chunk * 64 * DK, wk, 64, DK, 64, BK)
     m = tl.where(rk[:, None] == rk[None, :], tl.exp(Gtot), 0.0) - _mm(ktail, wk, DOT)
-    tl.store(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :], m, mask=(rk[:, None] < DK) & (rk[None, :] < DK))
+    _store_matrix(MM + chunk * DK * DK, m, DK, DK, BK, BK)
     u = _mm(tt, beta[:, None] * _chunk_rows(V, n, T, H, h, b, DV, BV), DOT)
-    tl.store(U + chunk * 64 * DV + r[:, None] * DV + rv[None, :], u, mask=rv[None, :] < DV)
+    _store_matrix(U + chunk * 64 * DV, u, 64, DV, 64, BV)
     bb = _mm(ktail, u, DOT)
-    tl.store(BB + chunk * DK * DV + rk[:, None] * DV + rv[None, :], bb, mask=(rk[:, None] < DK) & (rv[None, :] < DV))
+    _store_matrix(BB + chunk * DK * DV, bb, DK, DV, BK, BV)
 
 
 @triton.jit
@@ -169,8 +181,9 @@ def output_fwd(Q, K, GC, HS, U, WK, O, scale, T, N, H, DK: tl.constexpr, DV: tl.
     q = _chunk_rows(Q, n, T, H, h, b, DK, BK) * scale
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
     G = tl.load(GC + chunk * 64 + tl.arange(0, 64))
-    state = _state_tile(HS, bh, n, N, DK, DV, BK, BV)
-    w = _chunk_tile(U, chunk, DV, BV) - _mm(_chunk_tile(WK, chunk, DK, BK), state, DOT)
+    state = _load_matrix(HS + (bh * (N + 1) + n) * DK * DV, DK, DV, BK, BV)
+    wk = _load_matrix(WK + chunk * 64 * DK, 64, DK, 64, BK)
+    w = _load_matrix(U + chunk * 64 * DV, 64, DV, 64, BV) - _mm(wk, state, DOT)
     p = _mm(q, tl.trans(k), DOT) * _decay(G)
     o = _mm(q * tl.exp(G)[:, None], state, DOT) + _mm(p, w, DOT)
     _store_rows(O, o, n, T, H, h, b, DV, BV)
@@ -183,8 +196,6 @@ def output_bwd(Q, K, GC, HS, U, WK, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, D
     dG, dW, and the gradient into h, (q⊙γ)ᵀdo − Wkᵀ dW."""
     n, bh, b, h, chunk = _program(N, H)
     r = tl.arange(0, 64)
-    rk = tl.arange(0, BK)
-    rv = tl.arange(0, BV)
     G = tl.load(GC + chunk * 64 + r)
     gamma = tl.exp(G)
     # in an order that lets each tile die early (fewer live registers)
@@ -194,20 +205,18 @@ def output_bwd(Q, K, GC, HS, U, WK, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, D
     decay = _decay(G)
     qk = _mm(q, tl.trans(k), DOT)
     dw = _mm(tl.trans(qk * decay), do, DOT)
-    tl.store(DW + chunk * 64 * DV + r[:, None] * DV + rv[None, :], dw, mask=rv[None, :] < DV)
-    wk = _chunk_tile(WK, chunk, DK, BK)
+    _store_matrix(DW + chunk * 64 * DV, dw, 64, DV, 64, BV)
+    wk = _load_matrix(WK + chunk * 64 * DK, 64, DK, 64, BK)
     dh = _mm(tl.trans(q * gamma[:, None]), do, DOT) - _mm(tl.trans(wk), dw, DOT)
-    tl.store(DHS + (bh * (N + 1) + n) * DK * DV + rk[:, None] * DV + rv[None, :], dh,
-             mask=(rk[:, None] < DK) & (rv[None, :] < DV))
-    state = _state_tile(HS, bh, n, N, DK, DV, BK, BV)
-    w = _chunk_tile(U, chunk, DV, BV) - _mm(wk, state, DOT)
+    _store_matrix(DHS + (bh * (N + 1) + n) * DK * DV, dh, DK, DV, BK, BV)
+    state = _load_matrix(HS + (bh * (N + 1) + n) * DK * DV, DK, DV, BK, BV)
+    w = _load_matrix(U + chunk * 64 * DV, 64, DV, 64, BV) - _mm(wk, state, DOT)
     s = _mm(do, tl.trans(w), DOT) * decay
     x = s * qk
     doh = _mm(do, tl.trans(state), DOT)
     tl.store(DGO + chunk * 64 + r, tl.sum(x, 1) - tl.sum(x, 0) + tl.sum(q * doh, 1) * gamma)
     _store_rows(DQ, (_mm(s, k, DOT) + gamma[:, None] * doh) * scale, n, T, H, h, b, DK, BK)
-    tl.store(DKO + chunk * 64 * DK + r[:, None] * DK + rk[None, :], _mm(tl.trans(s), q, DOT),
-             mask=rk[None, :] < DK)
+    _store_matrix(DKO + chunk * 64 * DK, _mm(tl.trans(s), q, DOT), 64, DK, 64, BK)
 
 
 @triton.jit
@@ -239,29 +248,23 @@ def prep_bwd_state(K, GC, TT, U, WK, HS, DHS, DW, DKB, DKO, DGO, N, T, H,
     G = tl.load(GC + chunk * 64 + r)
     Gtot = tl.sum(tl.where(r == 63, G, 0.0), 0)
     ktail = tl.exp(Gtot - G)[:, None] * k
-    state = _state_tile(HS, bh, n, N, DK, DV, BK, BV)
-    g_next = _state_tile(DHS, bh, n + 1, N, DK, DV, BK, BV)
+    state = _load_matrix(HS + (bh * (N + 1) + n) * DK * DV, DK, DV, BK, BV)
+    g_next = _load_matrix(DHS + (bh * (N + 1) + n + 1) * DK * DV, DK, DV, BK, BV)
     dm = _mm(g_next, tl.trans(state), DOT)
     dd = tl.sum(tl.sum(g_next * state, 1), 0)  # trace of dM
-    dw = _chunk_tile(DW, chunk, DV, BV)
+    dw = _load_matrix(DW + chunk * 64 * DV, 64, DV, 64, BV)
     du = dw + _mm(ktail, g_next, DOT)
     dwk = -_mm(dw, tl.trans(state), DOT) - _mm(ktail, dm, DOT)
-    dkt = (_mm(_chunk_tile(U, chunk, DV, BV), tl.trans(g_next), DOT)
-           - _mm(_chunk_tile(WK, chunk, DK, BK), tl.trans(dm), DOT))
+    dkt = (_mm(_load_matrix(U + chunk * 64 * DV, 64, DV, 64, BV), tl.trans(g_next), DOT)
+           - _mm(_load_matrix(WK + chunk * 64 * DK, 64, DK, 64, BK), tl.trans(dm), DOT))
     r_tail = tl.sum(dkt * ktail, 1)
-    rk = tl.arange(0, BK)
-    rv = tl.arange(0, BV)
-    dko = DKO + chunk * 64 * DK + r[:, None] * DK + rk[None, :]
-    tl.store(dko, tl.load(dko, mask=rk[None, :] < DK) + tl.exp(Gtot - G)[:, None] * dkt, mask=rk[None, :] < DK)
+    dko = DKO + chunk * 64 * DK
+    _store_matrix(dko, _load_matrix(dko, 64, DK, 64, BK) + tl.exp(Gtot - G)[:, None] * dkt, 64, DK, 64, BK)
     dG = tl.load(DGO + chunk * 64 + r) - r_tail + tl.where(r == 63, tl.sum(r_tail, 0) + dd * tl.exp(Gtot), 0.0)
     tl.store(DGO + chunk * 64 + r, dG)
-    # T is block lower-triangular (its upper blocks may be left unwritten)
-    tt = tl.load(TT + chunk * 64 * 64 + r[:, None] * 64 + r[None, :], mask=r[:, None] // 16 >= r[None, :] // 16,
-                 other=0.0)
-    tl.store(DW + chunk * 64 * DV + r[:, None] * DV + rv[None, :], _mm(tl.trans(tt), du, DOT),
-             mask=rv[None, :] < DV)
-    tl.store(DKB + chunk * 64 * DK + r[:, None] * DK + rk[None, :], _mm(tl.trans(tt), dwk, DOT),
-             mask=rk[None, :] < DK)
+    tt = _load_matrix(TT + chunk * 64 * 64, 64, 64, 64, 64)
+    _store_matrix(DW + chunk * 64 * DV, _mm(tl.trans(tt), du, DOT), 64, DV, 64, BV)
+    _store_matrix(DKB + chunk * 64 * DK, _mm(tl.trans(tt), dwk, DOT), 64, DK, 64, BK)
 
 
 @triton.jit
@@ -271,20 +274,19 @@ def prep_bwd_wy(K, V, BETA, GC, U, WK, DVB, DKB, DKO, DGO, DK_OUT, DV_OUT, DG_OU
     back to k, v, β and g (reverse cumsum of dG)."""
     n, bh, b, h, chunk = _program(N, H)
     r = tl.arange(0, 64)
-    t = n * 64 + r
-    beta = tl.load(BETA + (b * T + t) * H + h, mask=t < T, other=0.0).to(tl.float32)
+    beta = _gate_rows(BETA, n, T, H, h, b)
     G = tl.load(GC + chunk * 64 + r)
     gamma = tl.exp(G)
     # in an order that lets each tile die early (fewer live registers)
-    dvb = _chunk_tile(DVB, chunk, DV, BV)
+    dvb = _load_matrix(DVB + chunk * 64 * DV, 64, DV, 64, BV)
     dbeta = tl.sum(dvb * _chunk_rows(V, n, T, H, h, b, DV, BV), 1)
     _store_rows(DV_OUT, beta[:, None] * dvb, n, T, H, h, b, DV, BV)
-    da = _mm(dvb, tl.trans(_chunk_tile(U, chunk, DV, BV)), DOT)
-    dkb = _chunk_tile(DKB, chunk, DK, BK)
-    da = -(da + _mm(dkb, tl.trans(_chunk_tile(WK, chunk, DK, BK)), DOT))
+    da = _mm(dvb, tl.trans(_load_matrix(U + chunk * 64 * DV, 64, DV, 64, BV)), DOT)
+    dkb = _load_matrix(DKB + chunk * 64 * DK, 64, DK, 64, BK)
+    da = -(da + _mm(dkb, tl.trans(_load_matrix(WK + chunk * 64 * DK, 64, DK, 64, BK)), DOT))
     k = _chunk_rows(K, n, T, H, h, b, DK, BK)
     gk = tl.sum(dkb * gamma[:, None] * k, 1)
-    dk = _chunk_tile(DKO, chunk, DK, BK) + (beta * gamma)[:, None] * dkb
+    dk = _load_matrix(DKO + chunk * 64 * DK, 64, DK, 64, BK) + (beta * gamma)[:, None] * dkb
     strict = r[:, None] > r[None, :]
     m = tl.where(strict, da * tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0)), 0.0)
     kk = _mm(k, tl.trans(k), DOT)
@@ -295,5 +297,5 @@ def prep_bwd_wy(K, V, BETA, GC, U, WK, DVB, DKB, DKO, DGO, DK_OUT, DV_OUT, DG_OU
     mb = beta[:, None] * m
     dk += _mm(mb, k, DOT) + _mm(tl.trans(mb), k, DOT)
     _store_rows(DK_OUT, dk, n, T, H, h, b, DK, BK)
-    tl.store(DB_OUT + (b * T + t) * H + h, dbeta.to(DB_OUT.dtype.element_ty), mask=t < T)
-    tl.store(DG_OUT + (b * T + t) * H + h, dg.to(DG_OUT.dtype.element_ty), mask=t < T)
+    _store_gate_rows(DB_OUT, dbeta, n, T, H, h, b)
+    _store_gate_rows(DG_OUT, dg, n, T, H, h, b)
