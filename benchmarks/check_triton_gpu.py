@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", nargs="?")
     parser.add_argument("--git", default="", help="commit of the checked tree (.git may not travel)")
-    args = parser.parse_args()
+    opts = parser.parse_args()
     cases = [("B2 T256", (2, 256, 4, 64, 64), {}), ("B1 T1000 (T % 64 ≠ 0)", (1, 1000, 2, 64, 64), {}),
              ("B3 T333 Dv=48", (3, 333, 2, 64, 48), {}), ("B2 T512 Dk=32", (2, 512, 4, 32, 64), {})]
     records, failed = [], False
@@ -80,7 +80,7 @@ def main() -> None:
             worst = max(errors, key=errors.get)
             print(f"{label:<24}{dname:<6}{'PASS' if ok else 'FAIL'}  worst {worst} {errors[worst]:.2e}  "
                   + " ".join(f"{n}={e:.1e}" for n, e in errors.items()), flush=True)
-    write_results("triton_check_gpu", records, args.out, args.git)
+    write_results("triton_check_gpu", records, opts.out, opts.git)
     sys.exit(1 if failed else 0)
 
 
