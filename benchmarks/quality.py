@@ -25,10 +25,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BUDGET60 = ["train.epochs=60", "train.lr=0.002", "train.schedule=cosine", "train.warmup_steps=100",
+
+def budget(epochs: int) -> list[str]:
+    """An equal training budget: fixed epochs, lr 2e-3 with warm-up + cosine, no early stop."""
+    return [f"train.epochs={epochs}", "train.lr=0.002", "train.schedule=cosine", "train.warmup_steps=100",
             "train.patience=0"]
 
-BUDGET30 = [x.replace("epochs=60", "epochs=30") for x in BUDGET60]
+
+BUDGET60, BUDGET30 = budget(60), budget(30)
 
 # the single switches of spec §3.6: (label, model config key, value)
 ABLATIONS = [("no-memory", "use_memory", "false"), ("no-reinjection", "reinject", "false"),
