@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU calls of one session (each ≤ 10 minutes on the device tool; data files copied into .data/):
 #   bash benchmarks/gpu_session.sh kernels          # on an idle GPU: op timings and model throughput
+#   bash benchmarks/gpu_session.sh throughput       # on an idle GPU: model throughput, eager and compiled
 #   bash benchmarks/gpu_session.sh check            # Triton vs reference (correctness: may share the GPU)
 #   bash benchmarks/gpu_session.sh train S STUDY…   # run the studies in parallel for at most S seconds,
 #                                                   # score each unfinished run's best checkpoint once
@@ -18,6 +19,11 @@ kernels)
   tail -25 "$RES/ops_gpu.log"
   (cd benchmarks && timeout 120 python3 throughput.py --git "$GIT" --out "$RES/throughput.json" > "$RES/throughput.log" 2>&1)
   tail -12 "$RES/throughput.log"
+  ;;
+throughput)
+  (cd benchmarks && timeout 420 python3 throughput.py --compile --git "$GIT" --out "$RES/throughput.json" \
+    > "$RES/throughput.log" 2>&1; echo "throughput exit $?" >> "$RES/throughput.log")
+  tail -8 "$RES/throughput.log"; cp "$RES"/throughput.* "$OUTDIR"/
   ;;
 check)
   (cd benchmarks && timeout "${CHECK_S:-240}" python3 check_triton_gpu.py "$RES/triton_check_gpu.json" --git "$GIT" \

@@ -4,14 +4,17 @@ Equal width (d=64) and depth (two mixer applications: SASRec and GDN with 2 laye
 one block looped twice), catalogue of 3,416 items (ML-1M), full-softmax CE, bf16 autocast, AdamW.
 - train: tokens/s of a full training step at T=8192 (B=4);
 - forward: ms per 1k tokens at T ∈ {1024, 4096, 8192, 32768} with B·T = 32,768 tokens.
+With --compile, each model's training step is also timed under torch.compile (as `train.compile`
+runs it), after checking on the GPU that the compiled step gives the eager loss and gradients.
 Writes benchmarks/results/throughput.json and a markdown table.
 
-    python benchmarks/throughput.py
+    python benchmarks/throughput.py [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 
 import torch
 from common import gpu_time_ms, peak_mib, write_results
@@ -35,16 +38,25 @@ def batch(b, t):
                  targets=torch.randint(1, N_ITEMS + 1, (b, t), device="cuda"))
 
 
-def train_step_fn(model, opt, data):
+def train_step_fn(encoder, opt, data, model=None):
+    """`encoder` runs the forward (the model, or its compiled wrapper); `model` owns the weights."""
+    model = model or encoder
+
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            hidden = model.encode(data)
+            hidden = encoder(data)
             loss = full_softmax_ce(hidden, data.targets, model.item_embedding.weight)
             loss = loss + sum(model.extra_losses().values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return step
+
+
+def train_record(name: str, compiled: bool, step) -> dict:
+    ms = gpu_time_ms(step, warmup=3, repeats=10)
+    return {"op": "train_step", "model": name, "compiled": compiled, "B": 4, "T": 8192, "dtype": "bf16",
+            "ms": round(ms, 2), "tokens_per_s": round(4 * 8192 / ms * 1e3), "peak_mib": round(peak_mib(step), 1)}
 
 
 def forward_fn(model, data):
@@ -55,11 +67,40 @@ def forward_fn(model, data):
     return step
 
 
-def profile(name: str) -> None:
+def compiled_step_error(name: str) -> dict:
+    """Loss and gradient of one step, eager against compiled (dropout off, same weights, bf16)."""
+    torch.manual_seed(0)
+    eager = build_model({**MODELS[name], "dropout": 0.0}, N_ITEMS, 32768).cuda().train()
+    data = batch(2, 2048)
+    with torch.no_grad():
+        eager.encode(data)  # SinkRec: k-means initialisation on the first training batch
+    if getattr(eager, "memory", None) is not None:
+        eager.memory.rvq.eval()  # no EMA update, so both copies keep the same codebooks
+    compiled = copy.deepcopy(eager)
+
+    def loss_and_grads(model, encode):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = full_softmax_ce(encode(data), data.targets, model.item_embedding.weight)
+        loss.backward()
+        return loss.float(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
+
+    loss, grads = loss_and_grads(eager, eager.encode)
+    loss2, grads2 = loss_and_grads(compiled, torch.compile(compiled, dynamic=False))
+    errors = {"loss_rel_error": float((loss2 - loss).abs() / loss.abs()),
+              "grad_rel_error": float((grads2 - grads).norm() / grads.norm())}
+    if getattr(eager, "last_codes", None) is not None:
+        # a near-tie in a code's distance can round either way; each such position changes the
+        # memory read there, so the gradient error is only meaningful next to this count
+        errors["positions_with_other_codes"] = int((eager.last_codes != compiled.last_codes).any(-1).sum())
+    return errors
+
+
+def profile(name: str, compiled: bool) -> None:
     """Top CUDA kernels of one training step at T=8192 (where a model's time goes)."""
     torch.manual_seed(0)
     model = build_model(MODELS[name], N_ITEMS, 32768).cuda().train()
-    step = train_step_fn(model, torch.optim.AdamW(model.parameters(), lr=1e-3), batch(4, 8192))
+    encoder = torch.compile(model, dynamic=False) if compiled else model
+    step = train_step_fn(encoder, torch.optim.AdamW(model.parameters(), lr=1e-3), batch(4, 8192), model)
     for _ in range(3):
         step()
     torch.cuda.synchronize()
@@ -68,7 +109,7 @@ def profile(name: str) -> None:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
-    print(f"profile {name}: train step B=4 T=8192, 3 steps")
+    print(f"profile {name}{' (compiled)' if compiled else ''}: train step B=4 T=8192, 3 steps")
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=60))
 
 
@@ -78,10 +119,11 @@ def main() -> None:
     parser.add_argument("--models", default="sasrec,gdn,sinkrec")
     parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
     parser.add_argument("--profile", action="store_true", help="print each model's top kernels and exit")
+    parser.add_argument("--compile", action="store_true", help="also time the training step under torch.compile")
     args = parser.parse_args()
     if args.profile:
         for name in args.models.split(","):
-            profile(name)
+            profile(name, args.compile)
         return
     records = []
     for name in args.models.split(","):
@@ -90,11 +132,13 @@ def main() -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         model.train()
         data = batch(4, 8192)
-        step = train_step_fn(model, opt, data)
-        ms = gpu_time_ms(step, warmup=3, repeats=10)
-        records.append({"op": "train_step", "model": name, "B": 4, "T": 8192, "dtype": "bf16", "ms": round(ms, 2),
-                        "tokens_per_s": round(4 * 8192 / ms * 1e3), "peak_mib": round(peak_mib(step), 1)})
+        records.append(train_record(name, False, train_step_fn(model, opt, data)))
         print(records[-1], flush=True)
+        if args.compile:
+            compiled = torch.compile(model, dynamic=False)
+            records.append({**train_record(name, True, train_step_fn(compiled, opt, data, model)),
+                            **compiled_step_error(name)})
+            print(records[-1], flush=True)
         model.eval()
         for t in (1024, 4096, 8192, 32768):
             b = 32768 // t
@@ -105,13 +149,14 @@ def main() -> None:
         del model, opt
         torch.cuda.empty_cache()
     path = write_results("throughput", records, args.out, args.git)
-    lines = ["| model | train tokens/s (T=8192) | fwd µs/1k tok T=1024 | T=4096 | T=8192 | T=32768 |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | train tokens/s (T=8192) | compiled | fwd µs/1k tok T=1024 | T=4096 | T=8192 | T=32768 |",
+             "|---|---|---|---|---|---|---|"]
     for name in args.models.split(","):
-        train = next(r for r in records if r["model"] == name and r["op"] == "train_step")
+        train = {r["compiled"]: r["tokens_per_s"] / 1e6 for r in records if r["model"] == name
+                 and r["op"] == "train_step"}
         fwd = {r["T"]: r["us_per_1k_tokens"] for r in records if r["model"] == name and r["op"] == "forward"}
-        lines.append(f"| {name} | {train['tokens_per_s'] / 1e6:.2f} M | " + " | ".join(
-            f"{fwd[t]:.1f}" for t in (1024, 4096, 8192, 32768)) + " |")
+        lines.append(f"| {name} | {train[False]:.2f} M | " + (f"{train[True]:.2f} M" if True in train else "—")
+                     + " | " + " | ".join(f"{fwd[t]:.1f}" for t in (1024, 4096, 8192, 32768)) + " |")
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

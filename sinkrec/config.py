@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # bf16 autocast on CUDA
+    compile: bool = False  # torch.compile the training forward (widths rounded to 64: few shapes)
     tensorboard: bool = False
     progress: bool = True
 

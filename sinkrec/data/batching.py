@@ -48,8 +48,12 @@ def trainable_users(split: Split) -> np.ndarray:
 
 
 def train_batches(split: Split, users: np.ndarray, max_len: int, batch_size: int,
-                  rng: np.random.Generator | None = None) -> Iterator[Batch]:
-    """Autoregressive training batches over the last `max_len + 1` training events per user."""
+                  rng: np.random.Generator | None = None, width_multiple: int = 1) -> Iterator[Batch]:
+    """Autoregressive training batches over the last `max_len + 1` training events per user.
+
+    `width_multiple` > 1 rounds each batch's width up (at most to `max_len`), so a compiled model
+    sees a few shapes instead of one per distinct longest history.
+    """
     store = split.store
     order = users if rng is None else rng.permutation(users)
     for start in range(0, len(order), batch_size):
@@ -64,6 +68,7 @@ def train_batches(split: Split, users: np.ndarray, max_len: int, batch_size: int
             if store.timestamps is not None:
                 times.append(store.timestamps[begin: end - 1])
         width = max(len(r) for r in inputs)
+        width = min(max_len, -(-width // width_multiple) * width_multiple)
         yield Batch(
             items=torch.from_numpy(_pad(inputs, width, np.int64)),
             lengths=torch.tensor([len(r) for r in inputs]),

@@ -39,6 +39,18 @@ class MemoryAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.n_heads, self.head_dim)
 
+    @staticmethod
+    def _blocks(seq: torch.Tensor, nb: int, w: int) -> torch.Tensor:
+        """[B, (nb + 1)·w, ...] → [B, nb, 2w, ...]: block i = positions [i·w, i·w + 2w).
+
+        Built from two reshaped views rather than `unfold` (overlapping windows), whose backward
+        torch.compile's CPU code generation corrupts memory on.
+        """
+        rest = seq.shape[2:]
+        before = seq[:, : nb * w].reshape(seq.shape[0], nb, w, *rest)
+        own = seq[:, w:].reshape(seq.shape[0], nb, w, *rest)
+        return torch.cat([before, own], 2)
+
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, prototypes: torch.Tensor | None = None,
                 cache: WindowCache | None = None) -> tuple[torch.Tensor, WindowCache]:
         """x, memory [B, T, d]; prototypes [P, d] → (y [B, T, d], cache holding the last w positions)."""
@@ -61,8 +73,8 @@ class MemoryAttention(nn.Module):
         valid = torch.cat([past_valid, torch.ones(b, t, dtype=torch.bool, device=x.device),
                            torch.zeros(b, pad, dtype=torch.bool, device=x.device)], 1)
         # block i sees keys at sequence offsets [i·w, i·w + 2w): the previous block and its own
-        windows = [z.unfold(1, 2 * w, w) for z in seqs]  # [B, nb, H, dh, 2w]
-        key_valid = valid.unfold(1, 2 * w, w)  # [B, nb, 2w]
+        windows = [self._blocks(z, nb, w) for z in seqs]  # [B, nb, 2w, H, dh]
+        key_valid = self._blocks(valid, nb, w)  # [B, nb, 2w]
         qb = F.pad(q, (0, 0, 0, 0, 0, pad)).view(b, nb, w, h, dh)
         rel_q = torch.arange(w, device=x.device)[:, None]
         rel_k = torch.arange(2 * w, device=x.device)[None, :]
@@ -70,23 +82,23 @@ class MemoryAttention(nn.Module):
         allowed = allowed[None, None] & key_valid[:, :, None, :]  # [B, nb, w, 2w]
 
         scale = dh ** -0.5
-        scores = [torch.einsum("bnqhd,bnhdk->bnhqk", qb, windows[0]) * scale]
+        scores = [torch.einsum("bnqhd,bnkhd->bnhqk", qb, windows[0]) * scale]
         values = [windows[1]]
         masks = [allowed]
         if self.memory_kv is not None:
-            scores.append(torch.einsum("bnqhd,bnhdk->bnhqk", qb, windows[2]) * scale)
+            scores.append(torch.einsum("bnqhd,bnkhd->bnhqk", qb, windows[2]) * scale)
             values.append(windows[3])
             masks.append(allowed)
         if self.prototype_kv is not None and prototypes is not None:
             pk, pv = (self._heads(z) for z in self.prototype_kv(prototypes.to(x.dtype)).chunk(2, -1))  # [P, H, dh]
             scores.append(torch.einsum("bnqhd,phd->bnhqp", qb, pk) * scale)
-            values.append(pv.permute(1, 2, 0)[None, None].expand(b, nb, h, dh, -1))
+            values.append(pv[None, None].expand(b, nb, -1, h, dh))
             masks.append(torch.ones(b, nb, w, pk.shape[0], dtype=torch.bool, device=x.device))
         logits = at_least_fp32(torch.cat(scores, -1))
         mask = torch.cat(masks, -1)[:, :, None]  # [B, nb, 1, w, K]
         weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), -1).to(q.dtype)
         weights = torch.nan_to_num(weights)  # a padded query row has no key at all
-        y = torch.einsum("bnhqk,bnhdk->bnqhd", weights, torch.cat(values, -1))
+        y = torch.einsum("bnhqk,bnkhd->bnqhd", weights, torch.cat(values, 2))
         y = y.reshape(b, nb * w, d)[:, :t]
         new_cache = WindowCache(tensors=[torch.cat([p.to(z.dtype), z], 1)[:, t: t + w] for p, z in zip(past, current)],
                                 valid=torch.cat([past_valid, torch.ones(b, t, dtype=torch.bool, device=x.device)],

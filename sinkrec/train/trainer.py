@@ -30,6 +30,7 @@ from .distributed import DistInfo, all_reduce_sum, barrier, setup
 from .losses import full_softmax_ce, sampled_softmax_ce
 
 log = logging.getLogger(__name__)
+COMPILE_WIDTH = 64  # with train.compile, batch widths are rounded up to a multiple of this
 
 
 def pick_device(name: str) -> torch.device:
@@ -81,6 +82,8 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        self.encode = self._compiled(self.train_model) if cfg.train.compile else (
+            self.train_model if self.dist.enabled else self.model.encode)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
                                            weight_decay=cfg.train.weight_decay)
         self.users = trainable_users(data.split)
@@ -97,6 +100,16 @@ class Trainer:
         self.writer = self._tensorboard() if cfg.train.tensorboard and self.dist.main else None
         # the generator's true distribution does not change during training: score it once
         self.oracle = oracle_metrics(data, cfg) if data.oracle is not None and self.dist.main else None
+
+    def _compiled(self, module: torch.nn.Module):
+        """torch.compile of the training forward: fuses the many small element-wise kernels and
+        removes most Python launch overhead. Static shapes (one graph per batch shape); the
+        rounded batch widths bound their number, and the recompile limit is raised to match."""
+        shapes = 2 * math.ceil(self.cfg.data.max_len / COMPILE_WIDTH)  # full and last batch per width
+        dynamo = torch._dynamo.config
+        name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+        setattr(dynamo, name, max(getattr(dynamo, name), shapes + 2))
+        return torch.compile(module, dynamic=False)
 
     # ---- state -------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -136,7 +149,7 @@ class Trainer:
         global_tokens = float(all_reduce_sum({"n": float(tokens)}, self.dist)["n"]) if self.dist.enabled \
             else tokens.clamp_min(1)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            hidden = self.train_model(batch) if self.dist.enabled else self.model.encode(batch)
+            hidden = self.encode(batch)
             table = self.model.item_embedding.weight
             if tcfg.loss == "ce":
                 main = full_softmax_ce(hidden, batch.targets, table, reduction="sum")
@@ -158,7 +171,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}  # kept on the device: no host sync per step
         steps = 0
         batches = train_batches(self.data.split, self.users, self.cfg.data.max_len,
-                                self.cfg.train.batch_size, rng)
+                                self.cfg.train.batch_size, rng, COMPILE_WIDTH if self.cfg.train.compile else 1)
         bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}",
                    disable=not (self.cfg.train.progress and self.dist.main), leave=False)
         for batch in bar:
