@@ -67,7 +67,7 @@ def forward_fn(model, data):
     return step
 
 
-def compiled_step_error(name: str) -> dict:
+def compiled_step_error(name: str, mode: str) -> dict:
     """Loss and gradient of one step, eager against compiled (dropout off, same weights, bf16)."""
     torch.manual_seed(0)
     eager = build_model({**MODELS[name], "dropout": 0.0}, N_ITEMS, 32768).cuda().train()
@@ -85,7 +85,7 @@ def compiled_step_error(name: str) -> dict:
         return loss.float(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
 
     loss, grads = loss_and_grads(eager, eager.encode)
-    loss2, grads2 = loss_and_grads(compiled, torch.compile(compiled, dynamic=False))
+    loss2, grads2 = loss_and_grads(compiled, torch.compile(compiled, dynamic=False, mode=mode))
     errors = {"loss_rel_error": float((loss2 - loss).abs() / loss.abs()),
               "grad_rel_error": float((grads2 - grads).norm() / grads.norm())}
     if getattr(eager, "last_codes", None) is not None:
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
     parser.add_argument("--profile", action="store_true", help="print each model's top kernels and exit")
     parser.add_argument("--compile", action="store_true", help="also time the training step under torch.compile")
+    parser.add_argument("--compile-mode", default="default", help="torch.compile mode (e.g. reduce-overhead)")
     args = parser.parse_args()
     if args.profile:
         for name in args.models.split(","):
@@ -135,9 +136,9 @@ def main() -> None:
         records.append(train_record(name, False, train_step_fn(model, opt, data)))
         print(records[-1], flush=True)
         if args.compile:
-            compiled = torch.compile(model, dynamic=False)
+            compiled = torch.compile(model, dynamic=False, mode=args.compile_mode)
             records.append({**train_record(name, True, train_step_fn(compiled, opt, data, model)),
-                            **compiled_step_error(name)})
+                            "compile_mode": args.compile_mode, **compiled_step_error(name, args.compile_mode)})
             print(records[-1], flush=True)
         model.eval()
         for t in (1024, 4096, 8192, 32768):
