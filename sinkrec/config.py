@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # bf16 autocast on CUDA
     compile: bool = False  # torch.compile the training forward (widths rounded to 64: few shapes)
+    compile_mode: str = "default"  # torch.compile mode; reduce-overhead adds CUDA graphs (fastest on GPU)
     tensorboard: bool = False
     progress: bool = True
 

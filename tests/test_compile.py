@@ -3,11 +3,13 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from sinkrec.config import build_config
 from sinkrec.data import load_dataset
 from sinkrec.data.batching import Batch, train_batches, trainable_users
+from sinkrec.errors import ConfigError
 from sinkrec.models import build_model
 from sinkrec.train.trainer import Trainer
 from tests.test_training import TINY
@@ -71,3 +73,10 @@ def test_training_with_compile_follows_the_eager_run(tmp_path):
     assert isinstance(trainer.encode, torch._dynamo.eval_frame.OptimizedModule)
     np.testing.assert_allclose([h["loss"] for h in result.history], [h["loss"] for h in reference.history],
                                rtol=1e-4)
+
+
+def test_unknown_compile_mode_is_named(tmp_path):
+    cfg = build_config({**TINY, "train": {**TINY["train"], "compile": True, "compile_mode": "fastest"},
+                        "output_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="train.compile_mode .*'fastest'"):
+        Trainer(cfg, load_dataset(cfg.data))

@@ -31,6 +31,7 @@ from .losses import full_softmax_ce, sampled_softmax_ce
 
 log = logging.getLogger(__name__)
 COMPILE_WIDTH = 64  # with train.compile, batch widths are rounded up to a multiple of this
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def pick_device(name: str) -> torch.device:
@@ -105,11 +106,14 @@ class Trainer:
         """torch.compile of the training forward: fuses the many small element-wise kernels and
         removes most Python launch overhead. Static shapes (one graph per batch shape); the
         rounded batch widths bound their number, and the recompile limit is raised to match."""
+        mode = self.cfg.train.compile_mode
+        if mode not in COMPILE_MODES:
+            raise ConfigError(f"train.compile_mode must be one of {COMPILE_MODES}, got '{mode}'")
         shapes = 2 * math.ceil(self.cfg.data.max_len / COMPILE_WIDTH)  # full and last batch per width
         dynamo = torch._dynamo.config
         name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.7
         setattr(dynamo, name, max(getattr(dynamo, name), shapes + 2))
-        return torch.compile(module, dynamic=False)
+        return torch.compile(module, dynamic=False, mode=mode)
 
     # ---- state -------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
