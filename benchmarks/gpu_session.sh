@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu_session.sh train S STUDY…   # run the studies in parallel for at most S seconds,
 #                                                   # score each unfinished run's best checkpoint once
 #   bash benchmarks/gpu_session.sh pack             # everything into $OUT/results.tgz
-# GIT names the commit (the tree travels without .git).
+# GIT names the commit (the tree travels without .git); VARIANTS (train) keeps only those variant labels.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 RES=/tmp/sinkrec-results
@@ -35,6 +35,7 @@ train)
   for study in "$@"; do
     python3 benchmarks/quality.py --study "$study" --parallel "${PARALLEL:-8}" --device cuda --data-dir .data \
       --machine "1x NVIDIA H200 (device tool)" --git "$GIT" --results "$RES/quality-$study.json" \
+      ${VARIANTS:+--variants "$VARIANTS"} \
       > "$RES/quality-$study.log" 2>&1 &
   done
   end=$((SECONDS + limit))
