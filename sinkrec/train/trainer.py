@@ -109,7 +109,7 @@ class Trainer:
         mode = self.cfg.train.compile_mode
         if mode not in COMPILE_MODES:
             raise ConfigError(f"train.compile_mode must be one of {COMPILE_MODES}, got '{mode}'")
-        shapes = 2 * math.ceil(self.cfg.data.max_len / COMPILE_WIDTH)  # full and last batch per width
+        shapes = math.ceil(self.cfg.data.max_len / COMPILE_WIDTH) + 1  # full batches per width, the last batch
         dynamo = torch._dynamo.config
         name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.7
         setattr(dynamo, name, max(getattr(dynamo, name), shapes + 2))

@@ -36,8 +36,7 @@ def _run(impl: str, q, k, v, g, beta, scale, initial_state, chunk_size):
 
     if chunk_size != 64:
         raise ValueError(f"the triton delta rule uses chunks of 64 (got chunk_size={chunk_size})")
-    # torch.compile leaves the fused kernels alone (a graph break): they are already one launch each
-    return torch.compiler.disable(delta_rule_triton)(q, k, v, g, beta, scale, initial_state)
+    return delta_rule_triton(q, k, v, g, beta, scale, initial_state)
 
 
 def _unpack(x: torch.Tensor, cu: list[int], width: int) -> torch.Tensor:

@@ -112,6 +112,7 @@ STATE_BLOCK = 64  # at most this many state columns per program of the state pas
 STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
 
 
+@torch.compiler.disable  # torch.compile leaves the fused kernels alone (a graph break around them)
 def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):
     """Same contract as `delta_rule_chunked` (dense batch, [B, T, H, D]); Dk a power of two ≥ 16."""
     dk, dv = q.shape[-1], v.shape[-1]
