@@ -31,14 +31,15 @@ def worker(args: argparse.Namespace) -> None:
     from throughput import MODELS, N_ITEMS, batch, train_step_fn
 
     from sinkrec.models import build_model
-    from sinkrec.train.distributed import setup
 
-    info = setup("cuda")
+    dist.init_process_group("nccl")  # also with one process, so 1 GPU runs the same DDP step
+    rank, world, local_rank = dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"])
+    torch.cuda.set_device(local_rank)
     records = []
     for name in args.models.split(","):
         torch.manual_seed(0)
         model = build_model(MODELS[name], N_ITEMS, 32768).cuda().train()
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank])
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank])
         step = train_step_fn(ddp, torch.optim.AdamW(model.parameters(), lr=1e-3), batch(B, T), model)
         for _ in range(3):
             step()
@@ -50,9 +51,9 @@ def worker(args: argparse.Namespace) -> None:
         torch.cuda.synchronize()
         dist.barrier()
         ms = (time.perf_counter() - started) / args.steps * 1e3
-        records.append({"model": name, "gpus": info.world, "B_per_gpu": B, "T": T, "ms_per_step": round(ms, 2),
-                        "tokens_per_s": round(info.world * B * T / ms * 1e3)})
-    if info.rank == 0:
+        records.append({"model": name, "gpus": world, "B_per_gpu": B, "T": T, "ms_per_step": round(ms, 2),
+                        "tokens_per_s": round(world * B * T / ms * 1e3)})
+    if rank == 0:
         Path(args.worker_out).write_text(json.dumps(records))
     dist.destroy_process_group()
 
