@@ -44,6 +44,22 @@ def run(args, impl, dtype, **kw):
     return [o, hT, *grads]
 
 
+def check_custom_op(dtype, dname) -> dict:
+    """torch.library.opcheck of the forward op (schema, fake tensors, autograd registration, AOT
+    dispatch): what torch.compile relies on to keep the kernels inside its graph."""
+    from sinkrec.ops.delta_rule import triton_chunk  # noqa: F401  (registers the ops)
+
+    q, k, v, g, beta, h0 = (x.to(dtype).detach().requires_grad_() for x in make(2, 200, 2, 64, 64, seed=11))
+    results = {}
+    for label, state in (("with h0", h0[:2].float().detach().requires_grad_()), ("no h0", None)):
+        report = torch.library.opcheck(torch.ops.sinkrec.delta_rule_fwd.default,
+                                       (q, k, v, g, beta, 0.125, state, True))
+        results[label] = {name: str(outcome) for name, outcome in report.items()}
+    ok = all(outcome == "SUCCESS" for r in results.values() for outcome in r.values())
+    print(f"opcheck sinkrec::delta_rule_fwd {dname}: {'PASS' if ok else 'FAIL'} {results}", flush=True)
+    return {"op": "opcheck sinkrec::delta_rule_fwd", "dtype": dname, "results": results, "pass": ok}
+
+
 def rel(a, b):
     a, b = a.double(), b.double()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
@@ -80,6 +96,9 @@ def main() -> None:
             worst = max(errors, key=errors.get)
             print(f"{label:<24}{dname:<6}{'PASS' if ok else 'FAIL'}  worst {worst} {errors[worst]:.2e}  "
                   + " ".join(f"{n}={e:.1e}" for n, e in errors.items()), flush=True)
+    for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        records.append(check_custom_op(dtype, dname))
+        failed |= not records[-1]["pass"]
     write_results("triton_check_gpu", records, opts.out, opts.git)
     sys.exit(1 if failed else 0)
 

@@ -44,6 +44,7 @@ ABLATIONS = [("no-memory", "use_memory", "false"), ("no-reinjection", "reinject"
 
 LONG_CPU = ["data.synthetic.n_users=400", "data.synthetic.min_len=600", "data.synthetic.max_len=800",
             "data.max_len=512", "model.d_model=32", "train.epochs=15", "train.patience=0", "train.batch_size=16"]
+NOISY = ["data.synthetic.routine_share=0.8", "data.synthetic.interest_noise=0.5"]
 
 # study name → list of (dataset label, config, model/variant label, overrides, seeds)
 STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
@@ -83,6 +84,10 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
     # a CPU-sized long-history comparison (400 users × 600–800 events, d=32, 15 epochs)
     "synthetic-long-cpu": [("synthetic-long-cpu", "synthetic-long-sinkrec", m, [f"model.name={m}"] + LONG_CPU, [0, 1])
                            for m in ("gdn", "sinkrec")],
+    # the same CPU shape where one item no longer names the interest: a high routine share and noisy
+    # interest items, so the interest has to be pooled over items that lie many routines apart
+    "synthetic-noisy-cpu": [("synthetic-noisy-cpu", "synthetic-long-sinkrec", m, [f"model.name={m}"] + LONG_CPU + NOISY,
+                             [0, 1]) for m in ("gdn", "sinkrec")],
     "sessa-ml1m": [("ml-1m", "ml-1m-sessa", "sessa", [], [0])],
     "smoke": [
         ("synthetic", "synthetic", "sasrec", ["train.epochs=1"], [0, 1]),

@@ -18,6 +18,7 @@ import copy
 
 import torch
 from common import gpu_time_ms, peak_mib, write_results
+from torch._dynamo.utils import counters
 
 from sinkrec.data.batching import Batch
 from sinkrec.models import build_model
@@ -85,9 +86,14 @@ def compiled_step_error(name: str, mode: str) -> dict:
         return loss.float(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
 
     loss, grads = loss_and_grads(eager, eager.encode)
+    torch._dynamo.reset()
+    counters.clear()
     loss2, grads2 = loss_and_grads(compiled, torch.compile(compiled, dynamic=False, mode=mode))
     errors = {"loss_rel_error": float((loss2 - loss).abs() / loss.abs()),
-              "grad_rel_error": float((grads2 - grads).norm() / grads.norm())}
+              "grad_rel_error": float((grads2 - grads).norm() / grads.norm()),
+              # 1 = the whole forward is one graph (no graph break, one CUDA graph under reduce-overhead)
+              "dynamo_graphs": int(counters["stats"]["unique_graphs"]),
+              "graph_breaks": int(sum(counters["graph_break"].values()))}
     if getattr(eager, "last_codes", None) is not None:
         # a near-tie in a code's distance can round either way; each such position changes the
         # memory read there, so the gradient error is only meaningful next to this count

@@ -33,6 +33,9 @@ class SyntheticConfig:
     favourites: int = 3
     routine_share: float = 0.5
     drift_rate: float = 0.05
+    # share of non-routine items drawn from a random cluster instead of the interest: with noise,
+    # one item no longer names the interest, so it must be pooled over many items across routines
+    interest_noise: float = 0.0
     seed: int = 0
 
 

@@ -13,7 +13,7 @@ import torch
 os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
-from sinkrec.ops.delta_rule import delta_rule  # noqa: E402
+from sinkrec.ops.delta_rule import delta_rule, triton_chunk  # noqa: E402, F401  (triton_chunk registers the ops)
 
 from .test_delta_rule import inputs, rel  # noqa: E402
 
@@ -74,4 +74,35 @@ def test_triton_forward_without_grad():
         fast = delta_rule(*args[:5], initial_state=args[5], output_final_state=True, impl="triton")
     ref = delta_rule(*args[:5], initial_state=args[5], output_final_state=True, impl="reference")
     for a, b in zip(fast, ref):
+        assert rel(a, b) < 1e-5
+
+
+@needs_interpreter
+@pytest.mark.parametrize("with_state", [True, False])
+def test_custom_op_passes_opcheck(with_state):
+    """Schema, fake-tensor shapes, autograd registration and AOT dispatch of the op torch.compile sees."""
+    q, k, v, g, beta, h0 = [x.detach().float().requires_grad_() for x in inputs(1, 70, 1, 16, 16, seed=6)]
+    report = torch.library.opcheck(torch.ops.sinkrec.delta_rule_fwd.default,
+                                   (q, k, v, g, beta, 0.25, h0 if with_state else None, True))
+    assert all(outcome == "SUCCESS" for outcome in report.values()), report
+
+
+@needs_interpreter
+def test_compile_keeps_the_kernels_in_one_graph():
+    """No graph break around the kernels (one CUDA graph under reduce-overhead); same values and grads."""
+    from torch._dynamo.utils import counters
+
+    args = [x.detach().float().requires_grad_() for x in inputs(1, 80, 2, 16, 16, seed=7)]
+
+    def step(q, k, v, g, beta, h0):
+        o, hT = delta_rule(torch.tanh(q), k, v, g, beta, initial_state=h0, output_final_state=True, impl="triton")
+        return (o * 1.5).sum() + hT.square().sum()
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(step, dynamic=False)(*args)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    eager = step(*args)
+    assert rel(compiled, eager) < 1e-5
+    for a, b in zip(torch.autograd.grad(compiled, args), torch.autograd.grad(eager, args)):
         assert rel(a, b) < 1e-5

@@ -7,6 +7,8 @@ Each user's history mixes
 - transitions: single items drawn from the user's current interest cluster. The cluster drifts
   to a nearby cluster (after a long gap) with probability `drift_rate` per transition, so the
   next non-routine item depends on an interest that must be remembered across many routines.
+  With `interest_noise` > 0 a share of these items comes from a random cluster, so a single item
+  no longer names the interest: it has to be pooled over several items, many routines apart.
 
 Routine items and cluster items are disjoint. The generator knows the true next-item
 distribution at every step, so it returns an oracle score for the validation and test targets.
@@ -36,6 +38,9 @@ def _zipf(n: int, rng: np.random.Generator, exponent: float = 1.0) -> np.ndarray
 
 
 def generate(cfg: SyntheticConfig) -> SyntheticData:
+    for key in ("routine_share", "drift_rate", "interest_noise"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise ValueError(f"synthetic: data.synthetic.{key} must be in [0, 1], got {getattr(cfg, key)}")
     rng = np.random.default_rng(cfg.seed)
     n_routine_items = max(cfg.routine_len, cfg.n_items // 5)
     cluster_items = np.arange(n_routine_items + 1, cfg.n_items + 1)
@@ -48,13 +53,17 @@ def generate(cfg: SyntheticConfig) -> SyntheticData:
     routine_pop = _zipf(cfg.n_routines, rng, exponent=0.8)
     drift_steps = np.array([-2, -1, 1, 2])
 
+    noise_dist = np.zeros(cfg.n_items + 1)
+    for members, pop in zip(clusters, cluster_pop):
+        noise_dist[members] = pop / cfg.n_clusters
+
     def transition_dist(cluster: int) -> np.ndarray:
         dist = np.zeros(cfg.n_items + 1)
         dist[clusters[cluster]] += (1 - cfg.drift_rate) * cluster_pop[cluster]
         for step in drift_steps:
             other = (cluster + step) % cfg.n_clusters
             dist[clusters[other]] += cfg.drift_rate / len(drift_steps) * cluster_pop[other]
-        return dist
+        return (1 - cfg.interest_noise) * dist + cfg.interest_noise * noise_dist
 
     def slot_dist(cluster: int, favourites: np.ndarray) -> np.ndarray:
         dist = (1 - cfg.routine_share) * transition_dist(cluster)
@@ -91,7 +100,11 @@ def generate(cfg: SyntheticConfig) -> SyntheticData:
                     clock += float(rng.uniform(2, 6)) * DAY
                 else:
                     clock += float(rng.uniform(1, 8)) * HOUR
-                seq.append(int(rng.choice(clusters[cluster], p=cluster_pop[cluster])))
+                # (the noise draw is skipped when there is no noise: old seeds give the same data)
+                source = cluster
+                if cfg.interest_noise > 0 and rng.random() < cfg.interest_noise:
+                    source = int(rng.integers(cfg.n_clusters))
+                seq.append(int(rng.choice(clusters[source], p=cluster_pop[source])))
                 stamps.append(clock)
         seq, stamps, next_info = seq[:length], stamps[:length], next_info[:length]
         for split, position in (("valid", length - 2), ("test", length - 1)):

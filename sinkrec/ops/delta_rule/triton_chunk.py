@@ -40,67 +40,124 @@ def _state_dot(dot: str) -> str:
     return "tf32" if dot == "bf16" else dot
 
 
-class _DeltaRuleTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, g, beta, scale, h0, train):
-        b, t, h, dk = k.shape
-        dv = v.shape[-1]
-        n = triton.cdiv(t, C)
-        q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
-        f32 = dict(device=q.device, dtype=torch.float32)
-        dot = _dot(q.dtype, dk)
-        shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=dot)
-        tt = torch.empty(b * h, n, C, C, **f32) if train else None  # T is kept for the backward only
-        # operands that every consumer rounds to bf16 anyway (bf16 products) are stored in bf16
-        store = dict(device=q.device, dtype=torch.bfloat16 if dot == "bf16" else torch.float32)
-        u = torch.empty(b * h, n, C, dv, **f32)
-        wk = torch.empty(b * h, n, C, dk, **store)
-        mm = torch.empty(b * h, n, dk, dk, **f32)
-        bb = torch.empty(b * h, n, dk, dv, **f32)
-        gc = torch.empty(b * h, n, C, **f32)
-        kern.prep_fwd[(n, b * h)](k, v, g, beta, tt, u, wk, mm, bb, gc, t, n, h, **shapes, SAVE_T=train,
-                                  **WARPS["prep_fwd"])
-        h0 = torch.zeros(b, h, dk, dv, **f32) if h0 is None else h0.float().contiguous()
-        hs = torch.empty(b * h, n + 1, dk, dv, **store)  # slot n unused: the final state goes to ht
-        ht = torch.empty(b, h, dk, dv, **f32)
-        bs = _state_block(b * h, dv)
-        kern.state_fwd[(b * h, triton.cdiv(dv, bs))](mm, bb, h0, hs, ht, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(dot),
-                                                     **WARPS["state_fwd"])
-        o = torch.empty(b, t, h, dv, device=q.device, dtype=q.dtype)
-        kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
-        ctx.save_for_backward(q, k, v, beta, tt, u, wk, mm, gc, hs)
-        ctx.scale, ctx.shapes, ctx.g_dtype = scale, shapes, g.dtype
-        return o, ht
+def _forward(q, k, v, g, beta, scale: float, h0, train: bool):
+    """Launches prep_fwd, state_fwd and output_fwd; returns o, the final state and what the backward reads
+    (T only when `train`, else an empty tensor: a custom op's outputs are always tensors)."""
+    b, t, h, dk = k.shape
+    dv = v.shape[-1]
+    n = triton.cdiv(t, C)
+    q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+    f32 = dict(device=q.device, dtype=torch.float32)
+    dot = _dot(q.dtype, dk)
+    shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=dot)
+    tt = torch.empty(b * h, n, C, C, **f32) if train else torch.empty(0, **f32)  # T is kept for the backward only
+    # operands that every consumer rounds to bf16 anyway (bf16 products) are stored in bf16
+    store = dict(device=q.device, dtype=torch.bfloat16 if dot == "bf16" else torch.float32)
+    u = torch.empty(b * h, n, C, dv, **f32)
+    wk = torch.empty(b * h, n, C, dk, **store)
+    mm = torch.empty(b * h, n, dk, dk, **f32)
+    bb = torch.empty(b * h, n, dk, dv, **f32)
+    gc = torch.empty(b * h, n, C, **f32)
+    kern.prep_fwd[(n, b * h)](k, v, g, beta, tt if train else None, u, wk, mm, bb, gc, t, n, h, **shapes,
+                              SAVE_T=train, **WARPS["prep_fwd"])
+    h0 = torch.zeros(b, h, dk, dv, **f32) if h0 is None else h0.float().contiguous()
+    hs = torch.empty(b * h, n + 1, dk, dv, **store)  # slot n unused (the final state goes to ht) ...
+    hs[:, n] = 0.0  # ... but zeroed: an op's outputs must not depend on leftover memory
+    ht = torch.empty(b, h, dk, dv, **f32)
+    bs = _state_block(b * h, dv)
+    kern.state_fwd[(b * h, triton.cdiv(dv, bs))](mm, bb, h0, hs, ht, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(dot),
+                                                 **WARPS["state_fwd"])
+    o = torch.empty(b, t, h, dv, device=q.device, dtype=q.dtype)
+    kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
+    return o, ht, tt, u, wk, mm, gc, hs
 
-    @staticmethod
-    def backward(ctx, do, dht):
-        q, k, v, beta, tt, u, wk, mm, gc, hs = ctx.saved_tensors
-        b, t, h, dk = k.shape
-        dv = v.shape[-1]
-        n = gc.shape[1]
-        shapes = ctx.shapes
-        f32 = dict(device=q.device, dtype=torch.float32)
-        do = torch.zeros(b, t, h, dv, device=q.device, dtype=q.dtype) if do is None else do.contiguous()
-        dq = torch.empty_like(q)
-        dko = torch.empty(b * h, n, C, dk, **f32)
-        dgo = torch.empty(b * h, n, C, **f32)
-        dw = torch.empty(b * h, n, C, dv, **f32)
-        dhs = torch.empty(b * h, n + 1, dk, dv, **f32)
-        dhs[:, n] = 0.0 if dht is None else dht.float().reshape(b * h, dk, dv)
-        kern.output_bwd[(n, b * h)](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, dhs, ctx.scale, t, n, h, **shapes,
-                                    **WARPS["output_bwd"])
-        bs = _state_block(b * h, dv)
-        kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(shapes["DOT"]),
-                                                     **WARPS["state_bwd"])
-        dkb = torch.empty(b * h, n, C, dk, **f32)
-        kern.prep_bwd_state[(n, b * h)](k, gc, tt, u, wk, hs, dhs, dw, dkb, dko, dgo, n, t, h, **shapes,
-                                        **WARPS["prep_bwd_state"])
-        dk_, dv_, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
-        dg = torch.empty(b, t, h, device=q.device, dtype=ctx.g_dtype)
-        kern.prep_bwd_wy[(n, b * h)](k, v, beta, gc, u, wk, dw, dkb, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
-                                     **WARPS["prep_bwd_wy"])
-        dh0 = dhs[:, 0].view(b, h, dk, dv) if ctx.needs_input_grad[6] else None
-        return dq, dk_, dv_, dg, dbeta, None, dh0, None
+
+def _backward(q, k, v, beta, g_dtype, tt, u, wk, mm, gc, hs, do, dht, scale: float):
+    """The four backward launches; returns dq, dk, dv, dg, dβ and dh0."""
+    b, t, h, dk = k.shape
+    dv = v.shape[-1]
+    n = gc.shape[1]
+    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+    shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=_dot(q.dtype, dk))
+    f32 = dict(device=q.device, dtype=torch.float32)
+    do = do.contiguous()
+    dq = torch.empty_like(q)
+    dko = torch.empty(b * h, n, C, dk, **f32)
+    dgo = torch.empty(b * h, n, C, **f32)
+    dw = torch.empty(b * h, n, C, dv, **f32)
+    dhs = torch.empty(b * h, n + 1, dk, dv, **f32)
+    dhs[:, n] = 0.0 if dht is None else dht.float().reshape(b * h, dk, dv)
+    kern.output_bwd[(n, b * h)](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, dhs, scale, t, n, h, **shapes,
+                                **WARPS["output_bwd"])
+    bs = _state_block(b * h, dv)
+    kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(shapes["DOT"]),
+                                                 **WARPS["state_bwd"])
+    dkb = torch.empty(b * h, n, C, dk, **f32)
+    kern.prep_bwd_state[(n, b * h)](k, gc, tt, u, wk, hs, dhs, dw, dkb, dko, dgo, n, t, h, **shapes,
+                                    **WARPS["prep_bwd_state"])
+    dk_, dv_, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
+    dg = torch.empty(b, t, h, device=q.device, dtype=g_dtype)
+    kern.prep_bwd_wy[(n, b * h)](k, v, beta, gc, u, wk, dw, dkb, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
+                                 **WARPS["prep_bwd_wy"])
+    return dq, dk_, dv_, dg, dbeta, dhs[:, 0].reshape(b, h, dk, dv).clone()
+
+
+# Registered as torch.library custom ops so torch.compile keeps them inside its graph as opaque
+# calls: no graph break, so mode="reduce-overhead" captures the whole step in one CUDA graph.
+@torch.library.custom_op("sinkrec::delta_rule_fwd", mutates_args=(), schema=(
+    "(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float scale, Tensor? h0, bool train) -> (" +
+    ", ".join(["Tensor"] * 8) + ")"))
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, scale: float,
+            h0: torch.Tensor | None, train: bool) -> tuple[torch.Tensor, ...]:
+    return _forward(q, k, v, g, beta, scale, h0, train)
+
+
+@_fwd_op.register_fake
+def _(q, k, v, g, beta, scale, h0, train):
+    b, t, h, dk = k.shape
+    dv, n = v.shape[-1], triton.cdiv(t, C)
+    f32 = dict(device=q.device, dtype=torch.float32)
+    store = dict(device=q.device, dtype=torch.bfloat16 if _dot(q.dtype, dk) == "bf16" else torch.float32)
+    tt = q.new_empty(b * h, n, C, C, dtype=torch.float32) if train else q.new_empty(0, dtype=torch.float32)
+    return (q.new_empty(b, t, h, dv), q.new_empty(b, h, dk, dv, **f32), tt, q.new_empty(b * h, n, C, dv, **f32),
+            q.new_empty(b * h, n, C, dk, **store), q.new_empty(b * h, n, dk, dk, **f32),
+            q.new_empty(b * h, n, C, **f32), q.new_empty(b * h, n + 1, dk, dv, **store))
+
+
+@torch.library.custom_op("sinkrec::delta_rule_bwd", mutates_args=(), schema=(
+    "(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g_like, Tensor tt, Tensor u, Tensor wk, Tensor mm, "
+    "Tensor gc, Tensor hs, Tensor do, Tensor? dht, float scale) -> (" + ", ".join(["Tensor"] * 6) + ")"))
+def _bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g_like: torch.Tensor,
+            tt: torch.Tensor, u: torch.Tensor, wk: torch.Tensor, mm: torch.Tensor, gc: torch.Tensor, hs: torch.Tensor,
+            do: torch.Tensor, dht: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, ...]:
+    return _backward(q, k, v, beta, g_like.dtype, tt, u, wk, mm, gc, hs, do, dht, scale)
+
+
+@_bwd_op.register_fake
+def _(q, k, v, beta, g_like, tt, u, wk, mm, gc, hs, do, dht, scale):
+    b, t, h, dk = k.shape
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), q.new_empty(b, t, h, dtype=g_like.dtype),
+            torch.empty_like(beta), q.new_empty(b, h, dk, v.shape[-1], dtype=torch.float32))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, g, beta, scale, h0, _ = inputs
+    _, _, tt, u, wk, mm, gc, hs = output
+    # g itself is not needed, only its dtype: an empty tensor of it carries that through the op
+    ctx.save_for_backward(q, k, v, beta, g.new_empty(0), tt, u, wk, mm, gc, hs)
+    ctx.scale = scale
+    ctx.has_h0 = h0 is not None
+
+
+def _autograd_backward(ctx, do, dht, *unused):
+    q, k, v, beta, g_like, tt, u, wk, mm, gc, hs = ctx.saved_tensors
+    if do is None:
+        do = torch.zeros(*q.shape[:3], v.shape[-1], device=q.device, dtype=q.dtype)
+    dq, dk, dv, dg, dbeta, dh0 = _bwd_op(q, k, v, beta, g_like, tt, u, wk, mm, gc, hs, do, dht, ctx.scale)
+    return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.has_h0 else None), None
+
+
+_fwd_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 # launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64)
@@ -112,7 +169,6 @@ STATE_BLOCK = 64  # at most this many state columns per program of the state pas
 STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
 
 
-@torch.compiler.disable  # torch.compile leaves the fused kernels alone (a graph break around them)
 def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):
     """Same contract as `delta_rule_chunked` (dense batch, [B, T, H, D]); Dk a power of two ≥ 16."""
     dk, dv = q.shape[-1], v.shape[-1]
@@ -122,4 +178,5 @@ def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):
         return delta_rule_chunked(q, k, v, g, beta, scale, initial_state)
     inputs = (q, k, v, g, beta, initial_state)
     train = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)
-    return _DeltaRuleTriton.apply(q, k, v, g, beta, scale, initial_state, train)
+    o, ht, *_ = _fwd_op(q, k, v, g, beta, float(scale), initial_state, train)
+    return o, ht
