@@ -45,19 +45,30 @@ def run(args, impl, dtype, **kw):
 
 
 def check_custom_op(dtype, dname) -> dict:
-    """torch.library.opcheck of the forward op (schema, fake tensors, autograd registration, AOT
-    dispatch): what torch.compile relies on to keep the kernels inside its graph."""
+    """torch.library.opcheck of the forward and backward ops (schema, fake tensors incl. strides,
+    autograd registration, AOT dispatch): what torch.compile relies on to keep the kernels in its graph.
+    q and k are strided views, as the heads of a projection are."""
     from sinkrec.ops.delta_rule import triton_chunk  # noqa: F401  (registers the ops)
 
-    q, k, v, g, beta, h0 = (x.to(dtype).detach().requires_grad_() for x in make(2, 200, 2, 64, 64, seed=11))
+    q, k, v, g, beta, h0 = (x.to(dtype) for x in make(2, 200, 2, 64, 64, seed=11))
+    q, k = (x.transpose(2, 3).contiguous().transpose(2, 3) for x in (q, k))
+    h0 = h0[:2].float()
     results = {}
-    for label, state in (("with h0", h0[:2].float().detach().requires_grad_()), ("no h0", None)):
-        report = torch.library.opcheck(torch.ops.sinkrec.delta_rule_fwd.default,
-                                       (q, k, v, g, beta, 0.125, state, True))
-        results[label] = {name: str(outcome) for name, outcome in report.items()}
+    for label, state in (("with h0", h0), ("no h0", None)):
+        args = [x.detach().requires_grad_() for x in (q, k, v, g, beta)]
+        if state is not None:
+            state = state.detach().requires_grad_()
+        report = torch.library.opcheck(torch.ops.sinkrec.delta_rule_fwd.default, (*args, 0.125, state, True))
+        results[f"fwd {label}"] = {name: str(outcome) for name, outcome in report.items()}
+        with torch.no_grad():
+            _, _, *saved = torch.ops.sinkrec.delta_rule_fwd(q, k, v, g, beta, 0.125, state, True)
+        dht = torch.randn_like(h0) if state is not None else None
+        report = torch.library.opcheck(torch.ops.sinkrec.delta_rule_bwd.default,
+                                       (q, k, v, beta, g.new_empty(0), *saved, torch.randn_like(v), dht, 0.125))
+        results[f"bwd {label}"] = {name: str(outcome) for name, outcome in report.items()}
     ok = all(outcome == "SUCCESS" for r in results.values() for outcome in r.values())
-    print(f"opcheck sinkrec::delta_rule_fwd {dname}: {'PASS' if ok else 'FAIL'} {results}", flush=True)
-    return {"op": "opcheck sinkrec::delta_rule_fwd", "dtype": dname, "results": results, "pass": ok}
+    print(f"opcheck sinkrec::delta_rule_fwd/bwd {dname}: {'PASS' if ok else 'FAIL'} {results}", flush=True)
+    return {"op": "opcheck sinkrec::delta_rule_fwd/bwd", "dtype": dname, "results": results, "pass": ok}
 
 
 def rel(a, b):
@@ -73,6 +84,9 @@ def main() -> None:
     cases = [("B2 T256", (2, 256, 4, 64, 64), {}), ("B1 T1000 (T % 64 ≠ 0)", (1, 1000, 2, 64, 64), {}),
              ("B3 T333 Dv=48", (3, 333, 2, 64, 48), {}), ("B2 T512 Dk=32", (2, 512, 4, 32, 64), {})]
     records, failed = [], False
+    for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        records.append(check_custom_op(dtype, dname))
+        failed |= not records[-1]["pass"]
     names = ["o", "final_state", "dq", "dk", "dv", "dg", "dbeta", "dh0"]
     cases += [("packed 3 seqs", (1, 700, 2, 64, 64), "packed"), ("padding", (2, 300, 2, 64, 64), "pad")]
     for label, shape, kw in cases:
@@ -96,9 +110,6 @@ def main() -> None:
             worst = max(errors, key=errors.get)
             print(f"{label:<24}{dname:<6}{'PASS' if ok else 'FAIL'}  worst {worst} {errors[worst]:.2e}  "
                   + " ".join(f"{n}={e:.1e}" for n, e in errors.items()), flush=True)
-    for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        records.append(check_custom_op(dtype, dname))
-        failed |= not records[-1]["pass"]
     write_results("triton_check_gpu", records, opts.out, opts.git)
     sys.exit(1 if failed else 0)
 

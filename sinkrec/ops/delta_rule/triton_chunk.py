@@ -135,9 +135,9 @@ def _bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
 
 @_bwd_op.register_fake
 def _(q, k, v, beta, g_like, tt, u, wk, mm, gc, hs, do, dht, scale):
-    b, t, h, dk = k.shape
-    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), q.new_empty(b, t, h, dtype=g_like.dtype),
-            torch.empty_like(beta), q.new_empty(b, h, dk, v.shape[-1], dtype=torch.float32))
+    b, t, h, dk = k.shape  # the gradients are contiguous whatever the inputs' strides
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), q.new_empty(b, t, h, dtype=g_like.dtype),
+            beta.new_empty(beta.shape), q.new_empty(b, h, dk, v.shape[-1], dtype=torch.float32))
 
 
 def _setup_context(ctx, inputs, output):
