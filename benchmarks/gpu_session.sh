@@ -7,6 +7,8 @@
 #                                                   # score each unfinished run's best checkpoint once
 #   bash benchmarks/gpu_session.sh pack             # everything into $OUT/results.tgz
 # GIT names the commit (the tree travels without .git); VARIANTS (train) keeps only those variant labels.
+# RESUME=1 (train): runs/quality/ came back in (carried) from an earlier call: reuse its finished runs,
+# continue the others from last.pt, and pack runs/quality/ into $OUT/runs.tgz for the next call.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 RES=/tmp/sinkrec-results
@@ -35,7 +37,7 @@ train)
   for study in "$@"; do
     python3 benchmarks/quality.py --study "$study" --parallel "${PARALLEL:-8}" --device cuda --data-dir .data \
       --machine "1x NVIDIA H200 (device tool)" --git "$GIT" --results "$RES/quality-$study.json" \
-      ${VARIANTS:+--variants "$VARIANTS"} \
+      ${VARIANTS:+--variants "$VARIANTS"} ${RESUME:+--resume} \
       > "$RES/quality-$study.log" 2>&1 &
   done
   end=$((SECONDS + limit))
@@ -43,6 +45,7 @@ train)
   # patterns anchored at the command's start, so the calling shell (whose line has the same words) survives
   pkill -f "^[^ ]*python3 benchmarks/quality.py"; pkill -f "^[^ ]*python[0-9.]* -m sinkrec.cli train"; sleep 3
   tar czf "$OUTDIR/results.tgz" -C "$RES" .  # packed before scoring, in case the call runs out of time
+  [ -n "${RESUME:-}" ] && tar czf "$OUTDIR/runs.tgz" runs/quality
   mkdir -p "$RES/runs"
   for run in runs/quality/*/; do
     name=$(basename "$run")

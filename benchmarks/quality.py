@@ -67,6 +67,7 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
     "sinkrec-ml1m": [("ml-1m", "ml-1m-sinkrec", "sinkrec", [], [0, 1, 2])] + [
         ("ml-1m", "ml-1m-sinkrec", f"sinkrec:{name}", [f"model.{key}={value}"], [0])
         for name, key, value in ABLATIONS],
+    "sinkrec-ml1m-seeds": [("ml-1m", "ml-1m-sinkrec", "sinkrec", [], [0, 1, 2])],
     # same budget for each: 60 epochs, lr 2e-3 with warm-up + cosine (fits one 10-minute GPU call)
     "ml1m-budget60": [("ml-1m", "ml-1m-sinkrec", f"{m}:budget60", [f"model.name={m}"] + BUDGET60, seeds)
                       for m, seeds in (("sinkrec", [0, 1, 2]), ("gdn", [0]))] + [
@@ -88,6 +89,11 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
     # interest items, so the interest has to be pooled over items that lie many routines apart
     "synthetic-noisy-cpu": [("synthetic-noisy-cpu", "synthetic-long-sinkrec", m, [f"model.name={m}"] + LONG_CPU + NOISY,
                              [0, 1]) for m in ("gdn", "sinkrec")],
+    # where the state sink should matter: SinkRec vs GDN as the routine share and the interest noise grow
+    "synthetic-sweep": [(f"synthetic-share{share}-noise{noise}", "synthetic-long-sinkrec", m,
+                         [f"model.name={m}", f"data.synthetic.routine_share={share}",
+                          f"data.synthetic.interest_noise={noise}"] + LONG_CPU, [0, 1])
+                        for share in (0.6, 0.8, 0.9) for noise in (0.0, 0.5) for m in ("gdn", "sinkrec")],
     "sessa-ml1m": [("ml-1m", "ml-1m-sessa", "sessa", [], [0])],
     "smoke": [
         ("synthetic", "synthetic", "sasrec", ["train.epochs=1"], [0, 1]),
@@ -95,7 +101,7 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
 }
 
 
-def run_one(job: dict, common: list[str], device: str, out_root: Path, data_dir: str | None) -> dict:
+def run_one(job: dict, common: list[str], device: str, out_root: Path, data_dir: str | None, resume: bool) -> dict:
     folder = out_root / f"{job['dataset']}-{job['variant'].replace(':', '-')}-s{job['seed']}"
     config = ROOT / "configs" / f"{job['config']}.yaml"
     cmd = [sys.executable, "-m", "sinkrec.cli", "train", "--config", str(config),
@@ -107,12 +113,18 @@ def run_one(job: dict, common: list[str], device: str, out_root: Path, data_dir:
     for text in job["overrides"] + common:
         cmd += ["--set", text]
     started = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    (out_root / f"{folder.name}.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        print(f"FAILED {folder.name}: {proc.stderr[-800:]}", flush=True)
-        return {**job, "error": proc.stderr[-2000:]}
-    result = json.loads((folder / "metrics.json").read_text())
+    metrics = folder / "metrics.json"
+    finished = metrics.exists() and json.loads(metrics.read_text()).get("test") is not None
+    if resume and (folder / "last.pt").exists() and not finished:
+        cmd.append("--resume")  # continue where an earlier (time-limited) call stopped
+    if not (resume and finished):
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        with open(out_root / f"{folder.name}.log", "a") as log:
+            log.write(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            print(f"FAILED {folder.name}: {proc.stderr[-800:]}", flush=True)
+            return {**job, "error": proc.stderr[-2000:]}
+    result = json.loads(metrics.read_text())
     model, _, variant = job["variant"].partition(":")
     record = {"dataset": job["dataset"], "model": model, "variant": variant or "default", "seed": job["seed"],
               "split": "test", "metrics": {k: round(v, 5) for k, v in result["test"].items()},
@@ -157,6 +169,8 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated: only runs of these models")
     parser.add_argument("--variants", help="comma-separated: only these variant labels (e.g. sinkrec:budget30)")
     parser.add_argument("--runs-dir", default="runs/quality")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse finished runs in --runs-dir and continue unfinished ones from their last.pt")
     parser.add_argument("--results", default=None, help="output JSON (default benchmarks/results/quality-<study>.json)")
     parser.add_argument("--machine", default=platform.node())
     parser.add_argument("--git", default="", help="commit to record where the tree travels without .git")
@@ -175,7 +189,7 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     with ThreadPoolExecutor(args.parallel) as pool:
-        futures = [pool.submit(run_one, j, args.set, args.device, out_root, args.data_dir) for j in jobs]
+        futures = [pool.submit(run_one, j, args.set, args.device, out_root, args.data_dir, args.resume) for j in jobs]
         for future in as_completed(futures):  # results are written as runs finish
             records.append(future.result())
             payload = {"command": "python " + shlex.join(sys.argv), "machine": args.machine,

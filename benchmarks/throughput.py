@@ -101,12 +101,8 @@ def compiled_step_error(name: str, mode: str) -> dict:
     return errors
 
 
-def profile(name: str, compiled: bool) -> None:
-    """Top CUDA kernels of one training step at T=8192 (where a model's time goes)."""
-    torch.manual_seed(0)
-    model = build_model(MODELS[name], N_ITEMS, 32768).cuda().train()
-    encoder = torch.compile(model, dynamic=False) if compiled else model
-    step = train_step_fn(encoder, torch.optim.AdamW(model.parameters(), lr=1e-3), batch(4, 8192), model)
+def print_profile(label: str, step) -> None:
+    """Top CUDA kernels of three calls of `step` after three warm-up calls (where the time goes)."""
     for _ in range(3):
         step()
     torch.cuda.synchronize()
@@ -115,8 +111,22 @@ def profile(name: str, compiled: bool) -> None:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
-    print(f"profile {name}{' (compiled)' if compiled else ''}: train step B=4 T=8192, 3 steps")
-    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=60))
+    print(f"profile {label}, 3 calls")
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60))
+
+
+def profile(name: str, compiled: bool, forward: bool) -> None:
+    """The training step at T=8192, or (forward) the eager forward at B=4, T=8192 and B=1, T=32768."""
+    torch.manual_seed(0)
+    model = build_model(MODELS[name], N_ITEMS, 32768).cuda().train()
+    encoder = torch.compile(model, dynamic=False) if compiled else model
+    step = train_step_fn(encoder, torch.optim.AdamW(model.parameters(), lr=1e-3), batch(4, 8192), model)
+    if not forward:
+        return print_profile(f"{name}{' (compiled)' if compiled else ''}: train step B=4 T=8192", step)
+    step()  # SinkRec: k-means initialisation on a training batch
+    model.eval()
+    for b, t in ((4, 8192), (1, 32768)):
+        print_profile(f"{name}: forward B={b} T={t}", forward_fn(model, batch(b, t)))
 
 
 def main() -> None:
@@ -125,12 +135,13 @@ def main() -> None:
     parser.add_argument("--models", default="sasrec,gdn,sinkrec")
     parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
     parser.add_argument("--profile", action="store_true", help="print each model's top kernels and exit")
+    parser.add_argument("--profile-forward", action="store_true", help="--profile of the forward at two shapes")
     parser.add_argument("--compile", action="store_true", help="also time the training step under torch.compile")
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode (e.g. reduce-overhead)")
     args = parser.parse_args()
-    if args.profile:
+    if args.profile or args.profile_forward:
         for name in args.models.split(","):
-            profile(name, args.compile)
+            profile(name, args.compile, args.profile_forward)
         return
     records = []
     for name in args.models.split(","):
