@@ -8,7 +8,8 @@
 #   bash benchmarks/gpu_session.sh pack             # everything into $OUT/results.tgz
 # GIT names the commit (the tree travels without .git); VARIANTS (train) keeps only those variant labels.
 # RESUME=1 (train): runs/quality/ came back in (carried) from an earlier call: reuse its finished runs,
-# continue the others from last.pt, and pack runs/quality/ into $OUT/runs.tgz for the next call.
+# continue the others from last.pt, and pack the unfinished ones into $OUT/runs.tgz.part-* for the next
+# call (there: `cat runs.tgz.part-* | tar xz`, then carry runs/quality).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 RES=/tmp/sinkrec-results
@@ -45,7 +46,10 @@ train)
   # patterns anchored at the command's start, so the calling shell (whose line has the same words) survives
   pkill -f "^[^ ]*python3 benchmarks/quality.py"; pkill -f "^[^ ]*python[0-9.]* -m sinkrec.cli train"; sleep 3
   tar czf "$OUTDIR/results.tgz" -C "$RES" .  # packed before scoring, in case the call runs out of time
-  [ -n "${RESUME:-}" ] && tar czf "$OUTDIR/runs.tgz" runs/quality
+  if [ -n "${RESUME:-}" ]; then  # unfinished runs only, in parts of 15 MB (a file from $OUT is at most 16 MiB)
+    unfinished=$(for run in runs/quality/*/; do grep -q '"test": {' "$run/metrics.json" 2>/dev/null || echo "$run"; done)
+    [ -n "$unfinished" ] && tar czf - $unfinished | split -b 15M - "$OUTDIR/runs.tgz.part-"
+  fi
   mkdir -p "$RES/runs"
   for run in runs/quality/*/; do
     name=$(basename "$run")
@@ -56,6 +60,7 @@ train)
     fi
   done
   grep -h "done\|FAILED" "$RES"/quality-*.log 2>/dev/null | tail -30
+  tar czf "$OUTDIR/results.tgz" -C "$RES" .  # again, with the scores and metrics of every run
   ;;
 pack)
   tar czf "$OUTDIR/results.tgz" -C "$RES" . && ls "$RES"
