@@ -80,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", nargs="?")
     parser.add_argument("--git", default="", help="commit of the checked tree (.git may not travel)")
+    parser.add_argument("--only", help="run only the cases whose label contains this text")
     opts = parser.parse_args()
     cases = [("B2 T256", (2, 256, 4, 64, 64), {}), ("B1 T1000 (T % 64 ≠ 0)", (1, 1000, 2, 64, 64), {}),
              ("B3 T333 Dv=48", (3, 333, 2, 64, 48), {}), ("B2 T512 Dk=32", (2, 512, 4, 32, 64), {})]
@@ -88,7 +89,9 @@ def main() -> None:
         records.append(check_custom_op(dtype, dname))
         failed |= not records[-1]["pass"]
     names = ["o", "final_state", "dq", "dk", "dv", "dg", "dbeta", "dh0"]
-    cases += [("packed 3 seqs", (1, 700, 2, 64, 64), "packed"), ("padding", (2, 300, 2, 64, 64), "pad")]
+    cases += [("packed 3 seqs", (1, 700, 2, 64, 64), "packed"), ("padding", (2, 300, 2, 64, 64), "pad"),
+              ("B1 T8192 (two-level state walk)", (1, 8192, 2, 64, 64), {})]
+    cases = [c for c in cases if not opts.only or opts.only in c[0]]
     for label, shape, kw in cases:
         args = make(*shape, seed=len(records))
         extra = {}

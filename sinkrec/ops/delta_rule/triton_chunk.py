@@ -8,6 +8,8 @@ lazily: the package works without Triton.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 
@@ -24,6 +26,47 @@ def _state_block(programs: int, dv: int) -> int:
     while bs < min(STATE_BLOCK, triton.next_power_of_2(dv)) and programs * triton.cdiv(dv, bs) > STATE_PROGRAMS:
         bs *= 2
     return bs
+
+
+def _launch_state(mm, bb, h0, hs, ht, rows: int, n: int, dk: int, dv: int, dot: str) -> None:
+    """One sequential walk over n chunks for each of `rows` independent chains."""
+    bs = _state_block(rows, dv)
+    kern.state_fwd[(rows, triton.cdiv(dv, bs))](mm, bb, h0, hs, ht, n, DK=dk, DV=dv, BS=bs, DOT=dot,
+                                                **WARPS["state_fwd"])
+
+
+def _state_pass(mm, bb, h0, hs, ht, bh: int, n: int, dk: int, dv: int, dot: str) -> None:
+    """h_{i+1} = M_i h_i + B_i for every chunk: hs[:, i] = h_i (i < n), ht = h_n.
+
+    The walk is a chain of n dependent steps. With few chains (small B·H) and many chunks (long T)
+    it leaves the GPU nearly idle, so it is split in two levels: groups of g ≈ √n chunks each get
+    their map (M_last ⋯ M_first, the walk applied to the identity) and their contribution from a
+    zero state; a short walk over the groups gives every group's start; a last walk inside the
+    groups gives each chunk's state. Four chains of ≈ √n steps instead of one of n."""
+    if n < STATE_GROUP_MIN_CHUNKS or bh * triton.cdiv(dv, _state_block(bh, dv)) >= STATE_GROUP_BELOW_PROGRAMS:
+        return _launch_state(mm, bb, h0, hs, ht, bh, n, dk, dv, dot)
+    g = math.isqrt(n - 1) + 1
+    ng = triton.cdiv(n, g)
+    rows = bh * ng
+    f32 = dict(device=mm.device, dtype=torch.float32)
+    mm_g, bb_g = mm.view(bh, n, dk, dk), bb.view(bh, n, dk, dv)
+    if ng * g > n:  # pad the last group with steps that change nothing: M = I, B = 0
+        pad = ng * g - n
+        mm_g = torch.cat([mm_g, torch.eye(dk, **f32).expand(bh, pad, dk, dk)], 1)
+        bb_g = torch.cat([bb_g, bb_g.new_zeros(bh, pad, dk, dv)], 1)
+    mm_g, bb_g = mm_g.reshape(rows, g, dk, dk).contiguous(), bb_g.reshape(rows, g, dk, dv).contiguous()
+    maps = torch.empty(rows, dk, dk, **f32)
+    _launch_state(mm_g, torch.zeros(rows, g, dk, dk, **f32), torch.eye(dk, **f32).expand(rows, dk, dk).contiguous(),
+                  torch.empty(rows, g + 1, dk, dk, **f32), maps, rows, g, dk, dk, dot)
+    contributions = torch.empty(rows, dk, dv, **f32)
+    _launch_state(mm_g, bb_g, torch.zeros(rows, dk, dv, **f32), torch.empty(rows, g + 1, dk, dv, **f32),
+                  contributions, rows, g, dk, dv, dot)
+    starts = torch.empty(bh, ng + 1, dk, dv, **f32)  # fp32: the inner walks start from these
+    _launch_state(maps, contributions, h0, starts, ht, bh, ng, dk, dv, dot)
+    states = torch.empty(rows, g + 1, dk, dv, device=mm.device, dtype=hs.dtype)
+    _launch_state(mm_g, bb_g, starts[:, :ng].reshape(rows, dk, dv).contiguous(), states,
+                  torch.empty(rows, dk, dv, **f32), rows, g, dk, dv, dot)
+    hs[:, :n] = states[:, :g].reshape(bh, ng * g, dk, dv)[:, :n]
 
 
 def _dot(dtype: torch.dtype, dk: int) -> str:
@@ -64,9 +107,7 @@ def _forward(q, k, v, g, beta, scale: float, h0, train: bool):
     hs = torch.empty(b * h, n + 1, dk, dv, **store)  # slot n unused (the final state goes to ht) ...
     hs[:, n] = 0.0  # ... but zeroed: an op's outputs must not depend on leftover memory
     ht = torch.empty(b, h, dk, dv, **f32)
-    bs = _state_block(b * h, dv)
-    kern.state_fwd[(b * h, triton.cdiv(dv, bs))](mm, bb, h0, hs, ht, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(dot),
-                                                 **WARPS["state_fwd"])
+    _state_pass(mm, bb, h0, hs, ht, b * h, n, dk, dv, _state_dot(dot))
     o = torch.empty(b, t, h, dv, device=q.device, dtype=q.dtype)
     kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
     return o, ht, tt, u, wk, mm, gc, hs
@@ -167,6 +208,8 @@ WARPS = {"prep_fwd": {"num_warps": 2}, "state_fwd": {"num_warps": 4}, "output_fw
 LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
 STATE_BLOCK = 64  # at most this many state columns per program of the state passes
 STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
+STATE_GROUP_MIN_CHUNKS = 64  # the forward state walk goes two-level from this many chunks ...
+STATE_GROUP_BELOW_PROGRAMS = 132  # ... when it would run fewer programs than this (SMs of an H200)
 
 
 def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):
