@@ -45,27 +45,13 @@ def run(args, impl, dtype, **kw):
 
 
 def check_custom_op(dtype, dname) -> dict:
-    """torch.library.opcheck of the forward and backward ops (schema, fake tensors incl. strides,
-    autograd registration, AOT dispatch): what torch.compile relies on to keep the kernels in its graph.
-    q and k are strided views, as the heads of a projection are."""
-    from sinkrec.ops.delta_rule import triton_chunk  # noqa: F401  (registers the ops)
+    """`opcheck_ops` on the GPU, q and k strided as the heads of a projection are."""
+    from sinkrec.ops.delta_rule.triton_chunk import opcheck_ops
 
     q, k, v, g, beta, h0 = (x.to(dtype) for x in make(2, 200, 2, 64, 64, seed=11))
     q, k = (x.transpose(2, 3).contiguous().transpose(2, 3) for x in (q, k))
-    h0 = h0[:2].float()
-    results = {}
-    for label, state in (("with h0", h0), ("no h0", None)):
-        args = [x.detach().requires_grad_() for x in (q, k, v, g, beta)]
-        if state is not None:
-            state = state.detach().requires_grad_()
-        report = torch.library.opcheck(torch.ops.sinkrec.delta_rule_fwd.default, (*args, 0.125, state, True))
-        results[f"fwd {label}"] = {name: str(outcome) for name, outcome in report.items()}
-        with torch.no_grad():
-            _, _, *saved = torch.ops.sinkrec.delta_rule_fwd(q, k, v, g, beta, 0.125, state, True)
-        dht = torch.randn_like(h0) if state is not None else None
-        report = torch.library.opcheck(torch.ops.sinkrec.delta_rule_bwd.default,
-                                       (q, k, v, beta, g.new_empty(0), *saved, torch.randn_like(v), dht, 0.125))
-        results[f"bwd {label}"] = {name: str(outcome) for name, outcome in report.items()}
+    results = {f"{op} {label}": report for label, state in (("with h0", h0[:2].float()), ("no h0", None))
+               for op, report in opcheck_ops(q, k, v, g, beta, state).items()}
     ok = all(outcome == "SUCCESS" for r in results.values() for outcome in r.values())
     print(f"opcheck sinkrec::delta_rule_fwd/bwd {dname}: {'PASS' if ok else 'FAIL'} {results}", flush=True)
     return {"op": "opcheck sinkrec::delta_rule_fwd/bwd", "dtype": dname, "results": results, "pass": ok}

@@ -23,6 +23,7 @@ from torch._dynamo.utils import counters
 from sinkrec.data.batching import Batch
 from sinkrec.models import build_model
 from sinkrec.train.losses import full_softmax_ce
+from sinkrec.train.trainer import raise_recompile_limit
 
 N_ITEMS = 3416
 MODELS = {
@@ -144,9 +145,7 @@ def main() -> None:
         for name in args.models.split(","):
             profile(name, args.compile, args.profile_forward)
         return
-    dynamo = torch._dynamo.config  # one graph per shape and mode: more than the default limit
-    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.7
-    setattr(dynamo, name, 64)
+    raise_recompile_limit(64)  # one graph per shape and mode: more than the default limit
     records = []
     for name in args.models.split(","):
         torch.manual_seed(0)

@@ -79,22 +79,13 @@ def test_triton_forward_without_grad():
 
 @needs_interpreter
 @pytest.mark.parametrize("with_state", [True, False])
-def test_custom_op_passes_opcheck(with_state):
-    """Schema, fake-tensor shapes, autograd registration and AOT dispatch of the op torch.compile sees."""
+def test_custom_ops_pass_opcheck(with_state):
+    """Schema, fake-tensor shapes and strides, autograd registration and AOT dispatch of both ops."""
     q, k, v, g, beta, h0 = [x.detach().float() for x in inputs(1, 70, 2, 16, 16, seed=6)]
-    # strided views, as a projection's output split into heads: the op's outputs must not copy input strides
+    # strided views, as a projection's output split into heads: the outputs must not copy input strides
     q, k = (x.transpose(2, 3).contiguous().transpose(2, 3) for x in (q, k))
-    q, k, v, g, beta, h0 = (x.requires_grad_() for x in (q, k, v, g, beta, h0))
-    state = h0 if with_state else None
-    report = torch.library.opcheck(torch.ops.sinkrec.delta_rule_fwd.default, (q, k, v, g, beta, 0.25, state, True))
-    assert all(outcome == "SUCCESS" for outcome in report.values()), report
-    with torch.no_grad():
-        _, _, *saved = torch.ops.sinkrec.delta_rule_fwd(q, k, v, g, beta, 0.25, state, True)
-    q, k, v, beta = (x.detach() for x in (q, k, v, beta))
-    dht = torch.randn_like(h0) if with_state else None
-    report = torch.library.opcheck(torch.ops.sinkrec.delta_rule_bwd.default,
-                                   (q, k, v, beta, g.new_empty(0), *saved, torch.randn_like(v), dht, 0.25))
-    assert all(outcome == "SUCCESS" for outcome in report.values()), report
+    reports = triton_chunk.opcheck_ops(q, k, v, g, beta, h0 if with_state else None, scale=0.25)
+    assert all(outcome == "SUCCESS" for report in reports.values() for outcome in report.values()), reports
 
 
 @needs_interpreter

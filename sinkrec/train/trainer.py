@@ -34,6 +34,13 @@ COMPILE_WIDTH = 64  # with train.compile, batch widths are rounded up to a multi
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+def raise_recompile_limit(graphs: int) -> None:
+    """Let torch.compile keep at least this many graphs per function (one per static shape)."""
+    dynamo = torch._dynamo.config
+    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+    setattr(dynamo, name, max(getattr(dynamo, name), graphs))
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -110,9 +117,7 @@ class Trainer:
         if mode not in COMPILE_MODES:
             raise ConfigError(f"train.compile_mode must be one of {COMPILE_MODES}, got '{mode}'")
         shapes = math.ceil(self.cfg.data.max_len / COMPILE_WIDTH) + 1  # full batches per width, the last batch
-        dynamo = torch._dynamo.config
-        name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.7
-        setattr(dynamo, name, max(getattr(dynamo, name), shapes + 2))
+        raise_recompile_limit(shapes + 2)
         return torch.compile(module, dynamic=False, mode=mode)
 
     # ---- state -------------------------------------------------------------------------

@@ -83,46 +83,59 @@ def _state_dot(dot: str) -> str:
     return "tf32" if dot == "bf16" else dot
 
 
-def _forward(q, k, v, g, beta, scale: float, h0, train: bool):
-    """Launches prep_fwd, state_fwd and output_fwd; returns o, the final state and what the backward reads
-    (T only when `train`, else an empty tensor: a custom op's outputs are always tensors)."""
+def _shapes(dtype: torch.dtype, dk: int, dv: int) -> dict:
+    """Compile-time sizes and product precision of the chunk-parallel kernels."""
+    return dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=_dot(dtype, dk))
+
+
+def _forward_outputs(q, k, v, train: bool) -> tuple[torch.Tensor, ...]:
+    """The forward op's outputs, unfilled: o, final state, then what the backward reads (T only when
+    `train`, else an empty tensor: a custom op's outputs are always tensors). Also its fake."""
     b, t, h, dk = k.shape
-    dv = v.shape[-1]
-    n = triton.cdiv(t, C)
-    q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+    dv, n = v.shape[-1], triton.cdiv(t, C)
     f32 = dict(device=q.device, dtype=torch.float32)
-    dot = _dot(q.dtype, dk)
-    shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=dot)
-    tt = torch.empty(b * h, n, C, C, **f32) if train else torch.empty(0, **f32)  # T is kept for the backward only
     # operands that every consumer rounds to bf16 anyway (bf16 products) are stored in bf16
-    store = dict(device=q.device, dtype=torch.bfloat16 if dot == "bf16" else torch.float32)
-    u = torch.empty(b * h, n, C, dv, **f32)
-    wk = torch.empty(b * h, n, C, dk, **store)
-    mm = torch.empty(b * h, n, dk, dk, **f32)
-    bb = torch.empty(b * h, n, dk, dv, **f32)
-    gc = torch.empty(b * h, n, C, **f32)
+    store = dict(device=q.device, dtype=torch.bfloat16 if _dot(q.dtype, dk) == "bf16" else torch.float32)
+    return (q.new_empty(b, t, h, dv), q.new_empty(b, h, dk, dv, **f32),
+            q.new_empty(b * h, n, C, C, **f32) if train else q.new_empty(0, **f32), q.new_empty(b * h, n, C, dv, **f32),
+            q.new_empty(b * h, n, C, dk, **store), q.new_empty(b * h, n, dk, dk, **f32),
+            q.new_empty(b * h, n, C, **f32), q.new_empty(b * h, n + 1, dk, dv, **store))
+
+
+def _forward(q, k, v, g, beta, scale: float, h0, train: bool):
+    """Launches prep_fwd, the state walk and output_fwd into `_forward_outputs`."""
+    b, t, h, dk = k.shape
+    dv, n = v.shape[-1], triton.cdiv(t, C)
+    q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+    shapes = _shapes(q.dtype, dk, dv)
+    o, ht, tt, u, wk, mm, gc, hs = outputs = _forward_outputs(q, k, v, train)
+    bb = torch.empty(b * h, n, dk, dv, device=q.device, dtype=torch.float32)
     kern.prep_fwd[(n, b * h)](k, v, g, beta, tt if train else None, u, wk, mm, bb, gc, t, n, h, **shapes,
                               SAVE_T=train, **WARPS["prep_fwd"])
-    h0 = torch.zeros(b, h, dk, dv, **f32) if h0 is None else h0.float().contiguous()
-    hs = torch.empty(b * h, n + 1, dk, dv, **store)  # slot n unused (the final state goes to ht) ...
-    hs[:, n] = 0.0  # ... but zeroed: an op's outputs must not depend on leftover memory
-    ht = torch.empty(b, h, dk, dv, **f32)
-    _state_pass(mm, bb, h0, hs, ht, b * h, n, dk, dv, _state_dot(dot))
-    o = torch.empty(b, t, h, dv, device=q.device, dtype=q.dtype)
+    h0 = torch.zeros_like(ht) if h0 is None else h0.float().contiguous()
+    hs[:, n] = 0.0  # slot n is unused (the final state goes to ht), but an op's outputs must be defined
+    _state_pass(mm, bb, h0, hs, ht, b * h, n, dk, dv, _state_dot(shapes["DOT"]))
     kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
-    return o, ht, tt, u, wk, mm, gc, hs
+    return outputs
+
+
+def _gradients(q, k, v, beta, g_dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """The backward op's outputs, unfilled and contiguous whatever the inputs' strides: dq, dk, dv, dg,
+    dβ, dh0. Also its fake."""
+    b, t, h, dk = k.shape
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), q.new_empty(b, t, h, dtype=g_dtype),
+            beta.new_empty(beta.shape), q.new_empty(b, h, dk, v.shape[-1], dtype=torch.float32))
 
 
 def _backward(q, k, v, beta, g_dtype, tt, u, wk, mm, gc, hs, do, dht, scale: float):
-    """The four backward launches; returns dq, dk, dv, dg, dβ and dh0."""
+    """The four backward launches into `_gradients`."""
     b, t, h, dk = k.shape
     dv = v.shape[-1]
     n = gc.shape[1]
-    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
-    shapes = dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=_dot(q.dtype, dk))
+    q, k, v, beta, do = (x.contiguous() for x in (q, k, v, beta, do))
+    shapes = _shapes(q.dtype, dk, dv)
     f32 = dict(device=q.device, dtype=torch.float32)
-    do = do.contiguous()
-    dq = torch.empty_like(q)
+    dq, dk_, dv_, dg, dbeta, dh0 = grads = _gradients(q, k, v, beta, g_dtype)
     dko = torch.empty(b * h, n, C, dk, **f32)
     dgo = torch.empty(b * h, n, C, **f32)
     dw = torch.empty(b * h, n, C, dv, **f32)
@@ -136,11 +149,10 @@ def _backward(q, k, v, beta, g_dtype, tt, u, wk, mm, gc, hs, do, dht, scale: flo
     dkb = torch.empty(b * h, n, C, dk, **f32)
     kern.prep_bwd_state[(n, b * h)](k, gc, tt, u, wk, hs, dhs, dw, dkb, dko, dgo, n, t, h, **shapes,
                                     **WARPS["prep_bwd_state"])
-    dk_, dv_, dbeta = torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
-    dg = torch.empty(b, t, h, device=q.device, dtype=g_dtype)
     kern.prep_bwd_wy[(n, b * h)](k, v, beta, gc, u, wk, dw, dkb, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
                                  **WARPS["prep_bwd_wy"])
-    return dq, dk_, dv_, dg, dbeta, dhs[:, 0].reshape(b, h, dk, dv).clone()
+    dh0.copy_(dhs[:, 0].view(b, h, dk, dv))
+    return grads
 
 
 # Registered as torch.library custom ops so torch.compile keeps them inside its graph as opaque
@@ -155,14 +167,7 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, 
 
 @_fwd_op.register_fake
 def _(q, k, v, g, beta, scale, h0, train):
-    b, t, h, dk = k.shape
-    dv, n = v.shape[-1], triton.cdiv(t, C)
-    f32 = dict(device=q.device, dtype=torch.float32)
-    store = dict(device=q.device, dtype=torch.bfloat16 if _dot(q.dtype, dk) == "bf16" else torch.float32)
-    tt = q.new_empty(b * h, n, C, C, dtype=torch.float32) if train else q.new_empty(0, dtype=torch.float32)
-    return (q.new_empty(b, t, h, dv), q.new_empty(b, h, dk, dv, **f32), tt, q.new_empty(b * h, n, C, dv, **f32),
-            q.new_empty(b * h, n, C, dk, **store), q.new_empty(b * h, n, dk, dk, **f32),
-            q.new_empty(b * h, n, C, **f32), q.new_empty(b * h, n + 1, dk, dv, **store))
+    return _forward_outputs(q, k, v, train)
 
 
 @torch.library.custom_op("sinkrec::delta_rule_bwd", mutates_args=(), schema=(
@@ -176,9 +181,7 @@ def _bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
 
 @_bwd_op.register_fake
 def _(q, k, v, beta, g_like, tt, u, wk, mm, gc, hs, do, dht, scale):
-    b, t, h, dk = k.shape  # the gradients are contiguous whatever the inputs' strides
-    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), q.new_empty(b, t, h, dtype=g_like.dtype),
-            beta.new_empty(beta.shape), q.new_empty(b, h, dk, v.shape[-1], dtype=torch.float32))
+    return _gradients(q, k, v, beta, g_like.dtype)
 
 
 def _setup_context(ctx, inputs, output):
@@ -199,6 +202,22 @@ def _autograd_backward(ctx, do, dht, *unused):
 
 
 _fwd_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def opcheck_ops(q, k, v, g, beta, h0=None, scale: float = 0.125) -> dict[str, dict[str, str]]:
+    """`torch.library.opcheck` of both ops (schema, fake tensors incl. strides, autograd registration,
+    AOT dispatch): what torch.compile relies on. Used by the tests and the GPU check."""
+    grad = [x.detach().requires_grad_() for x in (q, k, v, g, beta)]
+    state = None if h0 is None else h0.detach().requires_grad_()
+    fwd = torch.library.opcheck(torch.ops.sinkrec.delta_rule_fwd.default, (*grad, scale, state, True))
+    q, k, v, g, beta = (x.detach() for x in (q, k, v, g, beta))
+    with torch.no_grad():
+        _, _, *saved = torch.ops.sinkrec.delta_rule_fwd(q, k, v, g, beta, scale, h0, True)
+    dht = None if h0 is None else torch.randn_like(h0)
+    bwd = torch.library.opcheck(torch.ops.sinkrec.delta_rule_bwd.default,
+                                (q, k, v, beta, g.new_empty(0), *saved, torch.randn_like(v), dht, scale))
+    return {name: {test: str(outcome) for test, outcome in report.items()} for name, report in
+            (("fwd", fwd), ("bwd", bwd))}
 
 
 # launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64)
