@@ -112,8 +112,9 @@ def test_compile_keeps_the_kernels_in_one_graph():
 @needs_interpreter
 @pytest.mark.parametrize("t", [256, 300, 1000])
 def test_two_level_state_walk_matches_reference(monkeypatch, t):
-    """The grouped forward state walk (long T, few chains): groups of √n chunks, a padded last group
-    (300 → 5 chunks in groups of 3, 1000 → 16 chunks in groups of 4), outputs, final state, gradients."""
+    """The grouped state walks (long T, few chains), forward and reversed in the backward: groups of
+    √n chunks, a padded last group (300 → 5 chunks in groups of 3, 1000 → 16 chunks in groups of 4),
+    outputs, final state, gradients."""
     monkeypatch.setattr(triton_chunk, "STATE_GROUP_MIN_CHUNKS", 2)
     args = [x.detach().float().requires_grad_() for x in inputs(1, t, 2, 16, 24, seed=8)]
     ref = outputs_and_grads(args, "reference")

@@ -1,9 +1,9 @@
 """The chunked gated delta rule on Triton kernels (triton_kernels.py), with its own backward.
 
 Seven launches per forward+backward, no T×T or per-chunk Python loops: kernels parallel over all
-chunks and one sequential state pass each way. fp32 and bf16/fp16 inputs (fp32 accumulation and
-state; the products are picked by `_dot`); float64 goes to the PyTorch chunked path. Imported
-lazily: the package works without Triton.
+chunks and one sequential state walk each way (in two levels for few long chains). fp32 and
+bf16/fp16 inputs (fp32 accumulation and state; the products are picked by `_dot`); float64 goes to
+the PyTorch chunked path. Imported lazily: the package works without Triton.
 """
 
 from __future__ import annotations
@@ -29,10 +29,16 @@ def _state_block(programs: int, dv: int) -> int:
 
 
 def _launch_state(mm, bb, h0, hs, ht, rows: int, n: int, dk: int, dv: int, dot: str) -> None:
-    """One sequential walk over n chunks for each of `rows` independent chains."""
+    """One sequential walk over n chunks for each of `rows` independent chains (hs None: only ht)."""
     bs = _state_block(rows, dv)
     kern.state_fwd[(rows, triton.cdiv(dv, bs))](mm, bb, h0, hs, ht, n, DK=dk, DV=dv, BS=bs, DOT=dot,
-                                                **WARPS["state_fwd"])
+                                                STORE_STATES=hs is not None, **WARPS["state_fwd"])
+
+
+def _two_level(bh: int, n: int, dv: int) -> bool:
+    """Whether a walk over n chunks for bh chains is better done in two levels: long, and too few
+    programs to fill the GPU."""
+    return n >= STATE_GROUP_MIN_CHUNKS and bh * triton.cdiv(dv, _state_block(bh, dv)) < STATE_GROUP_BELOW_PROGRAMS
 
 
 def _state_pass(mm, bb, h0, hs, ht, bh: int, n: int, dk: int, dv: int, dot: str) -> None:
@@ -43,7 +49,7 @@ def _state_pass(mm, bb, h0, hs, ht, bh: int, n: int, dk: int, dv: int, dot: str)
     their map (M_last ⋯ M_first, the walk applied to the identity) and their contribution from a
     zero state; a short walk over the groups gives every group's start; a last walk inside the
     groups gives each chunk's state. Four chains of ≈ √n steps instead of one of n."""
-    if n < STATE_GROUP_MIN_CHUNKS or bh * triton.cdiv(dv, _state_block(bh, dv)) >= STATE_GROUP_BELOW_PROGRAMS:
+    if not _two_level(bh, n, dv):
         return _launch_state(mm, bb, h0, hs, ht, bh, n, dk, dv, dot)
     g = math.isqrt(n - 1) + 1
     ng = triton.cdiv(n, g)
@@ -57,16 +63,33 @@ def _state_pass(mm, bb, h0, hs, ht, bh: int, n: int, dk: int, dv: int, dot: str)
     mm_g, bb_g = mm_g.reshape(rows, g, dk, dk).contiguous(), bb_g.reshape(rows, g, dk, dv).contiguous()
     maps = torch.empty(rows, dk, dk, **f32)
     _launch_state(mm_g, torch.zeros(rows, g, dk, dk, **f32), torch.eye(dk, **f32).expand(rows, dk, dk).contiguous(),
-                  torch.empty(rows, g + 1, dk, dk, **f32), maps, rows, g, dk, dk, dot)
+                  None, maps, rows, g, dk, dk, dot)
     contributions = torch.empty(rows, dk, dv, **f32)
-    _launch_state(mm_g, bb_g, torch.zeros(rows, dk, dv, **f32), torch.empty(rows, g + 1, dk, dv, **f32),
-                  contributions, rows, g, dk, dv, dot)
+    _launch_state(mm_g, bb_g, torch.zeros(rows, dk, dv, **f32), None, contributions, rows, g, dk, dv, dot)
     starts = torch.empty(bh, ng + 1, dk, dv, **f32)  # fp32: the inner walks start from these
     _launch_state(maps, contributions, h0, starts, ht, bh, ng, dk, dv, dot)
     states = torch.empty(rows, g + 1, dk, dv, device=mm.device, dtype=hs.dtype)
     _launch_state(mm_g, bb_g, starts[:, :ng].reshape(rows, dk, dv).contiguous(), states,
                   torch.empty(rows, dk, dv, **f32), rows, g, dk, dv, dot)
     hs[:, :n] = states[:, :g].reshape(bh, ng * g, dk, dv)[:, :n]
+
+
+def _reverse_state_pass(mm, dhs, bh: int, n: int, dk: int, dv: int, dot: str) -> None:
+    """The backward walk g_i = dhs_i + M_iᵀ g_{i+1} (g_n = dhs_n), in place in dhs.
+
+    Few long chains take the forward's two-level walk on the reversed chain: with M'_j = M_{n-1-j}ᵀ
+    and B'_j = dhs_{n-1-j} it is y_{j+1} = M'_j y_j + B'_j from y_0 = g_n, and g_i = y_{n-i}."""
+    if not _two_level(bh, n, dv):
+        bs = _state_block(bh, dv)
+        kern.state_bwd[(bh, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=dot, **WARPS["state_bwd"])
+        return
+    mm_r = mm.view(bh, n, dk, dk).flip(1).transpose(-1, -2).contiguous()
+    bb_r = dhs[:, :n].flip(1).contiguous()
+    ys = torch.empty(bh, n + 1, dk, dv, device=dhs.device, dtype=torch.float32)
+    g0 = torch.empty(bh, dk, dv, device=dhs.device, dtype=torch.float32)
+    _state_pass(mm_r, bb_r, dhs[:, n].contiguous(), ys, g0, bh, n, dk, dv, dot)
+    dhs[:, 1:n] = ys[:, 1:n].flip(1)
+    dhs[:, 0] = g0
 
 
 def _dot(dtype: torch.dtype, dk: int) -> str:
@@ -143,9 +166,7 @@ def _backward(q, k, v, beta, g_dtype, tt, u, wk, mm, gc, hs, do, dht, scale: flo
     dhs[:, n] = 0.0 if dht is None else dht.float().reshape(b * h, dk, dv)
     kern.output_bwd[(n, b * h)](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, dhs, scale, t, n, h, **shapes,
                                 **WARPS["output_bwd"])
-    bs = _state_block(b * h, dv)
-    kern.state_bwd[(b * h, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=_state_dot(shapes["DOT"]),
-                                                 **WARPS["state_bwd"])
+    _reverse_state_pass(mm, dhs, b * h, n, dk, dv, _state_dot(shapes["DOT"]))
     dkb = torch.empty(b * h, n, C, dk, **f32)
     kern.prep_bwd_state[(n, b * h)](k, gc, tt, u, wk, hs, dhs, dw, dkb, dko, dgo, n, t, h, **shapes,
                                     **WARPS["prep_bwd_state"])
@@ -227,7 +248,7 @@ WARPS = {"prep_fwd": {"num_warps": 2}, "state_fwd": {"num_warps": 4}, "output_fw
 LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
 STATE_BLOCK = 64  # at most this many state columns per program of the state passes
 STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
-STATE_GROUP_MIN_CHUNKS = 64  # the forward state walk goes two-level from this many chunks ...
+STATE_GROUP_MIN_CHUNKS = 64  # the state walks go two-level from this many chunks ...
 STATE_GROUP_BELOW_PROGRAMS = 132  # ... when it would run fewer programs than this (SMs of an H200)
 
 

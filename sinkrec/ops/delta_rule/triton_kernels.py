@@ -149,9 +149,11 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
 
 
 @triton.jit
-def state_fwd(MM, BB, H0, HS, HT, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
-    """h_{i+1} = M_i h_i + B_i in fp32, storing every h_i (i < N) in HS's dtype and the final state in HT;
-    one program per (b·h, block of Dv columns)."""
+def state_fwd(MM, BB, H0, HS, HT, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr,
+              STORE_STATES: tl.constexpr = True):
+    """h_{i+1} = M_i h_i + B_i in fp32, storing every h_i (i < N) in HS's dtype (unless not
+    STORE_STATES: then only the final state) and the final state in HT; one program per (b·h, block
+    of Dv columns)."""
     bh = tl.program_id(0)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
@@ -160,7 +162,8 @@ def state_fwd(MM, BB, H0, HS, HT, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.
     h = tl.load(H0 + bh * DK * DV + hv, mask=vm, other=0.0)
     for i in tl.range(0, N, num_stages=2):
         chunk = bh * N + i
-        tl.store(HS + (bh * (N + 1) + i) * DK * DV + hv, h.to(HS.dtype.element_ty), mask=vm)
+        if STORE_STATES:
+            tl.store(HS + (bh * (N + 1) + i) * DK * DV + hv, h.to(HS.dtype.element_ty), mask=vm)
         m = tl.load(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :])
         h = _mm(m, h, DOT) + tl.load(BB + chunk * DK * DV + hv, mask=vm, other=0.0)
     tl.store(HT + bh * DK * DV + hv, h, mask=vm)
