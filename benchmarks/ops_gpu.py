@@ -99,26 +99,31 @@ def bf16_error() -> float:
     return max(rel(a, b) for a, b in zip(run(args, "triton", torch.bfloat16), reference))
 
 
-def sweep() -> list[dict]:
-    """Variants of the Triton path, one setting changed at a time from the defaults: speed and bf16 error."""
+def sweep(only: str | None = None) -> list[dict]:
+    """Variants of the Triton path, one setting changed at a time from the defaults: speed and bf16 error.
+    `only`: comma-separated label fragments; keeps the variants whose label contains one of them."""
     from sinkrec.ops.delta_rule import triton_chunk as tc
 
-    variants = [("defaults", {}), ("tf32 products", {"LOW_PRECISION_DOT": "tf32"})]
+    variants = [("defaults", {}), ("tf32 products", {"LOW_PRECISION_DOT": "tf32"}),
+                ("single-chain state walks", {"STATE_GROUP_MIN_CHUNKS": 1 << 30})]
     variants += [(f"state programs <= {p}", {"STATE_PROGRAMS": p}) for p in (132, 528)]
     for name, default in tc.WARPS.items():
         for warps in sorted({2, 4, 8} - {default["num_warps"]}):
             variants.append((f"{name} num_warps={warps}", {"WARPS": {**tc.WARPS, name: {"num_warps": warps}}}))
+    if only:
+        variants = [v for v in variants if any(part in v[0] for part in only.split(","))]
     defaults = {key: getattr(tc, key) for _, settings in variants for key in settings}
     records = []
     for label, settings in variants:
         for key, value in settings.items():
             setattr(tc, key, value)
-        r = {"variant": label, "fwd_bwd_2x32768_ms": measure("triton", 2, 32768, "fwd_bwd")["ms"],
+        r = {"variant": label, "fwd_bwd_1x32768_ms": measure("triton", 1, 32768, "fwd_bwd")["ms"],
+             "fwd_bwd_2x32768_ms": measure("triton", 2, 32768, "fwd_bwd")["ms"],
              "fwd_bwd_8x8192_ms": measure("triton", 8, 8192, "fwd_bwd")["ms"],
              "fwd_64x8192_ms": measure("triton", 64, 8192, "fwd")["ms"], "bf16_worst_rel_err": bf16_error()}
         records.append(r)
-        print(f"{label:<34} 2x32768 {r['fwd_bwd_2x32768_ms']:6.3f}  8x8192 {r['fwd_bwd_8x8192_ms']:6.3f}  "
-              f"fwd 64x8192 {r['fwd_64x8192_ms']:6.3f} ms  bf16 err {r['bf16_worst_rel_err']:.1e}", flush=True)
+        times = "  ".join(f"{key[8:-3]} {value:6.3f}" for key, value in r.items() if key.endswith("_ms"))
+        print(f"{label:<34} {times} ms  bf16 err {r['bf16_worst_rel_err']:.1e}", flush=True)
         for key in settings:
             setattr(tc, key, defaults[key])
     return records
@@ -131,9 +136,10 @@ def main() -> None:
     parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
     parser.add_argument("--profile", action="store_true", help="per-kernel times of the Triton path, then exit")
     parser.add_argument("--sweep", action="store_true", help="time variants of the Triton path, then exit")
+    parser.add_argument("--variants", help="--sweep: only variants whose label contains one of these (a,b,…)")
     args = parser.parse_args()
     if args.sweep:
-        write_results("ops_gpu_sweep", sweep(), args.out, args.git)
+        write_results("ops_gpu_sweep", sweep(args.variants), args.out, args.git)
         return
     if args.profile:
         rows = profile(2, 32768) + profile(8, 8192) + profile(32, 2048) + profile(64, 8192, "fwd")
