@@ -122,7 +122,7 @@ def sweep(only: str | None = None) -> list[dict]:
              "fwd_bwd_8x8192_ms": measure("triton", 8, 8192, "fwd_bwd")["ms"],
              "fwd_64x8192_ms": measure("triton", 64, 8192, "fwd")["ms"], "bf16_worst_rel_err": bf16_error()}
         records.append(r)
-        times = "  ".join(f"{key[8:-3]} {value:6.3f}" for key, value in r.items() if key.endswith("_ms"))
+        times = "  ".join(f"{key[:-3]} {value:6.3f}" for key, value in r.items() if key.endswith("_ms"))
         print(f"{label:<34} {times} ms  bf16 err {r['bf16_worst_rel_err']:.1e}", flush=True)
         for key in settings:
             setattr(tc, key, defaults[key])
