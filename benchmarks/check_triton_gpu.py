@@ -20,13 +20,15 @@ from sinkrec.ops.delta_rule import delta_rule
 TOL = {"fp32": 1e-3, "bf16": 2e-2}
 
 
-def make(b, t, h, dk, dv, seed):
+def make(b, t, h, dk, dv, seed, long_memory=False):
+    """Random float64 inputs. `long_memory`: decays nearer 1 and small writes, so a state carries over
+    several 64-step chunks and a group's map in the two-level state walks matters (tests/test_delta_rule)."""
     gen = torch.Generator(device="cuda").manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen, device="cuda", dtype=torch.float64)  # noqa: E731
     q, k = torch.nn.functional.normalize(r(b, t, h, dk), dim=-1), torch.nn.functional.normalize(r(b, t, h, dk), dim=-1)
     v = r(b, t, h, dv)
-    g = torch.nn.functional.logsigmoid(r(b, t, h) + 3)  # decays mostly near 1: long memory, the hard case
-    beta = torch.sigmoid(r(b, t, h))
+    g = torch.nn.functional.logsigmoid(r(b, t, h) + (5 if long_memory else 3))  # decays mostly near 1: the hard case
+    beta = torch.sigmoid(r(b, t, h) - (2 if long_memory else 0))
     h0 = r(b if b > 1 else 3, h, dk, dv) * 0.1
     return q, k, v, g, beta, h0
 
@@ -76,10 +78,11 @@ def main() -> None:
         failed |= not records[-1]["pass"]
     names = ["o", "final_state", "dq", "dk", "dv", "dg", "dbeta", "dh0"]
     cases += [("packed 3 seqs", (1, 700, 2, 64, 64), "packed"), ("padding", (2, 300, 2, 64, 64), "pad"),
-              ("B1 T8192 (two-level state walk)", (1, 8192, 2, 64, 64), {})]
+              ("B1 T8192 (two-level state walks)", (1, 8192, 2, 64, 64), {}),
+              ("B1 T8192 (two-level state walks, long memory)", (1, 8192, 2, 64, 64), "long")]
     cases = [c for c in cases if not opts.only or opts.only in c[0]]
     for label, shape, kw in cases:
-        args = make(*shape, seed=len(records))
+        args = make(*shape, seed=len(records), long_memory=kw == "long")
         extra = {}
         if kw == "packed":
             extra["cu_seqlens"] = torch.tensor([0, 130, 131, 700], device="cuda")
@@ -97,7 +100,7 @@ def main() -> None:
                             "dtype": dname, "rel_err": {k: float(f"{v:.3g}") for k, v in errors.items()},
                             "tolerance": TOL[dname], "pass": ok})
             worst = max(errors, key=errors.get)
-            print(f"{label:<24}{dname:<6}{'PASS' if ok else 'FAIL'}  worst {worst} {errors[worst]:.2e}  "
+            print(f"{label:<48}{dname:<6}{'PASS' if ok else 'FAIL'}  worst {worst} {errors[worst]:.2e}  "
                   + " ".join(f"{n}={e:.1e}" for n, e in errors.items()), flush=True)
     write_results("triton_check_gpu", records, opts.out, opts.git)
     sys.exit(1 if failed else 0)

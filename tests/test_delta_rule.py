@@ -6,13 +6,16 @@ import torch
 from sinkrec.ops.delta_rule import delta_rule, delta_rule_step
 
 
-def inputs(b, t, h, dk, dv, seed=0, state=True):
+def inputs(b, t, h, dk, dv, seed=0, state=True, long_memory=False):
+    """Random inputs in float64. `long_memory`: decays near 1 (log α ≈ −0.007) and small writes
+    (β ≈ 0.12), so a state carries over several 64-step chunks; by default (log α ≈ −0.8, β ≈ 0.5) a
+    chunk's start is forgotten by its end."""
     gen = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)  # noqa: E731
     q, k, v = r(b, t, h, dk), r(b, t, h, dk), r(b, t, h, dv)
     k = k / k.norm(dim=-1, keepdim=True)  # the layer L2-normalises keys; keeps the recurrence contractive
-    g = -torch.nn.functional.softplus(r(b, t, h))  # log α < 0
-    beta = torch.sigmoid(r(b, t, h))
+    g = torch.nn.functional.logsigmoid(r(b, t, h) + 5) if long_memory else -torch.nn.functional.softplus(r(b, t, h))
+    beta = torch.sigmoid(r(b, t, h) - (2 if long_memory else 0))
     h0 = r(b, h, dk, dv) if state else None
     return [x.requires_grad_() if x is not None else None for x in (q, k, v, g, beta, h0)]
 

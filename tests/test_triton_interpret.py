@@ -15,7 +15,13 @@ pytest.importorskip("triton")
 
 from sinkrec.ops.delta_rule import delta_rule, triton_chunk  # noqa: E402, F401  (triton_chunk registers the ops)
 
-from .test_delta_rule import inputs, rel  # noqa: E402
+from .test_delta_rule import inputs as short_memory_inputs  # noqa: E402
+from .test_delta_rule import rel  # noqa: E402
+
+def inputs(*shape, seed, state=True):
+    """Decays near 1, so every test here also checks how states pass between the kernels' 64-step chunks."""
+    return short_memory_inputs(*shape, seed=seed, state=state, long_memory=True)
+
 
 needs_interpreter = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs the Triton interpreter")
 
@@ -110,12 +116,12 @@ def test_compile_keeps_the_kernels_in_one_graph():
 
 
 @needs_interpreter
-@pytest.mark.parametrize("t", [256, 300, 1000])
-def test_two_level_state_walk_matches_reference(monkeypatch, t):
+@pytest.mark.parametrize("t,min_chunks", [(256, 2), (300, 2), (1000, 2), (1000, 8)])
+def test_two_level_state_walk_matches_reference(monkeypatch, t, min_chunks):
     """The grouped state walks (long T, few chains), forward and reversed in the backward: groups of
-    √n chunks, a padded last group (300 → 5 chunks in groups of 3, 1000 → 16 chunks in groups of 4),
-    outputs, final state, gradients."""
-    monkeypatch.setattr(triton_chunk, "STATE_GROUP_MIN_CHUNKS", 2)
+    √n chunks, a short last group (300 → 5 chunks in groups of 3, 1000 → 16 chunks in groups of 4),
+    the walk over the groups grouped again (min_chunks 2) or not (8); outputs, final state, gradients."""
+    monkeypatch.setattr(triton_chunk, "STATE_GROUP_MIN_CHUNKS", min_chunks)
     args = [x.detach().float().requires_grad_() for x in inputs(1, t, 2, 16, 24, seed=8)]
     ref = outputs_and_grads(args, "reference")
     for a, b in zip(outputs_and_grads(args, "triton"), ref):

@@ -28,68 +28,68 @@ def _state_block(programs: int, dv: int) -> int:
     return bs
 
 
-def _launch_state(mm, bb, h0, hs, ht, rows: int, n: int, dk: int, dv: int, dot: str) -> None:
-    """One sequential walk over n chunks for each of `rows` independent chains (hs None: only ht)."""
+def _walk(kernel, rows: int, dv: int, *args, **flags) -> None:
+    """One launch of a state walk: `rows` independent chains (or groups) × blocks of the Dv columns."""
     bs = _state_block(rows, dv)
-    kern.state_fwd[(rows, triton.cdiv(dv, bs))](mm, bb, h0, hs, ht, n, DK=dk, DV=dv, BS=bs, DOT=dot,
-                                                STORE_STATES=hs is not None, **WARPS["state_fwd"])
+    kernel[(rows, triton.cdiv(dv, bs))](*args, DV=dv, BS=bs, **flags, **WARPS[kernel.__name__])
 
 
-def _two_level(bh: int, n: int, dv: int) -> bool:
-    """Whether a walk over n chunks for bh chains is better done in two levels: long, and too few
-    programs to fill the GPU."""
-    return n >= STATE_GROUP_MIN_CHUNKS and bh * triton.cdiv(dv, _state_block(bh, dv)) < STATE_GROUP_BELOW_PROGRAMS
+def _group_size(bh: int, n: int, dv: int) -> int:
+    """Chunks per group of the state walks: n (one chain each) unless the walk is long and would run
+    too few programs to fill the GPU; then ≈ √n, for a walk in two levels."""
+    if n < STATE_GROUP_MIN_CHUNKS or bh * triton.cdiv(dv, _state_block(bh, dv)) >= STATE_GROUP_BELOW_PROGRAMS:
+        return n
+    return math.isqrt(n - 1) + 1
 
 
 def _state_pass(mm, bb, h0, hs, ht, bh: int, n: int, dk: int, dv: int, dot: str) -> None:
     """h_{i+1} = M_i h_i + B_i for every chunk: hs[:, i] = h_i (i < n), ht = h_n.
 
     The walk is a chain of n dependent steps. With few chains (small B·H) and many chunks (long T)
-    it leaves the GPU nearly idle, so it is split in two levels: groups of g ≈ √n chunks each get
-    their map (M_last ⋯ M_first, the walk applied to the identity) and their contribution from a
-    zero state; a short walk over the groups gives every group's start; a last walk inside the
-    groups gives each chunk's state. Four chains of ≈ √n steps instead of one of n."""
-    if not _two_level(bh, n, dv):
-        return _launch_state(mm, bb, h0, hs, ht, bh, n, dk, dv, dot)
-    g = math.isqrt(n - 1) + 1
-    ng = triton.cdiv(n, g)
-    rows = bh * ng
+    it leaves the GPU nearly idle, so it runs in two levels: groups of g ≈ √n chunks each get their
+    map (M_last ⋯ M_first, the walk from the identity) and their contribution (the walk from zero); a
+    short walk over the groups gives every group's start; a last walk inside the groups gives each
+    chunk's state. Four chains of ≈ √n steps instead of one of n; the kernel reads the groups in
+    place."""
+    g = _group_size(bh, n, dv)
+    walk = dict(DK=dk, DOT=dot)
+    if g == n:
+        return _walk(kern.state_fwd, bh, dv, mm, bb, h0, hs, ht, n, n, **walk, INIT="given", ADD_B=True,
+                     STORE_STATES=True, STORE_FINAL=True)
+    rows = bh * triton.cdiv(n, g)
     f32 = dict(device=mm.device, dtype=torch.float32)
-    mm_g, bb_g = mm.view(bh, n, dk, dk), bb.view(bh, n, dk, dv)
-    if ng * g > n:  # pad the last group with steps that change nothing: M = I, B = 0
-        pad = ng * g - n
-        mm_g = torch.cat([mm_g, torch.eye(dk, **f32).expand(bh, pad, dk, dk)], 1)
-        bb_g = torch.cat([bb_g, bb_g.new_zeros(bh, pad, dk, dv)], 1)
-    mm_g, bb_g = mm_g.reshape(rows, g, dk, dk).contiguous(), bb_g.reshape(rows, g, dk, dv).contiguous()
-    maps = torch.empty(rows, dk, dk, **f32)
-    _launch_state(mm_g, torch.zeros(rows, g, dk, dk, **f32), torch.eye(dk, **f32).expand(rows, dk, dk).contiguous(),
-                  None, maps, rows, g, dk, dk, dot)
-    contributions = torch.empty(rows, dk, dv, **f32)
-    _launch_state(mm_g, bb_g, torch.zeros(rows, dk, dv, **f32), None, contributions, rows, g, dk, dv, dot)
-    starts = torch.empty(bh, ng + 1, dk, dv, **f32)  # fp32: the inner walks start from these
-    _launch_state(maps, contributions, h0, starts, ht, bh, ng, dk, dv, dot)
-    states = torch.empty(rows, g + 1, dk, dv, device=mm.device, dtype=hs.dtype)
-    _launch_state(mm_g, bb_g, starts[:, :ng].reshape(rows, dk, dv).contiguous(), states,
-                  torch.empty(rows, dk, dv, **f32), rows, g, dk, dv, dot)
-    hs[:, :n] = states[:, :g].reshape(bh, ng * g, dk, dv)[:, :n]
+    maps, contributions = torch.empty(rows, dk, dk, **f32), torch.empty(rows, dk, dv, **f32)
+    _walk(kern.state_fwd, rows, dk, mm, None, None, None, maps, n, g, **walk, INIT="identity", ADD_B=False,
+          STORE_STATES=False, STORE_FINAL=True)
+    _walk(kern.state_fwd, rows, dv, mm, bb, None, None, contributions, n, g, **walk, INIT="zero", ADD_B=True,
+          STORE_STATES=False, STORE_FINAL=True)
+    starts = torch.empty(bh, rows // bh + 1, dk, dv, **f32)  # fp32: the inner walks start from these
+    _state_pass(maps, contributions, h0, starts, ht, bh, rows // bh, dk, dv, dot)
+    _walk(kern.state_fwd, rows, dv, mm, bb, starts[:, :-1].contiguous(), hs, None, n, g, **walk, INIT="given",
+          ADD_B=True, STORE_STATES=True, STORE_FINAL=False)
 
 
 def _reverse_state_pass(mm, dhs, bh: int, n: int, dk: int, dv: int, dot: str) -> None:
-    """The backward walk g_i = dhs_i + M_iᵀ g_{i+1} (g_n = dhs_n), in place in dhs.
-
-    Few long chains take the forward's two-level walk on the reversed chain: with M'_j = M_{n-1-j}ᵀ
-    and B'_j = dhs_{n-1-j} it is y_{j+1} = M'_j y_j + B'_j from y_0 = g_n, and g_i = y_{n-i}."""
-    if not _two_level(bh, n, dv):
-        bs = _state_block(bh, dv)
-        kern.state_bwd[(bh, triton.cdiv(dv, bs))](mm, dhs, n, DK=dk, DV=dv, BS=bs, DOT=dot, **WARPS["state_bwd"])
-        return
-    mm_r = mm.view(bh, n, dk, dk).flip(1).transpose(-1, -2).contiguous()
-    bb_r = dhs[:, :n].flip(1).contiguous()
-    ys = torch.empty(bh, n + 1, dk, dv, device=dhs.device, dtype=torch.float32)
-    g0 = torch.empty(bh, dk, dv, device=dhs.device, dtype=torch.float32)
-    _state_pass(mm_r, bb_r, dhs[:, n].contiguous(), ys, g0, bh, n, dk, dv, dot)
-    dhs[:, 1:n] = ys[:, 1:n].flip(1)
-    dhs[:, 0] = g0
+    """The backward walk g_i = dhs_i + M_iᵀ g_{i+1} from g_n = dhs_n, in place in dhs: in two levels
+    like `_state_pass` for few long chains. A group's map P = M_firstᵀ ⋯ M_lastᵀ is stored as Pᵀ, so
+    the walk over the groups is the same kernel."""
+    g = _group_size(bh, n, dv)
+    walk = dict(DK=dk, DOT=dot)
+    if g == n:
+        return _walk(kern.state_bwd, bh, dv, mm, dhs, None, None, n, n, **walk, INIT="end", ADD_E=True,
+                     STORE_STATES=True, FINAL="none")
+    groups = triton.cdiv(n, g)
+    f32 = dict(device=mm.device, dtype=torch.float32)
+    maps_t = torch.empty(bh * groups, dk, dk, **f32)
+    _walk(kern.state_bwd, bh * groups, dk, mm, None, None, maps_t, n, g, **walk, INIT="identity", ADD_E=False,
+          STORE_STATES=False, FINAL="transposed")
+    contributions = torch.empty(bh, groups, dk, dv, **f32)
+    _walk(kern.state_bwd, bh * groups, dv, mm, dhs, None, contributions, n, g, **walk, INIT="zero", ADD_E=True,
+          STORE_STATES=False, FINAL="plain")
+    ends = torch.cat([contributions, dhs[:, n:]], 1)  # the walk over the groups leaves g at each group's start
+    _reverse_state_pass(maps_t, ends, bh, groups, dk, dv, dot)
+    _walk(kern.state_bwd, bh * groups, dv, mm, dhs, ends[:, 1:].contiguous(), None, n, g, **walk, INIT="given",
+          ADD_E=True, STORE_STATES=True, FINAL="none")
 
 
 def _dot(dtype: torch.dtype, dk: int) -> str:

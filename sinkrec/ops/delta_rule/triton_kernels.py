@@ -149,24 +149,51 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, MM, BB, GC, T, N, H,
 
 
 @triton.jit
-def state_fwd(MM, BB, H0, HS, HT, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr,
-              STORE_STATES: tl.constexpr = True):
-    """h_{i+1} = M_i h_i + B_i in fp32, storing every h_i (i < N) in HS's dtype (unless not
-    STORE_STATES: then only the final state) and the final state in HT; one program per (b·h, block
-    of Dv columns)."""
-    bh = tl.program_id(0)
+def _group(N, G):
+    """The chain (b·h) and chunk range [start, start + steps) of this program's row: rows run over
+    (b·h, group of G chunks); G = N makes one group per chain."""
+    row = tl.program_id(0)
+    groups = tl.cdiv(N, G)
+    start = (row % groups) * G
+    return row, row // groups, start, tl.minimum(G, N - start)
+
+
+@triton.jit
+def _initial(PTR, row, INIT: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr):
+    """Block [DK, BS] (columns from program_id(1)) of the walk's start: row `row` of PTR ("given"), zero,
+    or the identity (DV = DK: the walk then computes its map)."""
+    rv = tl.program_id(1) * BS + tl.arange(0, BS)
+    rk = tl.arange(0, DK)
+    if INIT == "given":
+        x = tl.load(PTR + row * DK * DV + rk[:, None] * DV + rv[None, :], mask=rv[None, :] < DV, other=0.0)
+    elif INIT == "identity":
+        x = tl.where(rk[:, None] == rv[None, :], 1.0, 0.0)
+    else:
+        x = tl.zeros((DK, BS), dtype=tl.float32)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def state_fwd(MM, BB, H0, HS, HT, N, G, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr,
+              INIT: tl.constexpr, ADD_B: tl.constexpr, STORE_STATES: tl.constexpr, STORE_FINAL: tl.constexpr):
+    """h_{i+1} = M_i h_i (+ B_i if ADD_B) in fp32 over one group's chunks, from `_initial`; stores each
+    h_i in HS's [B·H, N+1] layout (STORE_STATES) and the group's last h at HT's row (STORE_FINAL).
+    One program per (row, block of Dv columns)."""
+    row, bh, start, steps = _group(N, G)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
     vm = rv[None, :] < DV
     hv = rk[:, None] * DV + rv[None, :]
-    h = tl.load(H0 + bh * DK * DV + hv, mask=vm, other=0.0)
-    for i in tl.range(0, N, num_stages=2):
-        chunk = bh * N + i
+    h = _initial(H0, row, INIT, DK, DV, BS)
+    for i in tl.range(0, steps, num_stages=2):
+        chunk = bh * N + start + i
         if STORE_STATES:
-            tl.store(HS + (bh * (N + 1) + i) * DK * DV + hv, h.to(HS.dtype.element_ty), mask=vm)
-        m = tl.load(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :])
-        h = _mm(m, h, DOT) + tl.load(BB + chunk * DK * DV + hv, mask=vm, other=0.0)
-    tl.store(HT + bh * DK * DV + hv, h, mask=vm)
+            tl.store(HS + (chunk + bh) * DK * DV + hv, h.to(HS.dtype.element_ty), mask=vm)
+        h = _mm(tl.load(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :]), h, DOT)
+        if ADD_B:
+            h += tl.load(BB + chunk * DK * DV + hv, mask=vm, other=0.0)
+    if STORE_FINAL:
+        tl.store(HT + row * DK * DV + hv, h, mask=vm)
 
 
 @triton.jit
@@ -223,20 +250,33 @@ def output_bwd(Q, K, GC, HS, U, WK, DO, DQ, DKO, DGO, DW, DHS, scale, T, N, H, D
 
 
 @triton.jit
-def state_bwd(MM, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
-    """Reverse walk g_i = dh_i^ext + M_iᵀ g_{i+1}, in place: DHS holds the outputs' gradients into each
-    state (and dh_T at N) and leaves with the total gradient g_i into each state (g_0 = dh0)."""
-    bh = tl.program_id(0)
+def state_bwd(MM, DHS, G0, GT, N, G, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr,
+              INIT: tl.constexpr, ADD_E: tl.constexpr, STORE_STATES: tl.constexpr, FINAL: tl.constexpr):
+    """Reverse walk g_i = M_iᵀ g_{i+1} (+ e_i if ADD_E) over one group's chunks, in place in DHS's
+    [B·H, N+1] layout: DHS holds the outputs' gradients e_i into each state (and dh_T at N) and, with
+    STORE_STATES, leaves with the total gradient g_i. INIT "end" starts from DHS's slot N, else as
+    `_initial` from G0. FINAL "plain" / "transposed" stores the group's g_start (or its transpose,
+    DV = DK) at GT's row; "none" stores nothing."""
+    row, bh, start, steps = _group(N, G)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
     vm = rv[None, :] < DV
     hv = rk[:, None] * DV + rv[None, :]
-    g = tl.load(DHS + (bh * (N + 1) + N) * DK * DV + hv, mask=vm, other=0.0)
-    for j in tl.range(0, N, num_stages=2):
-        i = N - 1 - j
-        m = tl.load(MM + (bh * N + i) * DK * DK + rk[:, None] * DK + rk[None, :])
-        g = tl.load(DHS + (bh * (N + 1) + i) * DK * DV + hv, mask=vm, other=0.0) + _mm(tl.trans(m), g, DOT)
-        tl.store(DHS + (bh * (N + 1) + i) * DK * DV + hv, g, mask=vm)
+    if INIT == "end":
+        g = tl.load(DHS + (bh * (N + 1) + N) * DK * DV + hv, mask=vm, other=0.0)
+    else:
+        g = _initial(G0, row, INIT, DK, DV, BS)
+    for j in tl.range(0, steps, num_stages=2):
+        chunk = bh * N + start + steps - 1 - j
+        g = _mm(tl.trans(tl.load(MM + chunk * DK * DK + rk[:, None] * DK + rk[None, :])), g, DOT)
+        if ADD_E:
+            g += tl.load(DHS + (chunk + bh) * DK * DV + hv, mask=vm, other=0.0)
+        if STORE_STATES:
+            tl.store(DHS + (chunk + bh) * DK * DV + hv, g, mask=vm)
+    if FINAL == "plain":
+        tl.store(GT + row * DK * DV + hv, g, mask=vm)
+    elif FINAL == "transposed":
+        tl.store(GT + row * DK * DV + rv[None, :] * DK + rk[:, None], g, mask=vm)
 
 
 @triton.jit
