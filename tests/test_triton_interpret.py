@@ -18,6 +18,7 @@ from sinkrec.ops.delta_rule import delta_rule, triton_chunk  # noqa: E402, F401 
 from .test_delta_rule import inputs as short_memory_inputs  # noqa: E402
 from .test_delta_rule import rel  # noqa: E402
 
+
 def inputs(*shape, seed, state=True):
     """Decays near 1, so every test here also checks how states pass between the kernels' 64-step chunks."""
     return short_memory_inputs(*shape, seed=seed, state=state, long_memory=True)
