@@ -249,7 +249,8 @@ LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (o
 STATE_BLOCK = 64  # at most this many state columns per program of the state passes
 STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
 STATE_GROUP_MIN_CHUNKS = 64  # the state walks go two-level from this many chunks ...
-STATE_GROUP_BELOW_PROGRAMS = 132  # ... when it would run fewer programs than this (SMs of an H200)
+STATE_GROUP_BELOW_PROGRAMS = 64  # ... when it would run fewer programs than this (H200, `ops_gpu.py --sweep`:
+# two levels won at 16 and 32 programs, lost at 128)
 
 
 def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):
