@@ -87,6 +87,18 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
         ("ml-1m", "ml-1m-sinkrec", f"sinkrec:budget30-{name}", [f"model.{key}={value}"] + BUDGET30, [0])
         for name, key, value in ABLATIONS],
     "ml1m-budget60-sinkrec": [("ml-1m", "ml-1m-sinkrec", "sinkrec:budget60", BUDGET60, [0, 1, 2])],
+    # choices the spec leaves open, at the same budget: distinct stacked blocks (as GDN's two layers)
+    # instead of one block looped twice, fewer codes, a one-item pattern, a lighter VQ loss
+    "ml1m-budget60-variants": [("ml-1m", "ml-1m-sinkrec", f"sinkrec:budget60-{name}", sets + BUDGET60, seeds)
+                               for name, sets, seeds in (
+                                   ("2blocks", ["model.n_blocks=2", "model.loops=1"], [0, 1]),
+                                   ("2blocks-R2", ["model.n_blocks=2"], [0]),
+                                   ("2blocks-no-memory", ["model.n_blocks=2", "model.loops=1",
+                                                          "model.use_memory=false"], [0]),
+                                   ("codes64", ["model.rvq_codes=64"], [0]),
+                                   ("pattern1", ["model.pattern_len=1"], [0]),
+                                   ("vq0.1", ["model.vq_weight=0.1"], [0]))] + [
+        ("ml-1m", "ml-1m-sinkrec", "gdn:budget60", ["model.name=gdn"] + BUDGET60, [1])],
     "synthetic-long": [("synthetic-long", "synthetic-long-sinkrec", m, [f"model.name={m}"], [0, 1, 2])
                        for m in ("sasrec", "gdn", "sinkrec")],
     "ml1m-ts-half": [("ml-1m-ts-half", "ml-1m-ts-half-sinkrec", m, [f"model.name={m}"], [0])
