@@ -99,6 +99,11 @@ STUDIES: dict[str, list[tuple[str, str, str, list[str], list[int]]]] = {
                                    ("pattern1", ["model.pattern_len=1"], [0]),
                                    ("vq0.1", ["model.vq_weight=0.1"], [0]))] + [
         ("ml-1m", "ml-1m-sinkrec", "gdn:budget60", ["model.name=gdn"] + BUDGET60, [1])],
+    # more seeds of the best of those (no memory, two distinct blocks) and of GDN
+    "ml1m-budget60-seeds": [
+        ("ml-1m", "ml-1m-sinkrec", "sinkrec:budget60-2blocks-no-memory",
+         ["model.n_blocks=2", "model.loops=1", "model.use_memory=false"] + BUDGET60, [1, 2]),
+        ("ml-1m", "ml-1m-sinkrec", "gdn:budget60", ["model.name=gdn"] + BUDGET60, [2])],
     "synthetic-long": [("synthetic-long", "synthetic-long-sinkrec", m, [f"model.name={m}"], [0, 1, 2])
                        for m in ("sasrec", "gdn", "sinkrec")],
     "ml1m-ts-half": [("ml-1m-ts-half", "ml-1m-ts-half-sinkrec", m, [f"model.name={m}"], [0])
