@@ -1,9 +1,10 @@
 """The chunked gated delta rule on Triton kernels (triton_kernels.py), with its own backward.
 
-Seven launches per forward+backward, no T×T or per-chunk Python loops: kernels parallel over all
-chunks and one sequential state walk each way (in two levels for few long chains). fp32 and
-bf16/fp16 inputs (fp32 accumulation and state; the products are picked by `_dot`); float64 goes to
-the PyTorch chunked path. Imported lazily: the package works without Triton.
+Seven launches per forward+backward (three more each way when the state walks run in two levels),
+no T×T or per-chunk Python loops: kernels parallel over all chunks and one sequential state walk each
+way (in two levels for few long chains). fp32 and bf16/fp16 inputs (fp32 accumulation and state; the
+products are picked by `_dot`); float64 goes to the PyTorch chunked path. Imported lazily: the package
+works without Triton.
 """
 
 from __future__ import annotations
