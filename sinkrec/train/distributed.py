@@ -61,5 +61,9 @@ def barrier(info: DistInfo) -> None:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Every rank reaches the barrier before any tears the group down: a rank that exits while a peer
+    still talks to it can abort the peer (seen once with gloo: "terminate called without an active
+    exception")."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
