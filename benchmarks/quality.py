@@ -186,7 +186,11 @@ def summarize(records: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", choices=sorted(STUDIES), required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", choices=sorted(STUDIES))
+    which.add_argument("--merge", nargs="+", metavar="RESULTS",
+                       help="mean ± std over the records of these results files together (seeds of one run "
+                            "label from several studies); --results X.md also writes the table, then exit")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", action="append", default=[], help="override applied to every run")
@@ -200,6 +204,12 @@ def main() -> None:
     parser.add_argument("--machine", default=platform.node())
     parser.add_argument("--git", default="", help="commit to record where the tree travels without .git")
     args = parser.parse_args()
+    if args.merge:
+        table = summarize([r for f in args.merge for r in json.loads(Path(f).read_text())["records"]])
+        if args.results:
+            Path(args.results).write_text(table + "\n")
+        print(table)
+        return
 
     jobs = [{"dataset": d, "config": c, "variant": v, "overrides": o, "seed": s}
             for d, c, v, o, seeds in STUDIES[args.study] for s in seeds

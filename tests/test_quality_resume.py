@@ -25,3 +25,16 @@ def test_resume_continues_unfinished_and_reuses_finished(tmp_path):
     size = log.stat().st_size
     third = quality.run_one(job, ["train.epochs=2"], "cpu", tmp_path, None, resume=True)
     assert third["metrics"] == second["metrics"] and log.stat().st_size == size  # not trained again
+
+
+def test_merge_pools_the_seeds_of_one_label_across_results_files(tmp_path, capsys, monkeypatch):
+    def record(seed, ndcg):
+        return {"dataset": "d", "model": "gdn", "variant": "v", "seed": seed, "best_epoch": 1,
+                "metrics": {"ndcg@10": ndcg, "hr@10": 0.5, "mrr": 0.1}}
+    files = []
+    for name, records in (("a", [record(0, 0.1)]), ("b", [record(1, 0.2), record(2, 0.3)])):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps({"records": records}))
+    monkeypatch.setattr(sys, "argv", ["quality.py", "--merge", *map(str, files), "--results", str(tmp_path / "m.md")])
+    quality.main()
+    assert "| d | gdn | v | 3 | 0.2000 ± 0.1000 |" in (tmp_path / "m.md").read_text()
