@@ -42,11 +42,7 @@ def main() -> None:
                   "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"], "finished": finished,
                   "train_seconds": metrics["train_seconds"]}
         records.append(record)
-    path = write_results(args.name, records, git=args.git)
-    if args.machine:
-        payload = json.loads(path.read_text())
-        payload["machine"] = args.machine
-        path.write_text(json.dumps(payload, indent=2))
+    write_results(args.name, records, git=args.git, host=args.machine)
     print(f"{'run':<44}{'split':<7}{'ndcg@10':>9}{'hr@10':>8}{'epochs':>8}  finished")
     for r in records:
         print(f"{r['dataset'] + '-' + r['model'] + '-' + r['variant'] + '-s' + str(r['seed']):<44}{r['split']:<7}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +21,17 @@ def machine() -> str:
     return f"{platform.node()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}"
 
 
-def write_results(name: str, records: list[dict], out: str | None = None, git: str = "") -> Path:
+def write_results(name: str, records: list[dict], out: str | None = None, git: str = "", host: str = "",
+                  extra: dict | None = None) -> Path:
+    """The one results writer (DESIGN.md): {"command", "machine", "date", "git", "records"} (+ `extra`).
+
+    `git` and `host` (the "machine" field) default to this checkout's commit and this machine; pass
+    them where the tree travelled without .git or the runs happened elsewhere. Returns the path written.
+    """
     git = git or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
-    payload = {"command": "python " + " ".join(sys.argv), "machine": machine(),
-               "date": datetime.date.today().isoformat(), "git": git, "records": records}
+    payload = {"command": "python " + shlex.join(sys.argv), "machine": host or machine(),
+               "date": datetime.date.today().isoformat(), "git": git, "records": records, **(extra or {})}
     path = Path(out) if out else ROOT / "benchmarks" / "results" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))

@@ -20,30 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import ROOT, write_results  # noqa: E402
 
-from sinkrec.data.sessa_tasks import SOUP_VOCAB, symbol_soup  # noqa: E402
-from sinkrec.models.lm import LMConfig, SessaLM  # noqa: E402
-
-
-def influence(model: SessaLM, tokens: torch.Tensor, probes: int = 8) -> np.ndarray:
-    """Mean over probes of ||∂⟨u, y_T⟩/∂x_τ|| for every τ (y before the head, after the final norm)."""
-    x = model.embed(tokens).detach().requires_grad_()
-    h = x
-    for layer in model.layers:
-        h = layer(h)
-    y = model.norm(h)[:, -1]
-    norms = []
-    gen = torch.Generator(device=tokens.device).manual_seed(0)
-    for _ in range(probes):
-        u = torch.randn(y.shape, generator=gen, device=y.device)
-        (grad,) = torch.autograd.grad((y * u).sum(), x, retain_graph=True)
-        norms.append(grad.norm(dim=-1).mean(0))
-    return torch.stack(norms).mean(0).detach().cpu().double().numpy()[::-1].copy()  # index = lag
-
-
-def slope(curve: np.ndarray) -> float:
-    lags = np.arange(len(curve))
-    window = (lags >= 8) & (lags <= len(curve) // 2) & (curve > 0)
-    return float(np.polyfit(np.log(lags[window]), np.log(curve[window]), 1)[0])
+from sinkrec.diagnostics.memory_tails import influence, tail_slope  # noqa: E402
+from sinkrec.lm.model import LMConfig, SessaLM  # noqa: E402
+from sinkrec.lm.tasks import SOUP_VOCAB, symbol_soup  # noqa: E402
 
 
 def main() -> None:
@@ -68,7 +47,7 @@ def main() -> None:
                 model.load_state_dict(torch.load(path, map_location=dev, weights_only=False)["model"])
             curve = influence(model.eval(), tokens)
             curves[f"{mixer} ({state})"] = curve
-            records.append({"model": mixer, "state": state, "slope": round(slope(curve), 4),
+            records.append({"model": mixer, "state": state, "slope": round(tail_slope(curve), 4),
                             "influence": [float(f"{v:.4g}") for v in curve]})
             print(f"{mixer:<10}{state:<8} log-log slope {records[-1]['slope']:+.3f}")
     path = write_results("sessa_tails", records, args.out)

@@ -18,19 +18,15 @@ import copy
 
 import torch
 from common import gpu_time_ms, peak_mib, write_results
+from experiments import SPEED_MODELS, SPEED_N_ITEMS
 from torch._dynamo.utils import counters
 
-from sinkrec.data.batching import Batch
+from sinkrec.batch import Batch
 from sinkrec.models import build_model
 from sinkrec.train.losses import full_softmax_ce
 from sinkrec.train.trainer import raise_recompile_limit
 
-N_ITEMS = 3416
-MODELS = {
-    "sasrec": {"name": "sasrec", "d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1},
-    "gdn": {"name": "gdn", "d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1},
-    "sinkrec": {"name": "sinkrec", "d_model": 64, "n_blocks": 1, "loops": 2, "n_heads": 2, "dropout": 0.1},
-}
+N_ITEMS, MODELS = SPEED_N_ITEMS, SPEED_MODELS
 
 
 def batch(b, t):
@@ -46,9 +42,9 @@ def train_step_fn(encoder, opt, data, model=None):
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            hidden = encoder(data)
-            loss = full_softmax_ce(hidden, data.targets, model.item_embedding.weight)
-            loss = loss + sum(model.extra_losses().values())
+            out = encoder(data)
+            loss = full_softmax_ce(out.hidden, data.targets, model.item_embedding.weight)
+            loss = loss + sum(out.losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -81,25 +77,27 @@ def compiled_step_error(name: str, mode: str) -> dict:
         eager.memory.rvq.eval()  # no EMA update, so both copies keep the same codebooks
     compiled = copy.deepcopy(eager)
 
-    def loss_and_grads(model, encode):
+    def loss_and_grads(model, forward):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = full_softmax_ce(encode(data), data.targets, model.item_embedding.weight)
+            out = forward(data)
+            loss = full_softmax_ce(out.hidden, data.targets, model.item_embedding.weight)
         loss.backward()
-        return loss.float(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
+        grads = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
+        return loss.float(), grads, out.codes
 
-    loss, grads = loss_and_grads(eager, eager.encode)
+    loss, grads, codes = loss_and_grads(eager, eager)
     torch._dynamo.reset()
     counters.clear()
-    loss2, grads2 = loss_and_grads(compiled, torch.compile(compiled, dynamic=False, mode=mode))
+    loss2, grads2, codes2 = loss_and_grads(compiled, torch.compile(compiled, dynamic=False, mode=mode))
     errors = {"loss_rel_error": float((loss2 - loss).abs() / loss.abs()),
               "grad_rel_error": float((grads2 - grads).norm() / grads.norm()),
               # 1 = the whole forward is one graph (no graph break, one CUDA graph under reduce-overhead)
               "dynamo_graphs": int(counters["stats"]["unique_graphs"]),
               "graph_breaks": int(sum(counters["graph_break"].values()))}
-    if getattr(eager, "last_codes", None) is not None:
+    if codes is not None:
         # a near-tie in a code's distance can round either way; each such position changes the
         # memory read there, so the gradient error is only meaningful next to this count
-        errors["positions_with_other_codes"] = int((eager.last_codes != compiled.last_codes).any(-1).sum())
+        errors["positions_with_other_codes"] = int((codes != codes2).any(-1).sum())
     return errors
 
 

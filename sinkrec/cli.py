@@ -13,17 +13,6 @@ from .errors import SinkrecError
 
 log = logging.getLogger("sinkrec")
 
-# `sinkrec train` with no --config: the built-in synthetic benchmark, sized for a 2-core CPU.
-# Routines repeat by design, so seen items stay rankable (filter_seen: false).
-DEFAULT_RUN = {
-    "data": {"dataset": "synthetic", "max_len": 100},
-    "model": {"name": "sinkrec", "d_model": 64, "dropout": 0.1},
-    "train": {"epochs": 8, "batch_size": 64, "lr": 2e-3, "patience": 3},
-    "eval": {"filter_seen": False},
-    "output_dir": "runs/synthetic",
-}
-
-
 def _table(rows: list[tuple[str, dict[str, float]]], keys: list[str]) -> str:
     head = f"{'split':<8}" + "".join(f"{k:>10}" for k in keys)
     lines = [head, "-" * len(head)]
@@ -37,65 +26,31 @@ def _metric_keys(topk: list[int]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import build_config, load_yaml, merge, parse_override, resolve_config_path
-    from .data import load_dataset
-    from .train.trainer import Trainer
+    from .api import train
 
-    raw = load_yaml(resolve_config_path(args.config)) if args.config else json.loads(json.dumps(DEFAULT_RUN))
-    for text in args.set or []:
-        raw = merge(raw, parse_override(text))
-    if args.device:
-        raw = merge(raw, {"train": {"device": args.device}})
-    if args.output:
-        raw = merge(raw, {"output_dir": args.output})
-    cfg = build_config(raw)
-    rank = int(os.environ.get("RANK", "0"))  # set by torchrun; only rank 0 reports
-    if rank > 0:
-        logging.getLogger().setLevel(logging.WARNING)
-    data = load_dataset(cfg.data)
-    store = data.store
-    log.info("data %s: %d users, %d items, %d events (mean length %.1f)", data.name, store.n_users,
-             store.n_items, len(store.items), len(store.items) / store.n_users)
-    trainer = Trainer(cfg, data)
-    resume = args.resume
-    if resume:
-        trainer.resume(Path(cfg.output_dir) / "last.pt" if resume == "auto" else resume)
-    log.info("model %s: %.2fM parameters, device %s", cfg.model["name"],
-             sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.device)
-    result = trainer.fit()
-    from .train.distributed import cleanup
-
-    cleanup(trainer.dist)
-    if rank > 0:
+    run = train(args.config, data=args.data, model=args.model, overrides=args.set or [], device=args.device,
+                output_dir=args.output, overwrite=args.overwrite, resume=args.resume or False)
+    if int(os.environ.get("RANK", "0")) > 0:
         return 0
-    keys = _metric_keys(cfg.eval.topk)
-    rows = [("valid", result.valid), ("test", result.test)]
-    if trainer.oracle:
-        rows.append(("oracle", trainer.oracle["test"]))
-    print(_table(rows, keys))
-    print(f"best epoch {result.best_epoch}, {result.train_seconds:.1f}s training; "
-          f"checkpoint {result.output_dir / 'best.pt'}, metrics {result.output_dir / 'metrics.json'}")
+    rows = [("valid", run.valid), ("test", run.test)]
+    if run.oracle:
+        rows.append(("oracle", run.oracle["test"]))
+    print(_table(rows, _metric_keys(run.config.eval.topk)))
+    seen = "seen items filtered" if run.config.eval.filter_seen else "seen items ranked"
+    print(f"{run.config.model['name']} on {run.config.data.dataset}: best epoch {run.best_epoch} ({seen}); "
+          f"checkpoint {run.path / 'best.pt'}, metrics {run.path / 'metrics.json'}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .eval.evaluate import evaluate
+    from .api import evaluate
     from .train import checkpoint
-    from .train.trainer import pick_device
 
-    payload = checkpoint.load(args.checkpoint)
-    model, cfg = checkpoint.model_from_checkpoint(payload)
-    if args.filter_seen is not None:
-        cfg.eval.filter_seen = args.filter_seen == "true"
-    device = pick_device(args.device or "auto")
-    data = load_dataset(cfg.data)
-    if data.store.n_items != payload["n_items"]:
-        raise SinkrecError(f"the dataset now has {data.store.n_items} items but the checkpoint was "
-                           f"trained on {payload['n_items']}; the data changed since training")
-    metrics = evaluate(model.to(device), data.split, args.split, cfg.eval, cfg.data.max_len, device)
-    print(_table([(args.split, metrics)], _metric_keys(cfg.eval.topk)))
-    print(f"{int(metrics['users'])} users, filter_seen={cfg.eval.filter_seen}")
+    filter_seen = None if args.filter_seen is None else args.filter_seen == "true"
+    metrics = evaluate(args.checkpoint, args.split, filter_seen, args.device or "auto")
+    topk = checkpoint.load(args.checkpoint)["config"]["eval"]["topk"]
+    print(_table([(args.split, metrics)], _metric_keys(topk)))
+    print(f"{int(metrics['users'])} users")
     if args.json:
         Path(args.json).write_text(json.dumps({"split": args.split, "metrics": metrics}, indent=2))
     return 0
@@ -146,7 +101,10 @@ def cmd_lm(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .config import DataConfig
     from .data import load_dataset
+    from .data.catalog import prepare
 
+    path = prepare(args.name, file=args.file)
+    print(f"{args.name}: {path}")
     data = load_dataset(DataConfig(dataset=args.name, min_events=args.min_events))
     store = data.store
     print(f"{data.name}: {store.n_users} users, {store.n_items} items, {len(store.items)} events, "
@@ -160,9 +118,32 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from .data.catalog import CATALOG
 
     for info in CATALOG.values():
-        check = "sha256" if info.sha256 else "md5" if (info.md5 or info.md5_url) else "none published"
-        print(f"{info.name:<18} {info.description}\n{'':<18} {info.url}  (checksum: {check}; reader: "
+        check = ("sha256 pinned" if info.sha256 else "md5 published" if (info.md5 or info.md5_url)
+                 else "none published: digest recorded on first use")
+        source = f"users 1..{info.max_user} of {info.subset_of}" if info.subset_of else info.url
+        print(f"{info.name:<18} {info.description}\n{'':<18} {source}  (checksum: {check}; reader: "
               f"{info.format})\n{'':<18} licence: {info.licence}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from . import configs
+
+    if args.config_command == "list":
+        for name in configs.names():
+            header = configs.locate(name).read_text().splitlines()[0].lstrip("# ")
+            print(f"{name:<26} {header}")
+        return 0
+    from .config import Config
+    from .describe import describe_fields, format_options, model_options
+
+    options = model_options()
+    if args.model and args.model not in options:
+        raise SinkrecError(f"unknown model '{args.model}'; known: {', '.join(sorted(options))}")
+    print(format_options([row for row in describe_fields(Config) if not row.name.startswith("model")]))
+    for name in [args.model] if args.model else sorted(options):
+        print(f"\nmodel: {name}  (--model {name}, or model.name: {name})")
+        print(format_options(describe_fields(options[name]), prefix="model."))
     return 0
 
 
@@ -171,12 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model (default: SinkRec on the built-in synthetic data)")
-    p.add_argument("--config", help="YAML file, or a name in ./configs (e.g. ml-1m)")
+    p = sub.add_parser("train", help="train a model (no arguments: the built-in synthetic demo)",
+                       description="Train on a file, a catalogue dataset or a config; leave-one-out split, "
+                                   "full-ranking evaluation, seen items filtered (except in the synthetic demo).")
+    p.add_argument("data", nargs="?", help="interaction file or catalogue name (`sinkrec datasets`)")
+    p.add_argument("--model", help="model name (`sinkrec config show`); default gdn for your own data")
+    p.add_argument("--config", help="YAML file, or a shipped config name (`sinkrec config list`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+                   help="override a config key, e.g. --set train.lr=3e-4 (repeatable; keys: `sinkrec config show`)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
-    p.add_argument("--output", help="output folder (overrides output_dir)")
+    p.add_argument("--output", help="output folder (default runs/DATA-MODEL)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in the output folder (default: write to a fresh numbered folder)")
     p.add_argument("--resume", nargs="?", const="auto",
                    help="continue from a checkpoint (default: OUTPUT/last.pt)")
     p.set_defaults(func=cmd_train)
@@ -210,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="download, verify, convert and cache a catalogue dataset")
     p.add_argument("name", help="a name from `sinkrec datasets`")
+    p.add_argument("--file", help="a copy you downloaded by hand: verified, then registered in the cache")
     p.add_argument("--min-events", type=int, default=3)
     p.set_defaults(func=cmd_prepare)
 
@@ -239,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="list the catalogue of public datasets")
     p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("config", help="the configuration keys, their defaults and help; the shipped configs")
+    cfg = p.add_subparsers(dest="config_command", required=True)
+    c = cfg.add_parser("show", help="every key with its default and a line of help")
+    c.add_argument("model", nargs="?", help="also list this model's options (default: every model's)")
+    cfg.add_parser("list", help="the shipped configs (use with `sinkrec train --config NAME`)")
+    p.set_defaults(func=cmd_config)
     return parser
 
 

@@ -1,8 +1,9 @@
 """Experiment configuration: dataclasses, YAML loading, `--set` overrides and validation.
 
 A config has four sections (data, model, train, eval) plus `output_dir`. Model options live in
-each model's own dataclass (see `sinkrec.models.registry`), so a typo in any key is an error
-that names the key and suggests the closest valid one.
+each model's own dataclass (see `sinkrec.models.registry`) and are checked by
+`sinkrec.experiment.make_config`, so this schema never imports a model. A typo in any key is an
+error that names the key and suggests the closest valid one.
 """
 
 from __future__ import annotations
@@ -23,20 +24,18 @@ from .errors import ConfigError
 class SyntheticConfig:
     """Knobs of the built-in "state sink" generator (spec/sinkrec.md §5)."""
 
-    n_users: int = 1000
-    n_items: int = 500
-    n_clusters: int = 20
-    min_len: int = 40
-    max_len: int = 120
-    n_routines: int = 60
-    routine_len: int = 3
-    favourites: int = 3
-    routine_share: float = 0.5
-    drift_rate: float = 0.05
-    # share of non-routine items drawn from a random cluster instead of the interest: with noise,
-    # one item no longer names the interest, so it must be pooled over many items across routines
-    interest_noise: float = 0.0
-    seed: int = 0
+    n_users: int = 1000  # users to generate
+    n_items: int = 500  # catalogue size
+    n_clusters: int = 20  # interest clusters the items are split into
+    min_len: int = 40  # shortest history
+    max_len: int = 120  # longest history
+    n_routines: int = 60  # shared repetitive item sequences (the "sink" patterns)
+    routine_len: int = 3  # items per routine
+    favourites: int = 3  # routines each user prefers
+    routine_share: float = 0.5  # chance that a step plays a favourite routine instead of an interest item
+    drift_rate: float = 0.05  # chance per transition that the interest drifts to a nearby cluster
+    interest_noise: float = 0.0  # share of non-routine items from a random cluster (interest must be pooled)
+    seed: int = 0  # generator seed
 
 
 @dataclass
@@ -47,46 +46,46 @@ class DataConfig:
     columns: dict[str, str] = field(default_factory=dict)  # generic csv/parquet: user, item, timestamp
     max_len: int = 200  # MAX_ITEM_LIST_LENGTH: most recent events fed to the model
     min_events: int = 3  # users with fewer events are dropped (and counted)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # used when dataset is "synthetic"
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    epochs: int = 20  # most epochs to train
+    batch_size: int = 128  # users per training batch (global, across ranks)
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
     schedule: str = "constant"  # constant | cosine (both after linear warm-up)
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warm-up steps
     grad_clip: float = 1.0  # 0 disables clipping
     loss: str = "ce"  # ce (full softmax) | sampled
     negatives: str = "uniform"  # sampled softmax negatives: uniform | in-batch
-    n_negatives: int = 256
+    n_negatives: int = 256  # negatives per batch for sampled softmax
     patience: int = 5  # early stopping on the validation metric; 0 disables
-    seed: int = 0
+    seed: int = 0  # seeds weights and shuffling
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # bf16 autocast on CUDA
     compile: bool = False  # torch.compile the training forward (widths rounded to 64: few shapes)
     compile_mode: str = "default"  # torch.compile mode; reduce-overhead adds CUDA graphs (fastest on GPU)
-    tensorboard: bool = False
-    progress: bool = True
+    tensorboard: bool = False  # write TensorBoard logs under output_dir/tensorboard
+    progress: bool = True  # show a progress bar per epoch
 
 
 @dataclass
 class EvalConfig:
-    topk: list[int] = field(default_factory=lambda: [10, 20, 50])
-    filter_seen: bool = True
-    valid_metric: str = "ndcg@10"
-    batch_size: int = 256
+    topk: list[int] = field(default_factory=lambda: [10, 20, 50])  # cut-offs K of HR@K and NDCG@K
+    filter_seen: bool = True  # exclude items of the input history from the ranking
+    valid_metric: str = "ndcg@10"  # model selection and early stopping metric
+    batch_size: int = 256  # users per evaluation batch
 
 
 @dataclass
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=lambda: {"name": "sasrec"})
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    output_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)  # what to train on
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "sasrec"})  # "name" + that model's options
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimisation and the training loop
+    eval: EvalConfig = field(default_factory=EvalConfig)  # full-ranking evaluation
+    output_dir: str = "runs/default"  # checkpoints and metrics.json go here
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -237,20 +236,25 @@ def resolve_config_path(name: str) -> Path:
 
 
 def build_config(raw: dict[str, Any]) -> Config:
-    """Validate a raw nested mapping (after aliases) into a Config, model options included."""
-    raw = _expand_aliases(raw)
-    model = raw.pop("model", {}) or {}
-    cfg = from_dict(Config, raw)
-    from .models.registry import validate_model_options  # late: models import torch
+    """Validate a raw nested mapping (after aliases) into a Config.
 
-    cfg.model = validate_model_options(model)
+    The model section is only checked to be a mapping with a name: its options belong to the
+    model registry, which this module must not import (`sinkrec.experiment.make_config` does both).
+    """
+    raw = _expand_aliases(raw)
+    model = raw.pop("model", None) or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"config.model: expected a mapping, got {model!r}")
+    cfg = from_dict(Config, raw)
+    cfg.model = {"name": "sasrec", **model}
     return cfg
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+def load_raw(path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The YAML file (a path or a name in ./configs) merged with `--set` overrides, not yet validated."""
     raw: dict[str, Any] = {}
     if path:
         raw = load_yaml(resolve_config_path(path))
     for text in overrides or []:
         raw = merge(_expand_aliases(raw), parse_override(text))
-    return build_config(raw)
+    return raw

@@ -11,7 +11,19 @@ class ConfigError(SinkrecError):
     """A config key or value is wrong."""
 
 
-class DataFormatError(SinkrecError):
+def one_line(message: str) -> str:
+    """Messages are printed as one line: embedded line breaks (from file content) become spaces."""
+    return " ".join(message.splitlines()) or "(no detail)"
+
+
+class DataError(SinkrecError):
+    """A data set that was read but cannot be used (e.g. nothing left to train on)."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message))
+
+
+class DataFormatError(DataError):
     """A data file does not match the expected format."""
 
     def __init__(self, path: object, line: int | None, message: str):

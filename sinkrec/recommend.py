@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.batching import Batch
+from .batch import Batch
 from .errors import SinkrecError, UnknownItemError
 from .train import checkpoint
 
@@ -20,6 +20,11 @@ class Recommender:
         self.item_ids = item_ids
         self.max_len = max_len
         self.lookup = {str(v): i for i, v in enumerate(item_ids) if i > 0}
+
+    @classmethod
+    def from_run(cls, path: str | Path) -> Recommender:
+        """A run folder (its best.pt) or a checkpoint file."""
+        return cls.load(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:

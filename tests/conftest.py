@@ -10,6 +10,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own store cache, so no test reads another's cached files."""
     monkeypatch.setenv("SINKREC_CACHE", str(tmp_path_factory.mktemp("cache")))
+    if SHARED.is_dir():  # research datasets on this machine: found as a user's own copies are
+        monkeypatch.setenv("SINKREC_DATA_PATH", str(SHARED))
+    else:
+        monkeypatch.delenv("SINKREC_DATA_PATH", raising=False)
     yield
 
 

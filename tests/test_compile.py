@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from sinkrec.config import build_config
+from sinkrec.batch import Batch
 from sinkrec.data import load_dataset
-from sinkrec.data.batching import Batch, train_batches, trainable_users
+from sinkrec.data.batching import train_batches, trainable_users
 from sinkrec.errors import ConfigError
+from sinkrec.experiment import make_config
 from sinkrec.models import build_model
 from sinkrec.train.trainer import Trainer
 from tests.test_training import TINY
@@ -36,9 +37,9 @@ def test_compiled_sinkrec_forward_and_gradients_match_eager():
     compiled = copy.deepcopy(eager)
     weights = torch.randn(3, 24, 16, generator=torch.Generator().manual_seed(1))
 
-    h = eager.encode(data)
+    h = eager.encode(data).hidden
     (h * weights).sum().backward()
-    h2 = torch.compile(compiled, dynamic=False)(data)
+    h2 = torch.compile(compiled, dynamic=False)(data).hidden
     (h2 * weights).sum().backward()
 
     torch.testing.assert_close(h2, h, rtol=1e-4, atol=1e-5)
@@ -49,7 +50,7 @@ def test_compiled_sinkrec_forward_and_gradients_match_eager():
 
 
 def test_width_multiple_rounds_batch_widths_up_to_max_len(tmp_path):
-    cfg = build_config({**TINY, "output_dir": str(tmp_path)})
+    cfg = make_config({**TINY, "output_dir": str(tmp_path)})
     data = load_dataset(cfg.data)
     users = trainable_users(data.split)
     plain = [b.items.shape[1] for b in train_batches(data.split, users, 30, 16)]
@@ -64,19 +65,19 @@ def test_training_with_compile_follows_the_eager_run(tmp_path):
     base = {**TINY, "model": {**TINY["model"], "dropout": 0.0}}
 
     def fit(name, flag):
-        cfg = build_config({**base, "train": {**TINY["train"], "compile": flag}, "output_dir": str(tmp_path / name)})
+        cfg = make_config({**base, "train": {**TINY["train"], "compile": flag}, "output_dir": str(tmp_path / name)})
         trainer = Trainer(cfg, load_dataset(cfg.data))
         return trainer, trainer.fit()
 
     reference = fit("eager", False)[1]
     trainer, result = fit("compiled", True)
-    assert isinstance(trainer.encode, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(trainer.forward, torch._dynamo.eval_frame.OptimizedModule)
     np.testing.assert_allclose([h["loss"] for h in result.history], [h["loss"] for h in reference.history],
                                rtol=1e-4)
 
 
 def test_unknown_compile_mode_is_named(tmp_path):
-    cfg = build_config({**TINY, "train": {**TINY["train"], "compile": True, "compile_mode": "fastest"},
+    cfg = make_config({**TINY, "train": {**TINY["train"], "compile": True, "compile_mode": "fastest"},
                         "output_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="train.compile_mode .*'fastest'"):
         Trainer(cfg, load_dataset(cfg.data))

@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from sinkrec.data.batching import Batch
+from sinkrec.batch import Batch
 from sinkrec.models import build_model
 from sinkrec.nn.gated_deltanet import GatedDeltaNet
 
 
 def test_layer_streaming_equals_full_forward():
     torch.manual_seed(0)
-    layer = GatedDeltaNet(16, 2).double()
+    layer = GatedDeltaNet(16, n_heads=2).double()
     x = torch.randn(2, 23, 16, dtype=torch.float64)
     full = layer(x)
     for pieces in ([23], [1] * 23, [5, 1, 10, 7]):
@@ -21,7 +21,7 @@ def test_layer_streaming_equals_full_forward():
 
 def test_modify_hook_changes_the_recurrence_inputs():
     torch.manual_seed(0)
-    layer = GatedDeltaNet(8, 2).double()
+    layer = GatedDeltaNet(8, n_heads=2).double()
     x = torch.randn(1, 9, 8, dtype=torch.float64)
     same = layer(x, modify=lambda inp, _: inp)
     silent = layer(x, modify=lambda inp, _: inp.replace(beta=torch.zeros_like(inp.beta)))
@@ -35,14 +35,14 @@ def test_gdn_model_streaming_and_causality(impl):
     torch.manual_seed(0)
     model = build_model({"name": "gdn", "d_model": 16, "n_heads": 2, "impl": impl}, 40, 50).eval().double()
     items = torch.randint(1, 41, (2, 30))
-    full = model.encode(Batch(items=items, lengths=torch.tensor([30, 30])))
+    full = model.encode(Batch(items=items, lengths=torch.tensor([30, 30]))).hidden
     cache = model.new_cache()
     steps = [model.encode_step(items[:, :12], cache)] + [model.encode_step(items[:, t:t + 1], cache)
                                                          for t in range(12, 30)]
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-10)
     changed = items.clone()
     changed[:, 20:] = torch.randint(1, 41, (2, 10))
-    out = model.encode(Batch(items=changed, lengths=torch.tensor([30, 30])))
+    out = model.encode(Batch(items=changed, lengths=torch.tensor([30, 30]))).hidden
     assert torch.allclose(out[:, :20], full[:, :20]) and not torch.allclose(out[:, 20:], full[:, 20:])
 
 

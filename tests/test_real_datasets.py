@@ -1,20 +1,22 @@
-"""Readers on the shared research datasets (skipped where ../shared/datasets is absent)."""
+"""Catalogue datasets found the way a user's own copies are (SINKREC_DATA_PATH, set by conftest
+when the research datasets are on this machine); skipped where they are absent."""
 
 import pytest
 
-from sinkrec.data import load_store
+from sinkrec.config import DataConfig
+from sinkrec.data import load_dataset
+from sinkrec.data.catalog import CATALOG, local_copy
 
-from .conftest import shared_file
 
-
-@pytest.mark.parametrize("relative, users, items, events, timed", [
-    ("ml-1m-sasrec/ml-1m.txt", 6040, 3416, 999611, False),
-    ("ml-100k/ml-100k.inter", 943, 1682, 100000, True),
-    ("amazon-beauty-s3rec/Beauty.txt", 22363, 12101, 198502, False),
-    ("lastfm-s3rec/LastFM.txt", 1090, 3646, 52551, False),
-    ("ml-1m-ts-half/ratings.dat.gz", 2999, 3615, 487650, True),
+@pytest.mark.parametrize("name, users, items, events, timed", [
+    ("ml-1m-sasrec", 6040, 3416, 999611, False),
+    ("beauty", 22363, 12101, 198502, False),
+    ("lastfm", 1090, 3646, 52551, False),
+    ("ml-1m-ts-half", 2999, 3615, 487650, True),
 ])
-def test_shared_dataset_counts(relative, users, items, events, timed):
-    store = load_store(shared_file(relative))
+def test_catalogue_dataset_counts(name, users, items, events, timed):
+    if local_copy(CATALOG[name]) is None:
+        pytest.skip(f"{name} is not on this machine (set SINKREC_DATA_PATH to a folder holding it)")
+    store = load_dataset(DataConfig(dataset=name)).store
     assert (store.n_users, store.n_items, len(store.items)) == (users, items, events)
     assert (store.timestamps is not None) == timed

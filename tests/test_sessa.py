@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sinkrec.data.batching import Batch
+from sinkrec.batch import Batch
+from sinkrec.lm.model import LMConfig, SessaLM
 from sinkrec.models import build_model
-from sinkrec.models.lm import LMConfig, SessaLM
 from sinkrec.nn.sessa import SessaLayer, SessaMixer, rope
 from sinkrec.ops.feedback_solve import feedback_solve_dense, feedback_solve_reference
 
@@ -108,14 +108,14 @@ def test_sessa_recommender_streams_and_is_causal():
     model = build_model({"name": "sessa", "d_model": 16}, 40, 50).eval().double()
     items = torch.randint(1, 41, (2, 12))
     batch = Batch(items=items, lengths=torch.tensor([12, 12]))
-    full = model.encode(batch)
+    full = model.encode(batch).hidden
     cache = model.new_cache()
     steps = [model.encode_step(items[:, :5], cache)] + [model.encode_step(items[:, t:t + 1], cache)
                                                         for t in range(5, 12)]
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-10)
     changed = items.clone()
     changed[:, 7:] = torch.randint(1, 41, (2, 5))
-    out = model.encode(Batch(items=changed, lengths=batch.lengths))
+    out = model.encode(Batch(items=changed, lengths=batch.lengths)).hidden
     assert torch.allclose(out[:, :7], full[:, :7], atol=1e-12)
 
 

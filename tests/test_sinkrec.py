@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sinkrec.data.batching import Batch
+from sinkrec.batch import Batch
 from sinkrec.models import build_model
 from sinkrec.nn.rvq import ResidualVQ
 
@@ -35,17 +35,19 @@ def model(**overrides):
 def test_shapes_losses_and_causality():
     m = model()
     b = batch()
-    out = m.encode(b)
+    out = m.encode(b).hidden
     assert out.shape == (3, 13, 16) and torch.isfinite(out).all()
     changed = b.items.clone()
     changed[:, 8:] = torch.randint(1, 41, (3, 5))
     changed[-1, 9:] = 0
-    out2 = m.encode(Batch(items=changed, lengths=b.lengths, timestamps=b.timestamps))
+    out2 = m.encode(Batch(items=changed, lengths=b.lengths, timestamps=b.timestamps)).hidden
     assert torch.allclose(out[:, :8], out2[:, :8], atol=1e-12)
     assert not torch.allclose(out[:, 8:], out2[:, 8:])
     m.train()
-    m.encode(b)
-    assert set(m.extra_losses()) == {"vq"} and m.extra_losses()["vq"] > 0
+    encoded = m(b)
+    assert set(encoded.losses) == {"vq"} and encoded.losses["vq"] > 0
+    assert encoded.codes.shape == (3, 13, 3) and (encoded.codes[-1, 9:] == 0).all()  # 0 at padding
+    assert not hasattr(m, "last_codes") and not hasattr(m, "_vq_loss")  # returned, not stashed
 
 
 @pytest.mark.parametrize("timestamps", [True, False])
@@ -53,7 +55,7 @@ def test_incremental_inference_equals_full_forward(timestamps):
     m = model()
     b = batch(2, 17, pad_last=False)
     times = b.timestamps if timestamps else None
-    full = m.encode(Batch(items=b.items, lengths=b.lengths, timestamps=times))
+    full = m.encode(Batch(items=b.items, lengths=b.lengths, timestamps=times)).hidden
     cache = m.new_cache()
     outs = [m.encode_step(b.items[:, :6], cache, times[:, :6] if timestamps else None)]
     for t in range(6, 17):
@@ -74,7 +76,7 @@ def test_each_ablation_switch_removes_its_component(switch):
     missing = ablated.load_state_dict(full.state_dict(), strict=False).missing_keys
     assert not missing
     b = batch()
-    assert not torch.allclose(full.encode(b), ablated.encode(b), atol=1e-9)
+    assert not torch.allclose(full.encode(b).hidden, ablated.encode(b).hidden, atol=1e-9)
     if switch in ("use_memory", "reinject", "attn_memory_kv", "use_attention", "write_suppression",
                   "diff_readout", "temporal", "prototype_levels"):
         assert ablated_names < full_names  # the component's parameters are gone

@@ -4,7 +4,7 @@ import pytest
 from sinkrec.data.batching import eval_batches, train_batches, trainable_users
 from sinkrec.data.formats import Interactions
 from sinkrec.data.sequences import Split, build_store
-from sinkrec.errors import DataFormatError
+from sinkrec.errors import DataError
 
 
 def make_store(lengths, with_time=False, min_events=3, seed=0):
@@ -27,7 +27,7 @@ def test_short_users_dropped_and_counted():
 
 
 def test_no_user_left_is_an_error():
-    with pytest.raises(DataFormatError, match="no user has at least 3"):
+    with pytest.raises(DataError, match="no user has at least 3"):
         make_store([1, 2])
 
 
@@ -35,7 +35,7 @@ def test_stable_order_by_time_then_file_order():
     ev = Interactions(np.array([1, 1, 1, 1]), np.array([10, 20, 30, 40]), np.array([5.0, 1.0, 5.0, 1.0]), "t")
     store = build_store(ev, 1)
     # times 1,1,5,5 → file order breaks ties: 20, 40, 10, 30 (ids remapped, decode to check)
-    assert store.decode_items(store.sequence(0)) == [20, 40, 10, 30]
+    assert store.decode_items(store.sequence(0)) == ["20", "40", "10", "30"]
 
 
 def test_targets_never_reach_training_input():
@@ -66,12 +66,39 @@ def test_targets_never_reach_training_input():
 
 
 def test_three_event_user():
-    store = make_store([3])
+    store = make_store([3, 4])
     split = Split(store)
     seq = store.sequence(0)
     assert split.targets("valid")[0] == seq[1] and split.targets("test")[0] == seq[2]
     batch = next(eval_batches(split, "test", 10, 4))
-    assert batch.items[0].tolist() == seq[:2].tolist()
+    assert batch.items[0, :2].tolist() == seq[:2].tolist() and int(batch.lengths[0]) == 2
+
+
+def test_every_user_with_three_events_is_refused_at_split_time():
+    """3 events each leave one training event per user: no pair to train on (was a KeyError later)."""
+    with pytest.raises(DataError, match="no .input, next item. pair is left to train on"):
+        Split(make_store([3, 3, 3]))
+
+
+def test_short_users_in_a_store_are_a_data_error():
+    store = make_store([2, 5], min_events=1)
+    with pytest.raises(DataError, match="1 user.s. have fewer than 3 events.*min_events"):
+        Split(store)
+
+
+def test_a_single_item_is_refused():
+    ev = Interactions(np.array(["u", "u", "v"]), np.array(["x", "x", "x"]), None, "one.txt")
+    with pytest.raises(DataError, match=r"one.txt: only one distinct item \('x'\)"):
+        build_store(ev, 1)
+
+
+def test_ids_are_strings_and_integer_like_ones_keep_numeric_index_order():
+    ev = Interactions(np.array([10, 9, 10, 9]), np.array([12, 3, 100, 3]), None, "synthetic")
+    store = build_store(ev, 1)
+    assert store.user_ids.tolist() == ["9", "10"] and store.item_ids.tolist() == ["", "3", "12", "100"]
+    ev = Interactions(np.array(["a", "a", "a"]), np.array(["7", "007", "7.0"]), None, "t")
+    store = build_store(ev, 1)
+    assert store.n_items == 3 and store.decode_items(store.sequence(0)) == ["7", "007", "7.0"]
 
 
 def _save_many(args):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sinkrec.cli import main
-from sinkrec.config import build_config
 from sinkrec.data import load_dataset
+from sinkrec.experiment import make_config
 from sinkrec.train.trainer import Trainer
 
 TINY = {"data": {"dataset": "synthetic", "max_len": 30,
@@ -16,7 +16,7 @@ TINY = {"data": {"dataset": "synthetic", "max_len": 30,
 
 
 def run(tmp_path, name, epochs, resume=False):
-    cfg = build_config({**TINY, "train": {**TINY["train"], "epochs": epochs}, "output_dir": str(tmp_path / name)})
+    cfg = make_config({**TINY, "train": {**TINY["train"], "epochs": epochs}, "output_dir": str(tmp_path / name)})
     trainer = Trainer(cfg, load_dataset(cfg.data))
     if resume:
         trainer.resume(tmp_path / name / "last.pt")

@@ -22,6 +22,31 @@ class Dataset:
     oracle: dict[str, np.ndarray] | None = None  # synthetic only: true next-item probabilities
 
 
+def resolve_data_file(cfg: DataConfig) -> tuple[Path, str, dict[str, str] | None, str]:
+    """(file, reader, column map, display name) for an explicit path, a catalogue name or a file name."""
+    from ..errors import SinkrecError
+    from .catalog import CATALOG, prepare
+
+    columns = dict(cfg.columns) or None
+    if cfg.path is not None:
+        path = Path(cfg.path).expanduser()
+        name = cfg.dataset if cfg.dataset != "synthetic" else path.stem
+        return path, cfg.format, columns, name
+    if cfg.dataset in CATALOG:
+        info = CATALOG[cfg.dataset]
+        fmt = info.format if cfg.format == "auto" else cfg.format
+        return prepare(cfg.dataset), fmt, columns or dict(info.columns) or None, cfg.dataset
+    path = Path(cfg.dataset).expanduser()
+    if not path.is_file():
+        import difflib
+
+        close = difflib.get_close_matches(cfg.dataset, list(CATALOG), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SinkrecError(f"data.dataset '{cfg.dataset}' is neither 'synthetic', a catalogue name{hint} "
+                           f"(`sinkrec datasets`) nor an existing file (looked in {Path.cwd()})")
+    return path, cfg.format, columns, path.stem
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Resolve `cfg.dataset` (synthetic, catalogue name or path) to a split store."""
     if cfg.dataset == "synthetic" and cfg.path is None:
@@ -33,27 +58,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         columns = np.concatenate([[0], store.item_ids[1:].astype(np.int64)])
         oracle = {split: probs[:, columns] for split, probs in data.oracle.items()}
         return Dataset("synthetic", store, Split(store), oracle)
-    columns = dict(cfg.columns) or None
-    fmt = cfg.format
-    if cfg.path is not None:
-        path = Path(cfg.path)
-        name = cfg.dataset if cfg.dataset != "synthetic" else path.stem
-    else:
-        from .catalog import CATALOG, prepare
-
-        if cfg.dataset in CATALOG:
-            info = CATALOG[cfg.dataset]
-            path = prepare(cfg.dataset)
-            fmt = info.format if fmt == "auto" else fmt
-            columns = columns or dict(info.columns) or None
-        else:
-            path = Path(cfg.dataset)
-            if not path.exists():
-                from ..errors import SinkrecError
-
-                raise SinkrecError(f"data.dataset '{cfg.dataset}' is neither 'synthetic', a catalogue "
-                                   "name (`sinkrec datasets`) nor an existing file")
-        name = cfg.dataset if cfg.dataset in CATALOG else path.stem
+    path, fmt, columns, name = resolve_data_file(cfg)
     store = load_store(path, fmt, columns, cfg.min_events)
     log.info("%s: %d users, %d items, %d events", name, store.n_users, store.n_items, len(store.items))
     return Dataset(name, store, Split(store))

@@ -7,31 +7,14 @@ causal model never sees padding before real items and the user state is at `leng
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..batch import Batch
 from .sequences import Split
 
-
-@dataclass
-class Batch:
-    items: torch.Tensor  # [B, T] input item ids, 0 = padding
-    lengths: torch.Tensor  # [B]
-    timestamps: torch.Tensor | None = None  # [B, T] float64 seconds, or None
-    targets: torch.Tensor | None = None  # training: [B, T] next items (0 = no target); eval: [B]
-    seen: torch.Tensor | None = None  # eval: [B, S] full input history, for filter_seen
-    users: torch.Tensor | None = None  # [B] user indices
-
-    def rows(self, index: slice) -> Batch:
-        """A subset of the rows (e.g. one rank's share of a global batch)."""
-        return Batch(**{k: (v[index] if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
-
-    def to(self, device: torch.device | str) -> Batch:
-        move = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                for k, v in self.__dict__.items()}
-        return Batch(**move)
+__all__ = ["Batch", "eval_batches", "train_batches", "trainable_users"]
 
 
 def _pad(rows: list[np.ndarray], width: int, dtype: np.dtype) -> np.ndarray:

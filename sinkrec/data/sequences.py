@@ -1,8 +1,8 @@
 """Compact per-user sequence store, the leave-one-out split, and its on-disk cache.
 
 The store is CSR-like: `offsets[u]:offsets[u+1]` slices `items` (and `timestamps`) for user u.
-Item index 0 is padding; `item_ids[i]` is the original id of item i, so results can be reported
-in the user's own ids.
+Item index 0 is padding; `item_ids[i]` is the original id of item i (a str: the user's exact
+token), so results can be reported in the user's own ids. `user_ids` are str tokens too.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataFormatError
-from .formats import Interactions, read_interactions
+from ..errors import DataError, DataFormatError
+from .formats import Interactions, note, read_interactions
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: ids are str tokens (version 1 stored integer ids)
 
 
 @dataclass
@@ -28,8 +28,8 @@ class SequenceStore:
     offsets: np.ndarray  # int64 [n_users + 1]
     items: np.ndarray  # int32 [n_events], 1..n_items
     timestamps: np.ndarray | None  # float64 [n_events] or None
-    user_ids: np.ndarray  # original user id per user index
-    item_ids: np.ndarray  # original item id per item index; [0] is a placeholder for padding
+    user_ids: np.ndarray  # str: original user id per user index
+    item_ids: np.ndarray  # str: original item id per item index; [0] is "" (padding)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -54,9 +54,9 @@ class SequenceStore:
         return self.timestamps[self.offsets[user]: self.offsets[user + 1]]
 
     # ---- id mapping -------------------------------------------------------------------
-    def decode_items(self, indices: np.ndarray) -> list:
-        """Indices → original ids as plain Python values (numpy scalars unwrapped)."""
-        return [self.item_ids[int(i)].item() for i in indices]
+    def decode_items(self, indices: np.ndarray) -> list[str]:
+        """Indices → original ids as plain Python strings."""
+        return [str(self.item_ids[int(i)]) for i in indices]
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -79,11 +79,37 @@ class SequenceStore:
                        notes=[str(n) for n in data["notes"]])
 
 
+def _canonical_int(token: str) -> int | None:
+    """The integer a token spells exactly (`7`, `-3`; not `007`, `+7`, `7.0`), else None."""
+    try:
+        value = int(token)
+    except ValueError:
+        return None
+    return value if str(value) == token else None
+
+
+def unique_ids(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ids and each token's index into them.
+
+    Ids are ordered numerically when every one is a plain integer, so re-indexed files (items
+    1..n) keep index == id and results match the integer-id stores of earlier versions; any
+    other set is ordered as text. Only the index assignment depends on this, never event order.
+    """
+    ids, inverse = np.unique(tokens, return_inverse=True)
+    values = [_canonical_int(token) for token in ids.tolist()]
+    if ids.size and all(value is not None for value in values):
+        order = np.asarray(sorted(range(len(values)), key=values.__getitem__), dtype=np.int64)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        ids, inverse = ids[order], rank[inverse.reshape(-1)]
+    return ids, inverse.reshape(-1)
+
+
 def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
     """Group events by user, order each history stably by (timestamp, file order), remap ids."""
     if min_events < 1:
         raise ValueError("min_events must be ≥ 1")
-    user_ids, user_index = np.unique(events.users, return_inverse=True)
+    user_ids, user_index = unique_ids(events.users)
     file_order = np.arange(len(events))
     if events.timestamps is not None:
         order = np.lexsort((file_order, events.timestamps, user_index))
@@ -98,18 +124,20 @@ def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
     notes = list(events.notes)
     dropped = int((~keep_user).sum())
     if dropped:
-        notes.append(f"dropped {dropped} user(s) with fewer than {min_events} events "
-                     f"({int(counts[~keep_user].sum())} events)")
+        note(notes, events.source, f"dropped {dropped} user(s) with fewer than {min_events} events "
+                                   f"({int(counts[~keep_user].sum())} events)")
     keep_event = keep_user[user_index]
     raw_items = raw_items[keep_event]
     times = None if times is None else times[keep_event]
     counts = counts[keep_user]
     if counts.size == 0:
-        raise DataFormatError(events.source, None,
-                              f"no user has at least {min_events} events; nothing to train on")
+        raise DataError(f"{events.source}: no user has at least {min_events} events "
+                        f"({len(user_ids)} user(s) in the file); nothing to train on")
 
-    item_ids, item_index = np.unique(raw_items, return_inverse=True)
-    placeholder = np.zeros(1, dtype=item_ids.dtype) if item_ids.dtype.kind in "iu" else np.array([""])
+    item_ids, item_index = unique_ids(raw_items)
+    if len(item_ids) < 2:
+        raise DataError(f"{events.source}: only one distinct item ({str(item_ids[0])!r}) is left; "
+                        "there is nothing to rank")
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return SequenceStore(
@@ -117,7 +145,7 @@ def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
         items=(item_index + 1).astype(np.int32),
         timestamps=times,
         user_ids=user_ids[keep_user],
-        item_ids=np.concatenate([placeholder, item_ids]),
+        item_ids=np.concatenate([np.array([""]), item_ids]),
         notes=notes,
     )
 
@@ -134,9 +162,15 @@ class Split:
     store: SequenceStore
 
     def __post_init__(self) -> None:
-        short = int((self.store.lengths < 3).sum())
+        lengths = self.store.lengths
+        short = int((lengths < 3).sum())
         if short:
-            raise ValueError(f"{short} users have fewer than 3 events; build the store with min_events ≥ 3")
+            raise DataError(f"{short} user(s) have fewer than 3 events, but the leave-one-out split needs "
+                            "3 (train, validation, test): set data.min_events ≥ 3")
+        if not (lengths >= 4).any():
+            raise DataError(f"no user has more than {int(lengths.max())} events: after holding out the last "
+                            "two for validation and test, no (input, next item) pair is left to train on; "
+                            "at least one user needs 4 or more events")
 
     def train_end(self, user: int) -> int:
         return int(self.store.offsets[user + 1]) - 2
@@ -168,6 +202,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _load_cached(path: Path) -> SequenceStore | None:
+    """A cached store, or None when it is unreadable or from an older layout (it is rebuilt)."""
+    try:
+        store = SequenceStore.load(path)
+    except Exception as exc:  # a damaged cache must never stop a run: it is only a cache
+        log.warning("ignoring unreadable cache %s (%s: %s)", path, type(exc).__name__, exc)
+        return None
+    if store.item_ids.dtype.kind != "U" or store.user_ids.dtype.kind != "U":
+        return None
+    return store
+
+
 def load_store(path: str | Path, fmt: str = "auto", columns: dict[str, str] | None = None,
                min_events: int = 3, use_cache: bool = True) -> SequenceStore:
     """Read + build a store, cached on disk by the file's checksum and the options."""
@@ -178,13 +224,13 @@ def load_store(path: str | Path, fmt: str = "auto", columns: dict[str, str] | No
                           "version": CACHE_VERSION}, sort_keys=True)
     key = hashlib.sha256((file_sha256(path) + options).encode()).hexdigest()[:20]
     cached = cache_dir() / "stores" / f"{path.name}-{key}.npz"
-    if use_cache and cached.is_file():
-        store = SequenceStore.load(cached)
+    store = _load_cached(cached) if use_cache and cached.is_file() else None
+    if store is not None:
         log.info("loaded cached store %s", cached)
-    else:
-        store = build_store(read_interactions(path, fmt, columns), min_events)
-        if use_cache:
-            store.save(cached)
-    for note in store.notes:
-        log.warning("%s: %s", path.name, note)
+        for message in store.notes:  # a fresh build logs its notes as it makes them
+            log.warning("%s: %s", path.name, message)
+        return store
+    store = build_store(read_interactions(path, fmt, columns), min_events)
+    if use_cache:
+        store.save(cached)
     return store

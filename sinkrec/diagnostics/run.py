@@ -38,9 +38,7 @@ def diagnose(main: str, baseline: str | None, users: int, length: int | None, ou
     sink_model = memory_models[0]
     data = load_dataset(cfg.data)
     batch = histories(data.split, length or cfg.data.max_len, users).to(device)
-    with torch.no_grad():
-        sink_model.to(device).encode(batch)
-    codes = sink_model.last_codes[..., 0]
+    codes = sink_model.to(device)(batch).codes[..., 0]
     n_codes = sink_model.memory.rvq.codes
     series, heat = {}, {}
     for name, m in models:

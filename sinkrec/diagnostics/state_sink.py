@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..data.batching import eval_batches
 from ..data.sequences import Split
-from ..nn.gated_deltanet import GatedDeltaNet
+from ..nn.gated_deltanet import DeltaInputs, GatedDeltaNet
 from ..ops.delta_rule import delta_rule_step
 
 
@@ -40,14 +40,19 @@ def first_delta_layer(model: torch.nn.Module) -> GatedDeltaNet:
 
 @torch.no_grad()
 def recorded_states(model: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the model once; replay the first delta layer's recurrence → (states [B, T, H, Dk, Dv], keys)."""
-    layer = first_delta_layer(model)
-    layer.record = True
+    """Run the model once; replay the first delta layer's recurrence → (states [B, T, H, Dk, Dv], keys).
+
+    A forward pre-hook on the layer's `recurrence` sees the exact inputs of the delta rule
+    (after TDGD's changes to β, g and q); the layer itself keeps nothing. A looped block calls the
+    layer once per loop: the last application is probed.
+    """
+    seen: list[DeltaInputs] = []
+    hook = first_delta_layer(model).recurrence.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
     try:
-        model.encode(batch)
+        model(batch)
     finally:
-        layer.record = False
-    inputs, layer.recorded = layer.recorded, None
+        hook.remove()
+    inputs = seen[-1]
     b, t, h, dk = inputs.k.shape
     state = inputs.k.new_zeros(b, h, dk, inputs.v.shape[-1])
     states = []

@@ -1,5 +1,6 @@
-"""Full models behind one interface (`SequentialRecommender`) and a registry of names."""
+"""Full models behind one interface (`SequentialRecommender`) and one table of names."""
 
-from .registry import MODELS, build_model, register, validate_model_options
+from .base import Encoded, SequentialRecommender
+from .registry import MODELS, build_model, validate_model_options
 
-__all__ = ["MODELS", "build_model", "register", "validate_model_options"]
+__all__ = ["MODELS", "Encoded", "SequentialRecommender", "build_model", "validate_model_options"]

@@ -1,21 +1,39 @@
-"""The interface every recommender implements: items [+ timestamps] → hidden → scores."""
+"""The interface every recommender implements: a batch of histories → `Encoded` → scores.
+
+A forward pass returns everything it produces (hidden states, auxiliary losses, memory codes):
+nothing is left on `self` for the trainer or a diagnostic to fetch afterwards.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..data.batching import Batch
+from ..batch import Batch
+
+
+@dataclass
+class Encoded:
+    """What one forward pass over a batch produces."""
+
+    hidden: torch.Tensor  # [B, T, d], causal: position t sees inputs ≤ t only
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # auxiliary, weighted: the trainer adds them
+    codes: torch.Tensor | None = None  # [B, T, L] memory codes (SinkRec with memory), 0 at padding
 
 
 class SequentialRecommender(nn.Module):
     """Base class: subclasses implement `encode`; scoring uses the tied item table.
 
-    - `encode(batch)` → hidden states [B, T, d], causal: position t sees inputs ≤ t only.
+    - `encode(batch)` → `Encoded` (hidden states [B, T, d], auxiliary losses, codes).
+    - `forward(batch)` is `encode(batch)`, so DDP and torch.compile can wrap the model.
     - `item_scores(hidden)` → logits over all items [.., n_items + 1] (column 0 = padding).
     - `score_users(batch)` → scores of the next item after each user's last real position.
-    - `extra_losses()` → auxiliary losses from the last forward (e.g. VQ), added by the trainer.
+    - `epoch_stats()` → per-epoch diagnostics to log (e.g. codebook usage); {} by default.
     """
+
+    supports_streaming = False
 
     def __init__(self, n_items: int, d_model: int):
         super().__init__()
@@ -26,30 +44,28 @@ class SequentialRecommender(nn.Module):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
-    def encode(self, batch: Batch) -> torch.Tensor:
+    def encode(self, batch: Batch) -> Encoded:
         raise NotImplementedError
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """`encode`, so DistributedDataParallel can wrap the model."""
+    def forward(self, batch: Batch) -> Encoded:
         return self.encode(batch)
 
     def item_scores(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden @ self.item_embedding.weight.to(hidden.dtype).t()
 
     def last_hidden(self, batch: Batch) -> torch.Tensor:
-        hidden = self.encode(batch)
+        hidden = self(batch).hidden
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, batch.lengths - 1]
 
     def score_users(self, batch: Batch) -> torch.Tensor:
         return self.item_scores(self.last_hidden(batch)).float()
 
-    def extra_losses(self) -> dict[str, torch.Tensor]:
+    def epoch_stats(self) -> dict[str, float]:
+        """Diagnostics gathered over an epoch (counters reset on each call); none by default."""
         return {}
 
     # ---- streaming (recurrent models): extend a history without recomputing its prefix -----
-    supports_streaming = False
-
     def new_cache(self) -> object:
         raise NotImplementedError(f"{type(self).__name__} has no streaming path")
 

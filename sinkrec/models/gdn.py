@@ -11,22 +11,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data.batching import Batch
+from ..batch import Batch
 from ..nn.basic import RMSNorm, SwiGLU
 from ..nn.gated_deltanet import DeltaCache, GatedDeltaNet
-from .base import SequentialRecommender
-from .registry import register
+from .base import Encoded, SequentialRecommender
 
 
 @dataclass
 class GDNConfig:
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
+    d_model: int = 64  # width of embeddings and hidden states
+    n_layers: int = 2  # stacked (GatedDeltaNet + SwiGLU) blocks
+    n_heads: int = 2  # recurrent heads per layer
     head_dim: int = 0  # 0: d_model / n_heads
-    dropout: float = 0.2
-    ffn_mult: float = 4.0
-    conv_size: int = 4
+    dropout: float = 0.2  # dropout on embeddings, residual branches and the FFN
+    ffn_mult: float = 4.0  # SwiGLU hidden width ≈ ffn_mult·d·2/3
+    conv_size: int = 4  # causal short conv width on q, k, v
     impl: str = "auto"  # delta-rule path: auto | chunked | reference | triton
 
 
@@ -34,9 +33,10 @@ class GDNBlock(nn.Module):
     def __init__(self, o: GDNConfig):
         super().__init__()
         self.norm1 = RMSNorm(o.d_model)
-        self.mixer = GatedDeltaNet(o.d_model, o.n_heads, o.head_dim or None, o.conv_size, o.impl)
+        self.mixer = GatedDeltaNet(o.d_model, n_heads=o.n_heads, head_dim=o.head_dim or None, conv_size=o.conv_size,
+                                   impl=o.impl)
         self.norm2 = RMSNorm(o.d_model)
-        self.ffn = SwiGLU(o.d_model, o.ffn_mult, o.dropout)
+        self.ffn = SwiGLU(o.d_model, ffn_mult=o.ffn_mult, dropout=o.dropout)
         self.drop = nn.Dropout(o.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: DeltaCache | None = None) -> torch.Tensor:
@@ -44,7 +44,6 @@ class GDNBlock(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
-@register("gdn", GDNConfig)
 class GDNRec(SequentialRecommender):
     supports_streaming = True
 
@@ -61,8 +60,8 @@ class GDNRec(SequentialRecommender):
             x = block(x, mask, caches[i] if caches is not None else None)
         return self.norm(x)
 
-    def encode(self, batch: Batch) -> torch.Tensor:
-        return self._run(batch.items, None)
+    def encode(self, batch: Batch) -> Encoded:
+        return Encoded(self._run(batch.items, None))
 
     def new_cache(self) -> list[DeltaCache]:
         return [block.mixer.new_cache() for block in self.blocks]

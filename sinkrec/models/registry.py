@@ -1,38 +1,35 @@
-"""Map config names to model classes; each model declares its options as a dataclass."""
+"""The model table: config name → (model class, options dataclass). Adding a model is one row here."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any
 
 from ..config import from_dict
 from ..errors import ConfigError
+from .base import SequentialRecommender
+from .gdn import GDNConfig, GDNRec
+from .sasrec import SASRec, SASRecConfig
+from .sessa import SessaRec, SessaRecConfig
+from .sinkrec import SinkRec, SinkRecConfig
 
-MODELS: dict[str, tuple[type, type]] = {}
-
-
-def register(name: str, options: type):
-    """Class decorator: `@register("sasrec", SASRecConfig)`."""
-
-    def wrap(cls: type) -> type:
-        MODELS[name] = (cls, options)
-        return cls
-
-    return wrap
-
-
-def _ensure_loaded() -> None:
-    from . import gdn, sasrec, sessa, sinkrec  # noqa: F401  (each registers itself)
+MODELS: dict[str, tuple[type[SequentialRecommender], type]] = {
+    "sasrec": (SASRec, SASRecConfig),
+    "gdn": (GDNRec, GDNConfig),
+    "sinkrec": (SinkRec, SinkRecConfig),
+    "sessa": (SessaRec, SessaRecConfig),
+}
 
 
 def validate_model_options(raw: dict[str, Any]) -> dict[str, Any]:
-    """Check `model:` section against the chosen model's options; fill defaults."""
-    _ensure_loaded()
+    """Check a `model:` section against the chosen model's options; fill defaults.
+
+    Returns {"name": ..., every option}: the form stored in a Config and in checkpoints.
+    """
     raw = dict(raw)
     name = raw.pop("name", "sasrec")
     if name not in MODELS:
-        import difflib
-
         close = difflib.get_close_matches(str(name), MODELS, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"unknown model '{name}'{hint}; known: {', '.join(sorted(MODELS))}")
@@ -40,8 +37,15 @@ def validate_model_options(raw: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, **dataclasses.asdict(options)}
 
 
-def build_model(options: dict[str, Any], n_items: int, max_len: int):
-    _ensure_loaded()
-    options = validate_model_options(options)
-    cls, opt_cls = MODELS[options.pop("name")]
-    return cls(n_items=n_items, max_len=max_len, options=opt_cls(**options))
+def build_model(options: dict[str, Any], n_items: int, max_len: int) -> SequentialRecommender:
+    """Instantiate a model from validated options ({"name": ..., options}); defaults fill omitted keys.
+
+    Options are not checked again here: they come from `validate_model_options` (via
+    `sinkrec.experiment.make_config`) or from code that passes well-typed values.
+    """
+    fields = dict(options)
+    name = fields.pop("name", "sasrec")
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}")
+    cls, options_cls = MODELS[name]
+    return cls(n_items=n_items, max_len=max_len, options=options_cls(**fields))

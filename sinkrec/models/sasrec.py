@@ -12,22 +12,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import Batch
-from .base import SequentialRecommender
-from .registry import register
+from ..batch import Batch
+from .base import Encoded, SequentialRecommender
 
 
 @dataclass
 class SASRecConfig:
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 1
-    dropout: float = 0.2
-    ffn_mult: int = 4
+    d_model: int = 64  # width of embeddings and hidden states
+    n_layers: int = 2  # Transformer blocks
+    n_heads: int = 1  # attention heads (must divide d_model)
+    dropout: float = 0.2  # dropout on embeddings, attention, residual branches and the FFN
+    ffn_mult: int = 4  # FFN hidden width = ffn_mult·d
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, *, n_heads: int, dropout: float):
+        """Args:
+            d_model: width of the input and output.
+            n_heads: attention heads (must divide d_model).
+            dropout: attention dropout in training.
+        """
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
@@ -54,10 +58,16 @@ class CausalSelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float, ffn_mult: int):
+    def __init__(self, d_model: int, *, n_heads: int, dropout: float, ffn_mult: int):
+        """Args:
+            d_model: width of the input and output.
+            n_heads: attention heads.
+            dropout: dropout on attention, the residual branches and the FFN.
+            ffn_mult: FFN hidden width = ffn_mult·d_model.
+        """
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.attn = CausalSelfAttention(d_model, n_heads=n_heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = nn.Sequential(nn.Linear(d_model, ffn_mult * d_model), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(ffn_mult * d_model, d_model))
@@ -70,7 +80,6 @@ class TransformerBlock(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
-@register("sasrec", SASRecConfig)
 class SASRec(SequentialRecommender):
     def __init__(self, n_items: int, max_len: int, options: SASRecConfig):
         super().__init__(n_items, options.d_model)
@@ -79,15 +88,16 @@ class SASRec(SequentialRecommender):
         nn.init.normal_(self.position_embedding.weight, std=0.02)
         self.drop = nn.Dropout(options.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(options.d_model, options.n_heads, options.dropout, options.ffn_mult)
+            TransformerBlock(options.d_model, n_heads=options.n_heads, dropout=options.dropout,
+                             ffn_mult=options.ffn_mult)
             for _ in range(options.n_layers))
         self.norm = nn.LayerNorm(options.d_model)
 
-    def encode(self, batch: Batch) -> torch.Tensor:
+    def encode(self, batch: Batch) -> Encoded:
         x = self._embed(batch.items)
         for block in self.blocks:
             x = block(x)
-        return self.norm(x)
+        return Encoded(self.norm(x))
 
     def last_hidden(self, batch: Batch) -> torch.Tensor:
         """Only the final position is needed for scoring: the last block runs one query per user."""

@@ -7,31 +7,30 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data.batching import Batch
+from ..batch import Batch
 from ..nn.sessa import SessaCache, SessaLayer
-from .base import SequentialRecommender
-from .registry import register
+from .base import Encoded, SequentialRecommender
 
 
 @dataclass
 class SessaRecConfig:
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
+    d_model: int = 64  # width of embeddings and hidden states
+    n_layers: int = 2  # stacked Sessa layers
+    n_heads: int = 2  # attention heads per layer
     n_kv_heads: int = 0  # 0: n_heads
     mixer: str = "sessa"  # sessa | attention | gdn
     dropout: float = 0.2  # on the item embeddings only (the paper's block has none)
-    gamma_max: float = 0.999
+    gamma_max: float = 0.999  # bound of the feedback gain γ
 
 
-@register("sessa", SessaRecConfig)
 class SessaRec(SequentialRecommender):
     supports_streaming = True
 
     def __init__(self, n_items: int, max_len: int, options: SessaRecConfig):
         super().__init__(n_items, options.d_model)
-        self.layers = nn.ModuleList(SessaLayer(options.d_model, options.n_heads, options.n_kv_heads or None,
-                                               options.mixer, options.gamma_max) for _ in range(options.n_layers))
+        o = options
+        self.layers = nn.ModuleList(SessaLayer(o.d_model, n_heads=o.n_heads, n_kv_heads=o.n_kv_heads or None,
+                                               mixer=o.mixer, gamma_max=o.gamma_max) for _ in range(o.n_layers))
         self.drop = nn.Dropout(options.dropout)
         self.norm = nn.LayerNorm(options.d_model, eps=1e-5)
 
@@ -41,8 +40,8 @@ class SessaRec(SequentialRecommender):
             x = layer(x, caches[i] if caches is not None else None)
         return self.norm(x)
 
-    def encode(self, batch: Batch) -> torch.Tensor:
-        return self._run(batch.items, None)
+    def encode(self, batch: Batch) -> Encoded:
+        return Encoded(self._run(batch.items, None))
 
     def new_cache(self) -> list[SessaCache]:
         return [SessaCache() for _ in self.layers]

@@ -14,56 +14,37 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data.batching import Batch
+from ..batch import Batch
 from ..nn.basic import RMSNorm, SwiGLU
 from ..nn.gated_deltanet import DeltaCache
-from ..nn.memory import ConditionalMemory, MemoryReinjection
+from ..nn.memory import ConditionalMemory, MemoryOptions, MemoryReadout, MemoryReinjection
 from ..nn.memory_attention import MemoryAttention, WindowCache
 from ..nn.tdgd import TDGD, TDGDOptions
-from .base import SequentialRecommender
-from .registry import register
+from .base import Encoded, SequentialRecommender
 
 
 @dataclass
-class SinkRecConfig:
-    d_model: int = 64
+class SinkRecConfig(MemoryOptions, TDGDOptions):
+    """SinkRec's options: its own below, plus the memory's (MemoryOptions) and TDGD's (TDGDOptions)."""
+
+    d_model: int = 64  # width of embeddings and hidden states
     n_heads: int = 2  # TDGD heads
     head_dim: int = 0  # 0: d_model / n_heads
     n_blocks: int = 1  # distinct stacked blocks
     loops: int = 2  # R: applications of each block with shared weights (1 = no-loop ablation)
-    dropout: float = 0.2
-    ffn_mult: float = 4.0
-    conv_size: int = 4
-    impl: str = "auto"
-    # conditional memory
-    use_memory: bool = True
-    reinject: bool = True
-    pattern_len: int = 3
-    rvq_levels: int = 3
-    rvq_codes: int = 256
-    code_dim: int = 32
-    rvq_mode: str = "ema"  # ema (dead-code restart) | grad (codebook + commitment losses)
-    rvq_decay: float = 0.99
-    rvq_dead_threshold: float = 0.05
-    commitment: float = 0.25
-    kmeans_init: bool = True
-    quantized_to_memory: bool = True
-    vq_weight: float = 1.0  # λ_vq
-    # attention block
-    use_attention: bool = True
-    attn_heads: int = 2
-    window: int = 64
-    attn_memory_kv: bool = True
+    dropout: float = 0.2  # dropout on embeddings, residual branches and the FFN
+    ffn_mult: float = 4.0  # SwiGLU hidden width ≈ ffn_mult·d·2/3
+    conv_size: int = 4  # causal short conv width on q, k, v
+    impl: str = "auto"  # delta-rule path: auto | chunked | reference | triton
+    use_memory: bool = True  # the RVQ conditional memory (off: no memory anywhere)
+    reinject: bool = True  # memory reinjection gate before attention
+    vq_weight: float = 1.0  # λ_vq: weight of the VQ loss in the training loss
+    use_attention: bool = True  # the sliding-window memory attention block
+    attn_heads: int = 2  # heads of the memory attention
+    window: int = 64  # attention window w
+    attn_memory_kv: bool = True  # memory key/value pair per position in the attention
     prototype_levels: int = 1  # prototype slots = codes of the first N levels (0: none)
-    # TDGD
-    temporal: bool = True
     time_unit: float = 3600.0  # seconds per unit of the gap feature δ = log1p(gap / unit)
-    write_suppression: bool = True
-    decay_suppression: bool = True
-    diff_readout: bool = True
-    lambda_max: float = 0.5
-    coverage_scale: float = 5.0
-    coverage_bias: float = -3.0
 
 
 def time_gaps(timestamps: torch.Tensor | None, items: torch.Tensor, unit: float,
@@ -90,17 +71,16 @@ class Context:
 class SinkBlock(nn.Module):
     def __init__(self, o: SinkRecConfig):
         super().__init__()
-        d = o.d_model
-        self.reinject = MemoryReinjection(d) if o.use_memory and o.reinject else None
+        d, memory = o.d_model, o.use_memory
+        self.reinject = MemoryReinjection(d) if memory and o.reinject else None
         self.attn_norm = RMSNorm(d) if o.use_attention else None
-        self.attn = MemoryAttention(d, o.attn_heads, o.window, o.use_memory and o.attn_memory_kv,
-                                    o.use_memory and o.prototype_levels > 0) if o.use_attention else None
+        self.attn = MemoryAttention(d, n_heads=o.attn_heads, window=o.window, memory_kv=memory and o.attn_memory_kv,
+                                    prototype_slots=memory and o.prototype_levels > 0) if o.use_attention else None
         self.tdgd_norm = RMSNorm(d)
-        tdgd_opts = TDGDOptions(o.temporal, o.write_suppression, o.decay_suppression, o.diff_readout,
-                                o.lambda_max, o.coverage_scale, o.coverage_bias)
-        self.tdgd = TDGD(d, o.n_heads, o.head_dim or None, o.conv_size, o.impl, tdgd_opts, o.use_memory)
+        self.tdgd = TDGD(d, n_heads=o.n_heads, head_dim=o.head_dim or None, conv_size=o.conv_size, impl=o.impl,
+                         options=o, use_memory=memory)
         self.ffn_norm = RMSNorm(d)
-        self.ffn = SwiGLU(d, o.ffn_mult, o.dropout)
+        self.ffn = SwiGLU(d, ffn_mult=o.ffn_mult, dropout=o.dropout)
         self.drop = nn.Dropout(o.dropout)
 
     def forward(self, x: torch.Tensor, ctx: Context, cache: dict | None = None) -> torch.Tensor:
@@ -125,30 +105,24 @@ class SinkRecCache:
     steps: int = 0
 
 
-@register("sinkrec", SinkRecConfig)
 class SinkRec(SequentialRecommender):
     supports_streaming = True
 
     def __init__(self, n_items: int, max_len: int, options: SinkRecConfig):
         super().__init__(n_items, options.d_model)
         o = self.options = options
-        self.memory = (ConditionalMemory(o.d_model, o.pattern_len, o.rvq_levels, o.rvq_codes, o.code_dim,
-                                         o.rvq_mode, o.commitment, o.kmeans_init, o.quantized_to_memory,
-                                         o.rvq_decay, o.rvq_dead_threshold) if o.use_memory else None)
+        self.memory = ConditionalMemory(o.d_model, options=o) if o.use_memory else None
         self.blocks = nn.ModuleList(SinkBlock(o) for _ in range(o.n_blocks))
         self.drop = nn.Dropout(o.dropout)
         self.norm = RMSNorm(o.d_model)
-        self._vq_loss: torch.Tensor | None = None
-        self.last_codes: torch.Tensor | None = None
 
     def _context(self, emb: torch.Tensor, items: torch.Tensor, timestamps: torch.Tensor | None,
-                 cache: SinkRecCache | None) -> Context:
+                 cache: SinkRecCache | None) -> tuple[Context, MemoryReadout | None]:
         o = self.options
         mask = items > 0
-        memory = prototypes = None
+        readout = prototypes = None
         if self.memory is not None:
             readout = self.memory(emb, mask, cache.emb_tail if cache is not None else None)
-            memory, self._vq_loss, self.last_codes = readout.memory, readout.loss, readout.codes
             if o.prototype_levels > 0:
                 prototypes = self.memory.prototypes(o.prototype_levels)
         previous = None
@@ -156,11 +130,13 @@ class SinkRec(SequentialRecommender):
             previous = cache.last_time if timestamps is not None else torch.zeros(items.shape[0], device=items.device)
         delta = time_gaps(timestamps, items, o.time_unit, previous) if o.temporal else torch.zeros_like(
             items, dtype=torch.float)
-        return Context(memory, prototypes, delta, mask if cache is None else None)
+        memory = readout.memory if readout is not None else None
+        return Context(memory, prototypes, delta, mask if cache is None else None), readout
 
-    def _run(self, items: torch.Tensor, timestamps: torch.Tensor | None, cache: SinkRecCache | None) -> torch.Tensor:
+    def _run(self, items: torch.Tensor, timestamps: torch.Tensor | None, cache: SinkRecCache | None
+             ) -> tuple[torch.Tensor, MemoryReadout | None]:
         emb = self.item_embedding(items) * self.d_model ** 0.5
-        ctx = self._context(emb, items, timestamps, cache)
+        ctx, readout = self._context(emb, items, timestamps, cache)
         x = self.drop(emb)
         slot = 0
         for block in self.blocks:
@@ -176,15 +152,13 @@ class SinkRec(SequentialRecommender):
             if timestamps is not None:
                 cache.last_time = timestamps[:, -1]
             cache.steps += items.shape[1]
-        return self.norm(x)
+        return self.norm(x), readout
 
-    def encode(self, batch: Batch) -> torch.Tensor:
-        return self._run(batch.items, batch.timestamps, None)
-
-    def extra_losses(self) -> dict[str, torch.Tensor]:
-        if self.memory is None or self._vq_loss is None or not self.training:
-            return {}
-        return {"vq": self.options.vq_weight * self._vq_loss}
+    def encode(self, batch: Batch) -> Encoded:
+        hidden, readout = self._run(batch.items, batch.timestamps, None)
+        if readout is None:
+            return Encoded(hidden)
+        return Encoded(hidden, losses={"vq": self.options.vq_weight * readout.loss}, codes=readout.codes)
 
     def epoch_stats(self) -> dict[str, float]:
         return self.memory.rvq.usage_stats() if self.memory is not None else {}
@@ -197,7 +171,7 @@ class SinkRec(SequentialRecommender):
 
     def encode_step(self, items: torch.Tensor, cache: SinkRecCache, timestamps: torch.Tensor | None = None
                     ) -> torch.Tensor:
-        return self._run(items, timestamps, cache)
+        return self._run(items, timestamps, cache)[0]
 
 
 __all__ = ["SinkRec", "SinkRecConfig", "WindowCache", "time_gaps"]

@@ -28,7 +28,12 @@ class RMSNorm(nn.Module):
 class SwiGLU(nn.Module):
     """W_down (SiLU(W_gate x) ⊙ W_up x); hidden width ≈ ffn_mult·d·2/3 keeps parameters of a 4×MLP."""
 
-    def __init__(self, d_model: int, ffn_mult: float = 4.0, dropout: float = 0.0):
+    def __init__(self, d_model: int, *, ffn_mult: float = 4.0, dropout: float = 0.0):
+        """Args:
+            d_model: width of the input and output.
+            ffn_mult: hidden width ≈ ffn_mult·d_model·2/3 (rounded to a multiple of 8).
+            dropout: dropout on the hidden activations.
+        """
         super().__init__()
         hidden = max(8, int(round(ffn_mult * d_model * 2 / 3 / 8)) * 8)
         self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)

@@ -47,14 +47,40 @@ class DeltaCache:
 Modifier = Callable[[DeltaInputs, torch.Tensor], DeltaInputs]
 
 
+class Recurrence(nn.Module):
+    """The delta-rule recurrence as a submodule (no parameters), so diagnostics can watch its
+    inputs with a forward pre-hook instead of the layer keeping them."""
+
+    def __init__(self, *, impl: str = "auto"):
+        """Args:
+            impl: delta-rule path: auto | chunked | reference | triton.
+        """
+        super().__init__()
+        self.impl = impl
+
+    def forward(self, inputs: DeltaInputs, initial_state: torch.Tensor | None = None,
+                output_final_state: bool = False, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dtype = inputs.v.dtype
+        return delta_rule(inputs.q, inputs.k.to(dtype), inputs.v, inputs.g.to(dtype), inputs.beta.to(dtype),
+                          initial_state=initial_state, output_final_state=output_final_state, mask=mask,
+                          impl=self.impl)
+
+
 class GatedDeltaNet(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, conv_size: int = 4,
+    def __init__(self, d_model: int, *, n_heads: int, head_dim: int | None = None, conv_size: int = 4,
                  impl: str = "auto"):
+        """Args:
+            d_model: width of the input and output.
+            n_heads: recurrent heads.
+            head_dim: key/value width per head; None: d_model // n_heads.
+            conv_size: width of the causal short convolution on q, k, v.
+            impl: delta-rule path: auto | chunked | reference | triton.
+        """
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = head_dim or d_model // n_heads
         inner = n_heads * self.head_dim
-        self.impl = impl
         self.q_proj = nn.Linear(d_model, inner, bias=False)
         self.k_proj = nn.Linear(d_model, inner, bias=False)
         self.v_proj = nn.Linear(d_model, inner, bias=False)
@@ -70,8 +96,7 @@ class GatedDeltaNet(nn.Module):
         self.g_proj = nn.Linear(d_model, inner, bias=False)
         self.o_norm = RMSNorm(self.head_dim)
         self.o_proj = nn.Linear(inner, d_model, bias=False)
-        self.record = False  # diagnostics: keep the last recurrence inputs in `self.recorded`
-        self.recorded: DeltaInputs | None = None
+        self.recurrence = Recurrence(impl=impl)
 
     def decay(self, pre: torch.Tensor) -> torch.Tensor:
         """g = −exp(A_log)·softplus(pre + dt_bias), pre [B, T, H] (TDGD adds its time term to pre)."""
@@ -99,12 +124,7 @@ class GatedDeltaNet(nn.Module):
         inputs = self.project(x, cache)
         if modify is not None:
             inputs = modify(inputs, x)
-        if self.record:
-            self.recorded = inputs
-        dtype = inputs.v.dtype
-        o, state = delta_rule(inputs.q, inputs.k.to(dtype), inputs.v, inputs.g.to(dtype), inputs.beta.to(dtype),
-                              initial_state=cache.state if cache is not None else None,
-                              output_final_state=cache is not None, mask=mask, impl=self.impl)
+        o, state = self.recurrence(inputs, cache.state if cache is not None else None, cache is not None, mask)
         if cache is not None:
             cache.state = state
         o = self.o_norm(o) * F.silu(self.g_proj(x).view(b, t, self.n_heads, self.head_dim))

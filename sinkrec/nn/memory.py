@@ -24,18 +24,38 @@ class MemoryReadout:
     loss: torch.Tensor  # VQ loss (scalar)
 
 
+@dataclass
+class MemoryOptions:
+    """The conditional memory's settings, declared once: SinkRec's options inherit them."""
+
+    pattern_len: int = 3  # n: items in the local pattern that is quantized
+    rvq_levels: int = 3  # residual quantization levels (one memory table each)
+    rvq_codes: int = 256  # codes per level
+    code_dim: int = 32  # width of the pattern vector that is quantized
+    rvq_mode: str = "ema"  # ema (dead-code restart) | grad (codebook + commitment losses)
+    rvq_decay: float = 0.99  # EMA decay of the codebooks
+    rvq_dead_threshold: float = 0.05  # EMA count below which a code is restarted
+    commitment: float = 0.25  # weight of the commitment loss inside the VQ loss
+    kmeans_init: bool = True  # initialise codebooks by k-means on the first training batch
+    quantized_to_memory: bool = True  # add a straight-through projection of the quantized pattern
+
+
 class ConditionalMemory(nn.Module):
-    def __init__(self, d_model: int, pattern_len: int = 3, levels: int = 3, codes: int = 256, code_dim: int = 32,
-                 mode: str = "ema", commitment: float = 0.25, kmeans_init: bool = True,
-                 quantized_to_memory: bool = True, decay: float = 0.99, dead_threshold: float = 0.05):
+    def __init__(self, d_model: int, *, options: MemoryOptions):
+        """Args:
+            d_model: width of the item embeddings and of the memory vectors.
+            options: pattern length, RVQ and readout settings (any object with MemoryOptions' fields).
+        """
         super().__init__()
-        self.pattern_len = pattern_len
-        self.pattern = nn.Linear(pattern_len * d_model, code_dim)
-        self.rvq = ResidualVQ(code_dim, levels, codes, mode, decay, commitment, dead_threshold, kmeans_init)
-        self.tables = nn.Parameter(torch.randn(levels, codes, d_model) * 0.02)
+        o = options
+        self.pattern_len = o.pattern_len
+        self.pattern = nn.Linear(o.pattern_len * d_model, o.code_dim)
+        self.rvq = ResidualVQ(o.code_dim, levels=o.rvq_levels, codes=o.rvq_codes, mode=o.rvq_mode, decay=o.rvq_decay,
+                              commitment=o.commitment, dead_threshold=o.rvq_dead_threshold, kmeans_init=o.kmeans_init)
+        self.tables = nn.Parameter(torch.randn(o.rvq_levels, o.rvq_codes, d_model) * 0.02)
         # straight-through path: lets the task loss reach the pattern encoder (else it only learns
         # to be easy to quantize)
-        self.from_quantized = nn.Linear(code_dim, d_model, bias=False) if quantized_to_memory else None
+        self.from_quantized = nn.Linear(o.code_dim, d_model, bias=False) if o.quantized_to_memory else None
 
     def local_pattern(self, emb: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
         """p_t = W_p [e_{t−n+1}; …; e_t], causal and zero-padded (or continued from `past` [B, n−1, d])."""
@@ -72,6 +92,9 @@ class MemoryReinjection(nn.Module):
     """Engram-style context gate: a = σ(⟨RMSNorm(h), RMSNorm(W_k m)⟩/√d), h ← h + a·W_v m."""
 
     def __init__(self, d_model: int):
+        """Args:
+            d_model: width of the hidden state and of the memory vectors.
+        """
         super().__init__()
         self.key = nn.Linear(d_model, d_model, bias=False)
         self.value = nn.Linear(d_model, d_model, bias=False)

@@ -25,8 +25,15 @@ class WindowCache:
 
 
 class MemoryAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, window: int = 64, memory_kv: bool = True,
+    def __init__(self, d_model: int, *, n_heads: int, window: int = 64, memory_kv: bool = True,
                  prototype_slots: bool = True):
+        """Args:
+            d_model: width of the input, output and memory vectors.
+            n_heads: attention heads (must divide d_model).
+            window: w: each position attends to the last w positions (and their memory pairs).
+            memory_kv: add a key/value pair from each position's memory vector.
+            prototype_slots: add global key/value slots from the memory prototypes.
+        """
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by attention heads {n_heads}")

@@ -46,9 +46,20 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | Non
 
 
 class ResidualVQ(nn.Module):
-    def __init__(self, dim: int, levels: int = 3, codes: int = 256, mode: str = "ema", decay: float = 0.99,
+    def __init__(self, dim: int, *, levels: int = 3, codes: int = 256, mode: str = "ema", decay: float = 0.99,
                  commitment: float = 0.25, dead_threshold: float = 0.05, kmeans_init: bool = True,
                  kmeans_iters: int = 10):
+        """Args:
+            dim: width of the vectors to quantize.
+            levels: residual levels.
+            codes: codes per level.
+            mode: ema (codebooks follow an EMA, dead codes restart) | grad (codebook + commitment losses).
+            decay: EMA decay (ema mode).
+            commitment: weight of the commitment loss.
+            dead_threshold: EMA count below which a code is restarted (ema mode).
+            kmeans_init: initialise each level by k-means on the first training batch.
+            kmeans_iters: Lloyd iterations of that initialisation.
+        """
         super().__init__()
         if mode not in ("ema", "grad"):
             raise ValueError(f"rvq mode must be 'ema' or 'grad', got '{mode}'")

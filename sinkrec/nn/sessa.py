@@ -50,8 +50,17 @@ class SessaCache:
 
 
 class SessaMixer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int = 1, n_kv_heads: int | None = None, feedback: bool = True,
+    def __init__(self, d_model: int, *, n_heads: int = 1, n_kv_heads: int | None = None, feedback: bool = True,
                  gamma_max: float = 0.999, rope_base: float = 10000.0, solve: str = "dense"):
+        """Args:
+            d_model: width of the input and output.
+            n_heads: attention heads of the forward branch.
+            n_kv_heads: key/value heads (grouped-query attention); None: n_heads.
+            feedback: add the feedback branch (off: plain causal attention).
+            gamma_max: bound of the per-token feedback gain γ.
+            rope_base: base of the rotary position frequencies.
+            solve: feedback-solve path, see `sinkrec.ops.feedback_solve`.
+        """
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
         if d_model % n_heads or n_heads % n_kv_heads:
@@ -117,15 +126,24 @@ class SessaMixer(nn.Module):
 class SessaLayer(nn.Module):
     """One Sessa block; `mixer` ∈ {sessa, attention, gdn} swaps only the sequence mixer."""
 
-    def __init__(self, d_model: int, n_heads: int = 1, n_kv_heads: int | None = None, mixer: str = "sessa",
+    def __init__(self, d_model: int, *, n_heads: int = 1, n_kv_heads: int | None = None, mixer: str = "sessa",
                  gamma_max: float = 0.999, solve: str = "dense"):
+        """Args:
+            d_model: width of the input and output.
+            n_heads: heads of the mixer.
+            n_kv_heads: key/value heads of the attention branch; None: n_heads.
+            mixer: sessa | attention (no feedback) | gdn (gated delta rule).
+            gamma_max: bound of the feedback gain γ (sessa).
+            solve: feedback-solve path (sessa).
+        """
         super().__init__()
         self.norm = nn.LayerNorm(d_model, eps=1e-5)
         self.inp = nn.Linear(d_model, 2 * d_model)
         if mixer in ("sessa", "attention"):
-            self.mixer = SessaMixer(d_model, n_heads, n_kv_heads, mixer == "sessa", gamma_max, solve=solve)
+            self.mixer = SessaMixer(d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, feedback=mixer == "sessa",
+                                    gamma_max=gamma_max, solve=solve)
         elif mixer == "gdn":
-            self.mixer = GatedDeltaNet(d_model, n_heads)
+            self.mixer = GatedDeltaNet(d_model, n_heads=n_heads)
         else:
             raise ValueError(f"mixer must be 'sessa', 'attention' or 'gdn', got '{mixer}'")
         self.kind = mixer

@@ -21,20 +21,31 @@ from .memory import memory_head_keys
 
 @dataclass
 class TDGDOptions:
-    temporal: bool = True
-    write_suppression: bool = True
-    decay_suppression: bool = True
-    diff_readout: bool = True
-    lambda_max: float = 0.5
+    """TDGD's switches, declared once: SinkRec's options inherit them (flat keys in the config)."""
+
+    temporal: bool = True  # time-gap term w_δ·δ in the decay
+    write_suppression: bool = True  # β' = β(1 − c): write less where the memory already covers the key
+    decay_suppression: bool = True  # log α' = (1 − c) log α: forget less where the memory covers the key
+    diff_readout: bool = True  # differential readout q' = q − λ k̂^m
+    lambda_max: float = 0.5  # λ_max of the differential readout
     coverage_scale: float = 5.0  # κ initial value (learned)
     coverage_bias: float = -3.0  # b_c initial value (learned)
 
 
 class TDGD(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, head_dim: int | None, conv_size: int, impl: str,
-                 options: TDGDOptions, use_memory: bool):
+    def __init__(self, d_model: int, *, n_heads: int, head_dim: int | None = None, conv_size: int = 4,
+                 impl: str = "auto", options: TDGDOptions, use_memory: bool):
+        """Args:
+            d_model: width of the input and output.
+            n_heads: recurrent heads.
+            head_dim: key/value width per head; None: d_model // n_heads.
+            conv_size: width of the causal short convolution on q, k, v.
+            impl: delta-rule path: auto | chunked | reference | triton.
+            options: the TDGD switches (any object with TDGDOptions' fields).
+            use_memory: whether a conditional memory feeds this layer (coverage and readout need it).
+        """
         super().__init__()
-        self.gdn = GatedDeltaNet(d_model, n_heads, head_dim, conv_size, impl)
+        self.gdn = GatedDeltaNet(d_model, n_heads=n_heads, head_dim=head_dim, conv_size=conv_size, impl=impl)
         self.options = options
         h, dk = n_heads, self.gdn.head_dim
         self.time_weight = nn.Parameter(torch.zeros(h)) if options.temporal else None
@@ -45,7 +56,11 @@ class TDGD(nn.Module):
             self.coverage_bias = nn.Parameter(torch.full((h,), options.coverage_bias))
         if needs_memory and options.diff_readout:
             self.readout_gate = nn.Linear(d_model, h, bias=False)
-        self.last_coverage: torch.Tensor | None = None  # for diagnostics
+
+    def coverage(self, k: torch.Tensor, memory_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """c = σ(κ·cos(k, k̂^m) + b_c) [B, T, H]: how much of this write the memory already holds."""
+        cos = (k * memory_keys).sum(-1).to(dtype)
+        return torch.sigmoid(self.kappa * cos + self.coverage_bias)
 
     def forward(self, x: torch.Tensor, delta: torch.Tensor, memory: torch.Tensor | None,
                 mask: torch.Tensor | None = None, cache: DeltaCache | None = None) -> torch.Tensor:
@@ -60,9 +75,7 @@ class TDGD(nn.Module):
             if self.memory_key is not None:
                 km = memory_head_keys(self.memory_key, memory, self.gdn.n_heads)  # [B, T, H, Dk]
                 if opts.write_suppression:
-                    cos = (inputs.k * km).sum(-1).to(g.dtype)
-                    coverage = torch.sigmoid(self.kappa * cos + self.coverage_bias)
-                    self.last_coverage = coverage.detach()
+                    coverage = self.coverage(inputs.k, km, g.dtype)
                     changes["beta"] = inputs.beta * (1 - coverage)
                     if opts.decay_suppression:
                         g = g * (1 - coverage)

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import build_config
 from ..errors import SinkrecError
+from ..experiment import make_config
+from ..models import build_model
 
 
 def rng_state() -> dict[str, Any]:
@@ -54,9 +55,7 @@ def load(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(payload: dict[str, Any]):
     """Rebuild the model (on CPU) and its config from a loaded checkpoint."""
-    from ..models import build_model
-
-    cfg = build_config(payload["config"])
+    cfg = make_config(payload["config"])
     model = build_model(cfg.model, payload["n_items"], cfg.data.max_len)
     model.load_state_dict(payload["model"])
     model.eval()

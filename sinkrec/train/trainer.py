@@ -90,8 +90,8 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-        self.encode = self._compiled(self.train_model) if cfg.train.compile else (
-            self.train_model if self.dist.enabled else self.model.encode)
+        # the training forward: the model, its DDP wrapper, or their compiled form; returns `Encoded`
+        self.forward = self._compiled(self.train_model) if cfg.train.compile else self.train_model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
                                            weight_decay=cfg.train.weight_decay)
         self.users = trainable_users(data.split)
@@ -158,7 +158,8 @@ class Trainer:
         global_tokens = float(all_reduce_sum({"n": float(tokens)}, self.dist)["n"]) if self.dist.enabled \
             else tokens.clamp_min(1)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            hidden = self.encode(batch)
+            encoded = self.forward(batch)
+            hidden = encoded.hidden
             table = self.model.item_embedding.weight
             if tcfg.loss == "ce":
                 main = full_softmax_ce(hidden, batch.targets, table, reduction="sum")
@@ -168,8 +169,7 @@ class Trainer:
             else:
                 raise ConfigError(f"train.loss must be 'ce' or 'sampled', got '{tcfg.loss}'")
             main = main / global_tokens * self.dist.world
-            parts = {"loss": main}
-            parts.update(self.model.extra_losses())
+            parts = {"loss": main, **encoded.losses}
         total = sum(parts.values())
         logged = {k: v.detach() / self.dist.world for k, v in parts.items()}  # summed over ranks later
         return total, logged
@@ -233,7 +233,7 @@ class Trainer:
                 self.bad_epochs += 1
             record = {"epoch": self.epoch, **train_stats, **{f"valid_{k}": v for k, v in valid.items()},
                       "seconds": round(time.perf_counter() - started, 2)}
-            record.update(self.model_stats())
+            record.update(self.model.epoch_stats())
             self.history.append(record)
             if self.dist.main:
                 self._log_epoch(record, improved)
@@ -257,11 +257,6 @@ class Trainer:
             self.writer.close()
         return TrainResult(best_epoch=self.best["epoch"], valid=self.best["valid"], test=test,
                            history=self.history, train_seconds=self.train_seconds, output_dir=self.out)
-
-    def model_stats(self) -> dict[str, float]:
-        """Per-epoch diagnostics a model wants logged (e.g. codebook usage)."""
-        stats = getattr(self.model, "epoch_stats", None)
-        return stats() if callable(stats) else {}
 
     def _log_epoch(self, record: dict[str, Any], improved: bool) -> None:
         metric = self.cfg.eval.valid_metric

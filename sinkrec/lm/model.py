@@ -16,14 +16,14 @@ from ..nn.sessa import SessaCache, SessaLayer
 
 @dataclass
 class LMConfig:
-    vocab_size: int = 256
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
+    vocab_size: int = 256  # tokens (256: bytes)
+    d_model: int = 128  # width of embeddings and hidden states
+    n_layers: int = 4  # stacked Sessa layers
+    n_heads: int = 4  # attention heads per layer
     n_kv_heads: int = 0  # 0: n_heads (no GQA)
     mixer: str = "sessa"  # sessa | attention | gdn
-    tie_weights: bool = True
-    gamma_max: float = 0.999
+    tie_weights: bool = True  # output head shares the embedding table
+    gamma_max: float = 0.999  # bound of the feedback gain γ
 
 
 class SessaLM(nn.Module):
@@ -31,8 +31,8 @@ class SessaLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(SessaLayer(cfg.d_model, cfg.n_heads, cfg.n_kv_heads or None, cfg.mixer,
-                                               cfg.gamma_max) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(SessaLayer(cfg.d_model, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads or None,
+                                               mixer=cfg.mixer, gamma_max=cfg.gamma_max) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model, eps=1e-5)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_weights:

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from .errors import SinkrecError
-from .models.lm import LMConfig, SessaLM
+from ..errors import SinkrecError
+from ..train.trainer import pick_device
+from .loop import fit_steps
+from .model import LMConfig, SessaLM
+from .tinytext import tiny_stories
 
 
 def load_text(path: str | None) -> bytes:
     if path is None:
-        from .data.tinytext import tiny_stories
-
         return tiny_stories().encode()
     file = Path(path)
     if not file.is_file():
@@ -57,24 +57,21 @@ def train_lm(text: str | None, out: Path, mixer: str = "sessa", steps: int = 300
     if len(valid) < context + 2:
         raise SinkrecError(f"text too short for context {context}")
     cfg = LMConfig(vocab_size=256, d_model=d_model, n_layers=n_layers, n_heads=n_heads, mixer=mixer)
-    dev = torch.device(device)
+    dev = pick_device(device)
     model = SessaLM(cfg).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 *
-                                              (1 + math.cos(math.pi * min(1.0, s / steps))))
     stream = batches(train, context, batch_size, np.random.default_rng(seed))
     started, history = time.perf_counter(), []
-    for step in tqdm(range(1, steps + 1), desc=f"lm {mixer}", disable=not progress):
+
+    def step_loss() -> torch.Tensor:
         x, y = (t.to(dev) for t in next(stream))
-        loss = F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        return F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
+
+    def log(step: int, loss: torch.Tensor) -> None:
         if step % max(1, steps // 5) == 0 or step == steps:
             history.append({"step": step, "train_loss": round(loss.item(), 4),
                             "valid_ppl": round(perplexity(model, valid, context, dev), 4)})
+
+    fit_steps(model, step_loss, steps, lr=lr, warmup=50, after_step=log, desc=f"lm {mixer}", progress=progress)
     result = {"mixer": mixer, "steps": steps, "valid_ppl": history[-1]["valid_ppl"], "history": history,
               "seconds": round(time.perf_counter() - started, 1), "text": text or "built-in tiny stories"}
     out.mkdir(parents=True, exist_ok=True)

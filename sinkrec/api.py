@@ -1,0 +1,221 @@
+"""The public Python API: load a dataset, train, evaluate, recommend.
+
+    import sinkrec
+    run = sinkrec.train(data="ratings.csv", model="gdn")      # leave-one-out, full ranking
+    print(run.test["ndcg@10"])
+    rec = sinkrec.Recommender.from_run(run.path)
+    rec.recommend(["1193", "661", "914"], k=10)
+
+The CLI is a thin layer over these functions, so both share one way of building a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config, DataConfig, from_dict, load_yaml, merge, parse_override
+from .errors import ConfigError, SinkrecError
+
+log = logging.getLogger("sinkrec")
+
+# `sinkrec train` with no data and no config: the built-in synthetic benchmark, sized for a
+# 2-core CPU. Routines repeat by design, so seen items stay rankable (filter_seen: false).
+# These demo settings apply to the built-in data only.
+DEMO_RUN: dict[str, Any] = {
+    "data": {"dataset": "synthetic", "max_len": 100},
+    "model": {"name": "sinkrec", "d_model": 64, "dropout": 0.1},
+    "train": {"epochs": 8, "batch_size": 64, "lr": 2e-3, "patience": 3},
+    "eval": {"filter_seen": False},
+    "output_dir": "runs/synthetic",
+}
+DEFAULT_MODEL = "gdn"  # for a user's own data: the most accurate and fastest model we measured
+RUN_FILES = ("best.pt", "last.pt", "metrics.json")
+
+
+def _config_file(name: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (`sinkrec config list`)."""
+    from . import configs
+
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    shipped = configs.locate(str(name))
+    if shipped is not None:
+        return shipped
+    import difflib
+
+    close = difflib.get_close_matches(str(name), configs.names(), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"config '{name}' is neither a file nor a shipped config{hint} (see `sinkrec config list`)")
+
+
+def run_config(data: str | Path | None = None, model: str | None = None, config: str | Path | dict | None = None,
+               overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
+               output_dir: str | Path | None = None) -> dict[str, Any]:
+    """The raw config of a run, before validation: what `sinkrec train` and `sinkrec.train` both build.
+
+    - `config` (a YAML file, a shipped config name or a mapping) is the base when given;
+    - else `data` gets the default protocol (leave-one-out, full ranking, `filter_seen: true`);
+    - else the built-in synthetic demo runs with its own settings.
+    `data` and `model` override the base; `overrides` are `key=value` strings, applied last.
+    """
+    if isinstance(config, dict):
+        raw = json.loads(json.dumps(config))
+    elif config is not None:
+        raw = load_yaml(_config_file(config))
+    elif data is not None:
+        raw = {"model": {"name": DEFAULT_MODEL}}
+    else:
+        raw = json.loads(json.dumps(DEMO_RUN))
+    if data is not None:
+        raw = merge(raw, {"data": {"dataset": str(data)}})
+        raw["data"].pop("path", None)
+    if model is not None:
+        raw["model"] = {"name": model} if (raw.get("model") or {}).get("name") != model else raw["model"]
+    for text in overrides:
+        raw = merge(raw, parse_override(text))
+    if device is not None:
+        raw = merge(raw, {"train": {"device": device}})
+    if output_dir is not None:
+        raw["output_dir"] = str(output_dir)
+    elif "output_dir" not in raw:
+        dataset = (raw.get("data") or {}).get("dataset", "synthetic")
+        raw["output_dir"] = str(Path("runs") / f"{Path(str(dataset)).stem}-{(raw.get('model') or {}).get('name')}")
+    return raw
+
+
+def fresh_output_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """`path` if it holds no run (or `overwrite`), else the first free `path-2`, `path-3`, …"""
+    path = Path(path)
+    if overwrite or not any((path / name).exists() for name in RUN_FILES):
+        return path
+    n = 2
+    while any((path.with_name(f"{path.name}-{n}") / name).exists() for name in RUN_FILES):
+        n += 1
+    fresh = path.with_name(f"{path.name}-{n}")
+    log.warning("%s already holds a run; writing to %s (pass overwrite / --overwrite to replace it)", path, fresh)
+    return fresh
+
+
+def make_config(raw: dict[str, Any]) -> Config:
+    """Validate a raw nested mapping (RecBole aliases allowed) into a Config, model options included."""
+    from .experiment import make_config as build
+
+    return build(raw)
+
+
+def load_dataset(dataset: str | Path | DataConfig = "synthetic", **options: Any):
+    """A split dataset: 'synthetic', a catalogue name (`sinkrec datasets`) or a file, plus `data.` options.
+
+    Example: `load_dataset("ratings.csv", max_len=50, columns={"user": "uid", "item": "iid"})`.
+    """
+    from .data import load_dataset as load
+
+    if isinstance(dataset, DataConfig):
+        cfg = dataset
+    else:
+        cfg = from_dict(DataConfig, {"dataset": str(dataset), **options}, where="data")
+    return load(cfg)
+
+
+@dataclass
+class Run:
+    """A finished (or resumed) run folder: its config, metrics and checkpoint."""
+
+    path: Path
+    config: Config
+    best_epoch: int = 0
+    valid: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    oracle: dict[str, dict[str, float]] | None = None  # synthetic data only: the generator's scores, a ceiling
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        path = Path(path)
+        metrics_file = path / "metrics.json"
+        if not metrics_file.is_file():
+            raise SinkrecError(f"{path}: not a run folder (no metrics.json)")
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except ValueError as exc:
+            raise SinkrecError(f"{metrics_file}: not valid JSON ({exc})") from None
+        return cls(path=path, config=make_config(metrics["config"]), best_epoch=metrics.get("best_epoch", 0),
+                   valid=metrics.get("valid") or {}, test=metrics.get("test") or {},
+                   history=metrics.get("history") or [])
+
+    def recommender(self):
+        from .recommend import Recommender
+
+        return Recommender.from_run(self.path)
+
+    def evaluate(self, split: str = "test", **options: Any) -> dict[str, float]:
+        return evaluate(self.path, split, **options)
+
+
+def train(config: str | Path | dict | Config | None = None, *, data: str | Path | None = None,
+          model: str | None = None, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
+          output_dir: str | Path | None = None, overwrite: bool = False, resume: bool | str | Path = False) -> Run:
+    """Train one model and score its best checkpoint on the test split; see `run_config` for the arguments.
+
+    A folder that already holds a run is never overwritten unless `overwrite=True`: a fresh
+    numbered folder is used instead. `resume=True` continues `OUTPUT/last.pt` exactly.
+    """
+    from .data import load_dataset as load
+    from .train.distributed import cleanup
+    from .train.trainer import Trainer
+
+    if isinstance(config, Config):
+        config = config.to_dict()
+    raw = run_config(data, model, config, overrides, device, output_dir)
+    if not resume:
+        raw["output_dir"] = str(fresh_output_dir(raw["output_dir"], overwrite))
+    cfg = make_config(raw)
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 reports
+        logging.getLogger().setLevel(logging.WARNING)
+    dataset = load(cfg.data)
+    store = dataset.store
+    log.info("data %s: %d users, %d items, %d events (mean length %.1f)", dataset.name, store.n_users,
+             store.n_items, len(store.items), len(store.items) / store.n_users)
+    trainer = Trainer(cfg, dataset)
+    if resume:
+        trainer.resume(Path(cfg.output_dir) / "last.pt" if resume is True or resume == "auto" else resume)
+    log.info("model %s: %.2fM parameters, device %s", cfg.model["name"],
+             sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.device)
+    result = trainer.fit()
+    cleanup(trainer.dist)
+    return Run(path=result.output_dir, config=cfg, best_epoch=result.best_epoch, valid=result.valid,
+               test=result.test, history=result.history, oracle=trainer.oracle)
+
+
+def evaluate(checkpoint: str | Path, split: str = "test", filter_seen: bool | None = None,
+             device: str = "auto") -> dict[str, float]:
+    """Full-ranking metrics of a run folder (its best.pt) or checkpoint file on its own dataset."""
+    from .data import load_dataset as load
+    from .eval.evaluate import evaluate as score
+    from .train import checkpoint as ckpt
+    from .train.trainer import pick_device
+
+    payload = ckpt.load(checkpoint)
+    model, cfg = ckpt.model_from_checkpoint(payload)
+    if filter_seen is not None:
+        cfg.eval.filter_seen = filter_seen
+    data = load(cfg.data)
+    if data.store.n_items != payload["n_items"]:
+        raise SinkrecError(f"the dataset now has {data.store.n_items} items but the checkpoint was "
+                           f"trained on {payload['n_items']}; the data changed since training")
+    target = pick_device(device)
+    return score(model.to(target), data.split, split, cfg.eval, cfg.data.max_len, target)
+
+
+def __getattr__(name: str):  # Recommender and Session live in recommend.py (torch); import them on use
+    if name in ("Recommender", "Session"):
+        from . import recommend
+
+        return getattr(recommend, name)
+    raise AttributeError(name)

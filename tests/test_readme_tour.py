@@ -1,0 +1,102 @@
+"""The README's tour runs as written, on tiny data: every `sinkrec` command and the Python example.
+
+Training commands get `train.epochs` lowered (and a catalogue run a short history) so the tour
+takes seconds; everything else runs exactly as the README shows it.
+"""
+
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sinkrec.cli import main
+
+from .conftest import SHARED
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+FAST = ["--set", "train.epochs=2", "--set", "train.progress=false", "--device", "cpu"]
+
+
+def blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def tour_commands() -> list[list[str]]:
+    """`sinkrec ...` lines of the README's bash blocks after the set-up block, comments removed."""
+    commands = []
+    for block in blocks("bash")[1:]:
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("sinkrec "):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def write_ratings(folder: Path, users: int = 40, length: int = 12) -> None:
+    """A tiny log in the README's shape: user_id,item_id,timestamp, with the items the tour names."""
+    rng = np.random.default_rng(0)
+    pool = ["1193", "661", "914", *[str(3000 + i) for i in range(30)]]
+    rows = ["user_id,item_id,timestamp"]
+    for user in range(users):
+        for step, item in enumerate(rng.choice(pool, size=length, replace=False)):
+            rows.append(f"u{user},{item},{1_000_000 + 60 * step}")
+    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def tour_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # conftest points SINKREC_DATA_PATH at the research datasets, if present
+    write_ratings(tmp_path)
+    return tmp_path
+
+
+def shrink(args: list[str]) -> list[str]:
+    if args[0] != "train":
+        return args
+    args = [a for a in args if a not in ("--device", "cuda")]
+    if "--config" in args:  # a catalogue dataset: a real run, on a short window
+        args += ["--set", "data.max_len=20", "--set", "model.d_model=16"]
+    return args + FAST
+
+
+def test_readme_tour_commands(tour_dir, capsys):
+    commands = tour_commands()
+    assert len(commands) >= 8, "the README tour lost its commands"
+    catalogue = {"prepare", "datasets"}
+    for args in commands:
+        needs_catalogue = args[0] == "prepare" or "--config" in args
+        if needs_catalogue and not SHARED.is_dir():
+            continue  # a fresh machine without the research datasets: no network in CI either
+        code = main(shrink(args))
+        out = capsys.readouterr()
+        assert code == 0, f"`sinkrec {' '.join(args)}` failed: {out.err[-500:]}"
+        if args[0] == "recommend":
+            assert len(out.out.strip().splitlines()) == 10
+        if args[0] not in catalogue:
+            assert out.out.strip(), f"`sinkrec {' '.join(args)}` printed nothing"
+    assert (tour_dir / "runs" / "ratings-gdn" / "best.pt").is_file()
+    assert (tour_dir / "runs" / "ratings-sasrec" / "metrics.json").is_file()
+
+
+def test_readme_python_example(tour_dir):
+    (code,) = blocks("python")
+    code = code.replace('"train.epochs=30"', '"train.epochs=2", "train.progress=false", "train.device=cpu"')
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
+    run = namespace["run"]
+    assert 0.0 <= run.test["ndcg@10"] <= 1.0
+    assert run.path == Path("runs/ratings-gdn")
+    assert len(namespace["session"].recommend(k=5)["items"]) == 5
+
+
+def test_training_twice_never_overwrites(tour_dir):
+    assert main(["train", "ratings.csv", "--set", "train.epochs=1", "--set", "train.progress=false"]) == 0
+    first = (tour_dir / "runs" / "ratings-gdn" / "metrics.json").read_bytes()
+    assert main(["train", "ratings.csv", "--set", "train.epochs=1", "--set", "train.progress=false"]) == 0
+    assert (tour_dir / "runs" / "ratings-gdn" / "metrics.json").read_bytes() == first
+    assert (tour_dir / "runs" / "ratings-gdn-2" / "metrics.json").is_file()
+    assert main(["train", "ratings.csv", "--overwrite", "--set", "train.epochs=1",
+                 "--set", "train.progress=false"]) == 0
+    assert not (tour_dir / "runs" / "ratings-gdn-3").exists()
