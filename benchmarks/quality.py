@@ -21,13 +21,19 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
-from common import ROOT, write_results
-from experiments import STUDIES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import ROOT, write_results  # noqa: E402
+from experiments import STUDIES  # noqa: E402
+
+from sinkrec import configs  # noqa: E402
 
 
 def run_one(job: dict, common: list[str], device: str, out_root: Path, data_dir: str | None, resume: bool) -> dict:
     folder = out_root / f"{job['dataset']}-{job['variant'].replace(':', '-')}-s{job['seed']}"
-    config = ROOT / "configs" / f"{job['config']}.yaml"
+    config = configs.locate(job["config"])
+    if config is None:
+        raise SystemExit(f"no shipped config '{job['config']}' (see `sinkrec config list`)")
     cmd = [sys.executable, "-m", "sinkrec.cli", "train", "--config", str(config),
            "--output", str(folder), "--device", device, "--set", f"train.seed={job['seed']}",
            "--set", "train.progress=false"]

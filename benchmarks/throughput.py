@@ -23,8 +23,8 @@ from torch._dynamo.utils import counters
 
 from sinkrec.batch import Batch
 from sinkrec.models import build_model
-from sinkrec.train.losses import full_softmax_ce
-from sinkrec.train.trainer import raise_recompile_limit
+from sinkrec.training.losses import full_softmax_ce
+from sinkrec.training.trainer import raise_recompile_limit
 
 N_ITEMS, MODELS = SPEED_N_ITEMS, SPEED_MODELS
 

@@ -25,10 +25,13 @@ from triton.compiler import ASTSource
 
 from sinkrec.ops.delta_rule import triton_chunk as tc
 from sinkrec.ops.delta_rule import triton_kernels as kern
+from sinkrec.ops.delta_rule import triton_kernels_bwd as kern_bwd
 
 KERNELS = ("prep_fwd", "state_fwd", "output_fwd", "output_bwd", "state_bwd", "prep_bwd_state", "prep_bwd_wy")
+WALK_FLAGS = {"state_fwd": dict(INIT="given", ADD_U=True, STORE_STATES=True, STORE_FINAL=True),
+              "state_bwd": dict(INIT="end", ADD_E=True, STORE_STATES=True, FINAL="none")}
 INPUTS = {"Q", "K", "V", "O", "G_IN", "BETA", "DO", "DQ", "DK_OUT", "DV_OUT", "DG_OUT", "DB_OUT"}  # input dtype
-INTS = {"T", "N", "H"}
+INTS = {"T", "N", "H", "G"}
 
 
 def ptxas() -> Path:
@@ -41,15 +44,17 @@ def ptxas() -> Path:
 
 
 def compile_report(name: str, dot: str, dk: int = 64, dv: int = 64) -> dict:
-    fn = getattr(kern, name)
+    fn = getattr(kern, name, None) or getattr(kern_bwd, name)
     stored = "*bf16" if dot == "bf16" else "*fp32"  # Wk and the states follow the products (triton_chunk)
-    consts = {"DK": dk, "DV": dv, "BK": dk, "BV": dv, "BS": tc._state_block(8, dv),
-              "DOT": tc._state_dot(dot) if name.startswith("state") else dot, "SAVE_T": True}
+    shapes = tc._shapes(torch.bfloat16, dk, dv)
+    consts = {**shapes, "BS": tc._state_block(8, dv, dk), "STAGES": 2 if dk <= 128 else 1,
+              "DOT": tc._state_dot(dot) if name.startswith("state") else dot, "SAVE_T": True,
+              **WALK_FLAGS.get(name, {})}
     params = list(inspect.signature(fn.fn).parameters)
     signature = {p: "constexpr" if p in consts else "i32" if p in INTS else "fp32" if p == "scale"
                  else "*bf16" if p in INPUTS else stored if p in ("WK", "HS") else "*fp32" for p in params}
     constexprs = {(params.index(p),): v for p, v in consts.items() if p in params}
-    warps = tc.WARPS[name]["num_warps"]
+    warps = tc._warps(name, dk, dv)["num_warps"]
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
                               target=GPUTarget("cuda", 90, 64), options={"num_warps": warps})
     with tempfile.TemporaryDirectory() as tmp:

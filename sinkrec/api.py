@@ -167,8 +167,8 @@ def train(config: str | Path | dict | Config | None = None, *, data: str | Path 
     numbered folder is used instead. `resume=True` continues `OUTPUT/last.pt` exactly.
     """
     from .data import load_dataset as load
-    from .train.distributed import cleanup
-    from .train.trainer import Trainer
+    from .training.distributed import cleanup
+    from .training.trainer import Trainer
 
     if isinstance(config, Config):
         config = config.to_dict()
@@ -198,8 +198,8 @@ def evaluate(checkpoint: str | Path, split: str = "test", filter_seen: bool | No
     """Full-ranking metrics of a run folder (its best.pt) or checkpoint file on its own dataset."""
     from .data import load_dataset as load
     from .eval.evaluate import evaluate as score
-    from .train import checkpoint as ckpt
-    from .train.trainer import pick_device
+    from .training import checkpoint as ckpt
+    from .training.trainer import pick_device
 
     payload = ckpt.load(checkpoint)
     model, cfg = ckpt.model_from_checkpoint(payload)

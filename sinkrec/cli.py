@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import evaluate
-    from .train import checkpoint
+    from .training import checkpoint
 
     filter_seen = None if args.filter_seen is None else args.filter_seen == "true"
     metrics = evaluate(args.checkpoint, args.split, filter_seen, args.device or "auto")

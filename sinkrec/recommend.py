@@ -9,7 +9,7 @@ import torch
 
 from .batch import Batch
 from .errors import SinkrecError, UnknownItemError
-from .train import checkpoint
+from .training import checkpoint
 
 
 class Recommender:

@@ -12,7 +12,7 @@ from sinkrec.data.batching import train_batches, trainable_users
 from sinkrec.errors import ConfigError
 from sinkrec.experiment import make_config
 from sinkrec.models import build_model
-from sinkrec.train.trainer import Trainer
+from sinkrec.training.trainer import Trainer
 from tests.test_training import TINY
 
 

@@ -47,12 +47,12 @@ GRAPH = {name: imports_of(name) for name in MODULES}
 
 def test_relative_imports_are_resolved():
     assert "sinkrec.batch" in GRAPH["sinkrec.models.base"]
-    assert "sinkrec.train.checkpoint" in GRAPH["sinkrec.train.trainer"]  # `from . import checkpoint`
+    assert "sinkrec.training.checkpoint" in GRAPH["sinkrec.training.trainer"]  # `from . import checkpoint`
 
 
 @pytest.mark.parametrize("layer", ["sinkrec.models", "sinkrec.nn", "sinkrec.ops"])
 def test_model_layers_know_nothing_of_data_or_training(layer):
-    above = ("sinkrec.data", "sinkrec.train", "sinkrec.eval", "sinkrec.serve", "sinkrec.cli", "sinkrec.experiment",
+    above = ("sinkrec.data", "sinkrec.training", "sinkrec.eval", "sinkrec.serve", "sinkrec.cli", "sinkrec.experiment",
              "sinkrec.api", "sinkrec.lm", "sinkrec.diagnostics", "sinkrec.recommend")
     bad = [(name, dep) for name, deps in GRAPH.items() if name == layer or name.startswith(layer + ".")
            for dep in deps if any(dep == a or dep.startswith(a + ".") for a in above)]

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from sinkrec.train.losses import full_softmax_ce, sampled_softmax_ce
+from sinkrec.training.losses import full_softmax_ce, sampled_softmax_ce
 
 
 def test_full_ce_ignores_padding_positions():

@@ -6,7 +6,7 @@ import torch
 from sinkrec.cli import main
 from sinkrec.data import load_dataset
 from sinkrec.experiment import make_config
-from sinkrec.train.trainer import Trainer
+from sinkrec.training.trainer import Trainer
 
 TINY = {"data": {"dataset": "synthetic", "max_len": 30,
                  "synthetic": {"n_users": 60, "n_items": 80, "n_clusters": 4, "min_len": 10, "max_len": 40}},

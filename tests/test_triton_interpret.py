@@ -50,6 +50,17 @@ def test_triton_kernels_match_reference(shape, initial_state):
 
 
 @needs_interpreter
+@pytest.mark.parametrize("shape", [(1, 70, 1, 128, 80), (1, 40, 1, 16, 256)])
+def test_triton_kernels_blocked_head_sizes(shape):
+    """Wide heads run as 64-wide blocks looped inside each program: Dk = 128 (two key blocks) with
+    Dv = 80 (two value blocks, the second partly masked); Dk = 16 with Dv = 256 (four value blocks)."""
+    args = [x.detach().float().requires_grad_() for x in inputs(*shape, seed=9)]
+    ref = outputs_and_grads(args, "reference")
+    for a, b in zip(outputs_and_grads(args, "triton"), ref):
+        assert rel(a, b) < 1e-5
+
+
+@needs_interpreter
 def test_triton_kernels_packed_and_padded():
     """Packed sequences and padding go through the same dispatcher logic as the other paths."""
     args = [x.detach().float().requires_grad_() for x in inputs(1, 140, 2, 16, 16, seed=2)]
@@ -96,9 +107,14 @@ def test_custom_ops_pass_opcheck(with_state):
 
 
 @needs_interpreter
-def test_compile_keeps_the_kernels_in_one_graph():
+def test_compile_keeps_the_kernels_in_one_graph(monkeypatch):
     """No graph break around the kernels (one CUDA graph under reduce-overhead); same values and grads."""
+    import torch._inductor.config
     from torch._dynamo.utils import counters
+
+    # inductor's on-disk graph cache does not key on a custom op's schema: a graph cached before the
+    # ops changed would be reused with the old outputs
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
 
     args = [x.detach().float().requires_grad_() for x in inputs(1, 80, 2, 16, 16, seed=7)]
 
@@ -117,11 +133,11 @@ def test_compile_keeps_the_kernels_in_one_graph():
 
 
 @needs_interpreter
-@pytest.mark.parametrize("t,min_chunks", [(256, 2), (300, 2), (1000, 2), (1000, 8)])
+@pytest.mark.parametrize("t,min_chunks", [(256, 2), (300, 2), (450, 8)])
 def test_two_level_state_walk_matches_reference(monkeypatch, t, min_chunks):
     """The grouped state walks (long T, few chains), forward and reversed in the backward: groups of
-    √n chunks, a short last group (300 → 5 chunks in groups of 3, 1000 → 16 chunks in groups of 4),
-    the walk over the groups grouped again (min_chunks 2) or not (8); outputs, final state, gradients."""
+    √n chunks, a short last group (300 → 5 chunks in groups of 3, 450 → 8 chunks in groups of 3),
+    the groups' maps walked by `state_*_maps`; outputs, final state, gradients."""
     monkeypatch.setattr(triton_chunk, "STATE_GROUP_MIN_CHUNKS", min_chunks)
     args = [x.detach().float().requires_grad_() for x in inputs(1, t, 2, 16, 24, seed=8)]
     ref = outputs_and_grads(args, "reference")

@@ -13,18 +13,17 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import os
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SinkrecError
+from ..hashing import file_digest
 from .sequences import cache_dir
 
 log = logging.getLogger(__name__)
@@ -141,21 +140,12 @@ def lookup(name: str) -> DatasetInfo:
     return CATALOG[name]
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    """The file's content, decompressed when it is gzip (a hand-made .gz copy has the same digest)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        yield from iter(lambda: handle.read(1 << 20), b"")
-
-
 def content_digest(path: Path, algorithm: str = "sha256") -> str:
-    digest = hashlib.new(algorithm)
+    """Digest of the file's content, decompressed when it is gzip (a hand-made .gz copy matches)."""
     try:
-        for block in _chunks(path):
-            digest.update(block)
+        return file_digest(path, algorithm, decompress=True)
     except (OSError, EOFError) as exc:
         raise DownloadError(f"{path}: cannot read ({exc})") from None
-    return digest.hexdigest()
 
 
 def _offline_hint(info: DatasetInfo, folder: Path) -> str:

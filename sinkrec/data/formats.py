@@ -6,8 +6,8 @@ back in the user's own tokens. Surrounding whitespace is never part of an id.
 
 Every reader checks what it reads and raises `DataFormatError` naming the file, the line and
 what was expected. Blank lines are skipped, counted in `notes` and logged; nothing else is
-dropped. Files are decoded strictly as UTF-8 line by line, so a bad byte is reported with its
-line and offset.
+dropped. Files are decoded strictly as UTF-8 (a BOM is allowed), and a bad byte or a NUL is
+reported with its line, column and byte offset.
 """
 
 from __future__ import annotations

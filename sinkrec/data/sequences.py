@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, DataFormatError
+from ..hashing import file_digest
 from .formats import Interactions, note, read_interactions
 
 log = logging.getLogger(__name__)
@@ -194,14 +195,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SINKREC_CACHE", Path.home() / ".cache" / "sinkrec"))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_cached(path: Path) -> SequenceStore | None:
     """A cached store, or None when it is unreadable or from an older layout (it is rebuilt)."""
     try:
@@ -222,7 +215,7 @@ def load_store(path: str | Path, fmt: str = "auto", columns: dict[str, str] | No
         raise DataFormatError(path, None, "file not found")
     options = json.dumps({"format": fmt, "columns": columns or {}, "min_events": min_events,
                           "version": CACHE_VERSION}, sort_keys=True)
-    key = hashlib.sha256((file_sha256(path) + options).encode()).hexdigest()[:20]
+    key = hashlib.sha256((file_digest(path) + options).encode()).hexdigest()[:20]
     cached = cache_dir() / "stores" / f"{path.name}-{key}.npz"
     store = _load_cached(cached) if use_cache and cached.is_file() else None
     if store is not None:

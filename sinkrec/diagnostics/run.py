@@ -11,7 +11,7 @@ import torch
 from ..data import load_dataset
 from ..errors import SinkrecError
 from ..nn.memory import memory_head_keys
-from ..train import checkpoint
+from ..training import checkpoint
 from .state_sink import histories, mean_key_probes, probe, recorded_states
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SinkrecError
-from ..train.trainer import pick_device
+from ..training.trainer import pick_device
 from .loop import fit_steps
 from .model import LMConfig, SessaLM
 from .tinytext import tiny_stories

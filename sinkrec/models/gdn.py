@@ -30,6 +30,8 @@ class GDNConfig:
 
 
 class GDNBlock(nn.Module):
+    """GatedDeltaNet → SwiGLU, each a pre-norm residual."""
+
     def __init__(self, o: GDNConfig):
         super().__init__()
         self.norm1 = RMSNorm(o.d_model)

@@ -69,6 +69,8 @@ class Context:
 
 
 class SinkBlock(nn.Module):
+    """Reinjection → memory attention → TDGD → SwiGLU, each a pre-norm residual; switches from `o`."""
+
     def __init__(self, o: SinkRecConfig):
         super().__init__()
         d, memory = o.d_model, o.use_memory

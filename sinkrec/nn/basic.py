@@ -13,7 +13,11 @@ def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, *, eps: float = 1e-6):
+        """Args:
+            dim: width of the normalised (last) dimension.
+            eps: added to the mean square before the reciprocal square root.
+        """
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
@@ -48,7 +52,11 @@ class SwiGLU(nn.Module):
 class ShortConv(nn.Module):
     """Causal depthwise conv over time (width K) + SiLU; streaming keeps the last K−1 inputs."""
 
-    def __init__(self, channels: int, kernel_size: int = 4):
+    def __init__(self, channels: int, *, kernel_size: int = 4):
+        """Args:
+            channels: channels, each convolved on its own (depthwise).
+            kernel_size: K, the number of time steps each output sees (itself and K − 1 before).
+        """
         super().__init__()
         self.kernel_size = kernel_size
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))

@@ -84,7 +84,7 @@ class GatedDeltaNet(nn.Module):
         self.q_proj = nn.Linear(d_model, inner, bias=False)
         self.k_proj = nn.Linear(d_model, inner, bias=False)
         self.v_proj = nn.Linear(d_model, inner, bias=False)
-        self.convs = nn.ModuleDict({name: ShortConv(inner, conv_size) for name in ("q", "k", "v")})
+        self.convs = nn.ModuleDict({name: ShortConv(inner, kernel_size=conv_size) for name in ("q", "k", "v")})
         self.b_proj = nn.Linear(d_model, n_heads)
         self.a_proj = nn.Linear(d_model, n_heads, bias=False)
         # Mamba-2 / GDN initialisation: A ~ U(1, 16); dt ~ logU(1e-3, 1e-1), stored as softplus⁻¹(dt).

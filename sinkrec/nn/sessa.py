@@ -51,7 +51,7 @@ class SessaCache:
 
 class SessaMixer(nn.Module):
     def __init__(self, d_model: int, *, n_heads: int = 1, n_kv_heads: int | None = None, feedback: bool = True,
-                 gamma_max: float = 0.999, rope_base: float = 10000.0, solve: str = "dense"):
+                 gamma_max: float = 0.999, rope_base: float = 10000.0, solve: str = "auto"):
         """Args:
             d_model: width of the input and output.
             n_heads: attention heads of the forward branch.
@@ -59,7 +59,8 @@ class SessaMixer(nn.Module):
             feedback: add the feedback branch (off: plain causal attention).
             gamma_max: bound of the per-token feedback gain γ.
             rope_base: base of the rotary position frequencies.
-            solve: feedback-solve path, see `sinkrec.ops.feedback_solve`.
+            solve: feedback-solve path (auto | reference | dense | blocked | triton), see
+                `sinkrec.ops.feedback_solve`; auto: dense up to T = 2048, then the blocked (Triton on CUDA).
         """
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
@@ -127,7 +128,7 @@ class SessaLayer(nn.Module):
     """One Sessa block; `mixer` ∈ {sessa, attention, gdn} swaps only the sequence mixer."""
 
     def __init__(self, d_model: int, *, n_heads: int = 1, n_kv_heads: int | None = None, mixer: str = "sessa",
-                 gamma_max: float = 0.999, solve: str = "dense"):
+                 gamma_max: float = 0.999, solve: str = "auto"):
         """Args:
             d_model: width of the input and output.
             n_heads: heads of the mixer.

@@ -1,10 +1,12 @@
-"""The chunked gated delta rule on Triton kernels (triton_kernels.py), with its own backward.
+"""The chunked gated delta rule on Triton kernels (triton_kernels*.py), with its own backward.
 
-Seven launches per forward+backward (three more each way when the state walks run in two levels),
-no T×T or per-chunk Python loops: kernels parallel over all chunks and one sequential state walk each
-way (in two levels for few long chains). fp32 and bf16/fp16 inputs (fp32 accumulation and state; the
-products are picked by `_dot`); float64 goes to the PyTorch chunked path. Imported lazily: the package
-works without Triton.
+Three launches forward (prep, state walk, output) and four backward, no T×T or per-chunk Python
+loops: kernels parallel over all chunks and one sequential state walk each way (in two levels for
+few long chains at Dk ≤ 64). Every head size: Dk a power of two ≥ 16, Dv ≥ 16; the kernels loop over
+64-wide blocks of Dk and Dv, so shared memory and registers stay those of D = 64. fp32 and bf16/fp16
+inputs (fp32 accumulation and state; the products are picked by `_dot`); float64 goes to the PyTorch
+chunked path. Eager calls go through a plain `autograd.Function`; under torch.compile the same
+kernels run as two custom ops (no graph break). Imported lazily: the package works without Triton.
 """
 
 from __future__ import annotations
@@ -15,115 +17,132 @@ import torch
 import triton
 
 from . import triton_kernels as kern
+from . import triton_kernels_bwd as kern_bwd
 from .chunked import delta_rule_chunked
 
 C = 64  # chunk length of the kernels
 
 
-def _state_block(programs: int, dv: int) -> int:
-    """Columns of the state per program of the state pass: small blocks (more programs in flight)
-    while the batch·heads are few, wider ones (M read by fewer programs) once they fill the GPU."""
+def _state_block(programs: int, dv: int, dk: int = 64) -> int:
+    """Columns of the state per program of the state walks: small blocks (more programs in flight)
+    while the batch·heads are few, wider ones (Wk, K̃ read by fewer programs) once they fill the GPU;
+    at most 8192 / Dk (the [Dk, BS] state in registers)."""
+    cap = min(STATE_BLOCK, triton.next_power_of_2(dv), max(16, 8192 // dk))
     bs = 16
-    while bs < min(STATE_BLOCK, triton.next_power_of_2(dv)) and programs * triton.cdiv(dv, bs) > STATE_PROGRAMS:
+    while bs < cap and programs * triton.cdiv(dv, bs) > STATE_PROGRAMS:
         bs *= 2
     return bs
 
 
-def _walk(kernel, rows: int, dv: int, *args, **flags) -> None:
+def _warps(name: str, dk: int, dv: int) -> dict:
+    """Launch options of a kernel: WARPS (tuned at D = 64), WARPS_WIDE for the walks once Dk > 64."""
+    return WARPS_WIDE[name] if dk > 64 and name in WARPS_WIDE else WARPS[name]
+
+
+def _walk(kernel, rows: int, dk: int, dv: int, *args, **flags) -> None:
     """One launch of a state walk: `rows` independent chains (or groups) × blocks of the Dv columns."""
-    bs = _state_block(rows, dv)
-    kernel[(rows, triton.cdiv(dv, bs))](*args, DV=dv, BS=bs, **flags, **WARPS[kernel.__name__])
+    bs = _state_block(rows, dv, dk)
+    kernel[(rows, triton.cdiv(dv, bs))](*args, DK=dk, DV=dv, BS=bs, **flags, **_warps(kernel.__name__, dk, dv))
 
 
-def _group_size(bh: int, n: int, dv: int) -> int:
+def _group_size(bh: int, n: int, dk: int, dv: int) -> int:
     """Chunks per group of the state walks: n (one chain each) unless the walk is long and would run
-    too few programs to fill the GPU; then ≈ √n, for a walk in two levels."""
-    if n < STATE_GROUP_MIN_CHUNKS or bh * triton.cdiv(dv, _state_block(bh, dv)) >= STATE_GROUP_BELOW_PROGRAMS:
+    too few programs to fill the GPU; then ≈ √n, for a walk in two levels (Dk ≤ 64: the groups' maps
+    are [Dk, Dk] tiles)."""
+    if (dk > 64 or n < STATE_GROUP_MIN_CHUNKS
+            or bh * triton.cdiv(dv, _state_block(bh, dv, dk)) >= STATE_GROUP_BELOW_PROGRAMS):
         return n
     return math.isqrt(n - 1) + 1
 
 
-def _state_pass(mm, bb, h0, hs, ht, bh: int, n: int, dk: int, dv: int, dot: str) -> None:
-    """h_{i+1} = M_i h_i + B_i for every chunk: hs[:, i] = h_i (i < n), ht = h_n.
+def _state_pass(k, wk, u, gc, h0, hs, ht, t: int, h: int, n: int, dot: str) -> None:
+    """h_{i+1} = γ_C h_i + K̃ᵀ(U_i − Wk_i h_i) for every chunk: hs[:, i] = h_i (i < n), ht = h_n.
 
     The walk is a chain of n dependent steps. With few chains (small B·H) and many chunks (long T)
     it leaves the GPU nearly idle, so it runs in two levels: groups of g ≈ √n chunks each get their
     map (M_last ⋯ M_first, the walk from the identity) and their contribution (the walk from zero); a
-    short walk over the groups gives every group's start; a last walk inside the groups gives each
-    chunk's state. Four chains of ≈ √n steps instead of one of n; the kernel reads the groups in
-    place."""
-    g = _group_size(bh, n, dv)
-    walk = dict(DK=dk, DOT=dot)
+    walk over the groups gives every group's start; a last walk inside the groups gives each chunk's
+    state. Four chains of ≈ √n steps instead of one of n."""
+    bh, dk, dv = gc.shape[0], k.shape[-1], u.shape[-1]
+    g = _group_size(bh, n, dk, dv)
+    walk = dict(DOT=dot, STAGES=2 if dk <= 128 else 1)
+    chunks = (k, wk, u, gc)
     if g == n:
-        return _walk(kern.state_fwd, bh, dv, mm, bb, h0, hs, ht, n, n, **walk, INIT="given", ADD_B=True,
-                     STORE_STATES=True, STORE_FINAL=True)
-    rows = bh * triton.cdiv(n, g)
-    f32 = dict(device=mm.device, dtype=torch.float32)
-    maps, contributions = torch.empty(rows, dk, dk, **f32), torch.empty(rows, dk, dv, **f32)
-    _walk(kern.state_fwd, rows, dk, mm, None, None, None, maps, n, g, **walk, INIT="identity", ADD_B=False,
-          STORE_STATES=False, STORE_FINAL=True)
-    _walk(kern.state_fwd, rows, dv, mm, bb, None, None, contributions, n, g, **walk, INIT="zero", ADD_B=True,
-          STORE_STATES=False, STORE_FINAL=True)
-    starts = torch.empty(bh, rows // bh + 1, dk, dv, **f32)  # fp32: the inner walks start from these
-    _state_pass(maps, contributions, h0, starts, ht, bh, rows // bh, dk, dv, dot)
-    _walk(kern.state_fwd, rows, dv, mm, bb, starts[:, :-1].contiguous(), hs, None, n, g, **walk, INIT="given",
-          ADD_B=True, STORE_STATES=True, STORE_FINAL=False)
-
-
-def _reverse_state_pass(mm, dhs, bh: int, n: int, dk: int, dv: int, dot: str) -> None:
-    """The backward walk g_i = dhs_i + M_iᵀ g_{i+1} from g_n = dhs_n, in place in dhs: in two levels
-    like `_state_pass` for few long chains. A group's map P = M_firstᵀ ⋯ M_lastᵀ is stored as Pᵀ, so
-    the walk over the groups is the same kernel."""
-    g = _group_size(bh, n, dv)
-    walk = dict(DK=dk, DOT=dot)
-    if g == n:
-        return _walk(kern.state_bwd, bh, dv, mm, dhs, None, None, n, n, **walk, INIT="end", ADD_E=True,
-                     STORE_STATES=True, FINAL="none")
+        return _walk(kern.state_fwd, bh, dk, dv, *chunks, h0, hs, ht, n, n, t, h, **walk, INIT="given",
+                     ADD_U=True, STORE_STATES=True, STORE_FINAL=True)
     groups = triton.cdiv(n, g)
-    f32 = dict(device=mm.device, dtype=torch.float32)
+    f32 = dict(device=gc.device, dtype=torch.float32)
+    maps, contributions = torch.empty(bh * groups, dk, dk, **f32), torch.empty(bh * groups, dk, dv, **f32)
+    _walk(kern.state_fwd, bh * groups, dk, dk, *chunks, None, None, maps, n, g, t, h, **walk, INIT="identity",
+          ADD_U=False, STORE_STATES=False, STORE_FINAL=True)
+    _walk(kern.state_fwd, bh * groups, dk, dv, *chunks, None, None, contributions, n, g, t, h, **walk, INIT="zero",
+          ADD_U=True, STORE_STATES=False, STORE_FINAL=True)
+    starts = torch.empty(bh, groups + 1, dk, dv, **f32)  # fp32: the inner walks start from these
+    _walk(kern.state_fwd_maps, bh, dk, dv, maps, contributions, h0, starts, ht, groups, DOT=dot)
+    _walk(kern.state_fwd, bh * groups, dk, dv, *chunks, starts[:, :-1].contiguous(), hs, None, n, g, t, h, **walk,
+          INIT="given", ADD_U=True, STORE_STATES=True, STORE_FINAL=False)
+
+
+def _reverse_state_pass(k, wk, gc, dhs, t: int, h: int, n: int, dot: str) -> None:
+    """The backward walk g_i = dhs_i + M_iᵀ g_{i+1} from g_n = dhs_n, in place in dhs: in two levels
+    like `_state_pass` for few long chains. A group's map P = M_firstᵀ ⋯ M_lastᵀ is stored as Pᵀ."""
+    bh, dk, dv = gc.shape[0], k.shape[-1], dhs.shape[-1]
+    g = _group_size(bh, n, dk, dv)
+    walk = dict(DOT=dot, STAGES=2 if dk <= 128 else 1)
+    chunks = (k, wk, gc)
+    if g == n:
+        return _walk(kern.state_bwd, bh, dk, dv, *chunks, dhs, None, None, n, n, t, h, **walk, INIT="end",
+                     ADD_E=True, STORE_STATES=True, FINAL="none")
+    groups = triton.cdiv(n, g)
+    f32 = dict(device=gc.device, dtype=torch.float32)
     maps_t = torch.empty(bh * groups, dk, dk, **f32)
-    _walk(kern.state_bwd, bh * groups, dk, mm, None, None, maps_t, n, g, **walk, INIT="identity", ADD_E=False,
-          STORE_STATES=False, FINAL="transposed")
+    _walk(kern.state_bwd, bh * groups, dk, dk, *chunks, None, None, maps_t, n, g, t, h, **walk, INIT="identity",
+          ADD_E=False, STORE_STATES=False, FINAL="transposed")
     contributions = torch.empty(bh, groups, dk, dv, **f32)
-    _walk(kern.state_bwd, bh * groups, dv, mm, dhs, None, contributions, n, g, **walk, INIT="zero", ADD_E=True,
-          STORE_STATES=False, FINAL="plain")
+    _walk(kern.state_bwd, bh * groups, dk, dv, *chunks, dhs, None, contributions, n, g, t, h, **walk, INIT="zero",
+          ADD_E=True, STORE_STATES=False, FINAL="plain")
     ends = torch.cat([contributions, dhs[:, n:]], 1)  # the walk over the groups leaves g at each group's start
-    _reverse_state_pass(maps_t, ends, bh, groups, dk, dv, dot)
-    _walk(kern.state_bwd, bh * groups, dv, mm, dhs, ends[:, 1:].contiguous(), None, n, g, **walk, INIT="given",
-          ADD_E=True, STORE_STATES=True, FINAL="none")
+    _walk(kern.state_bwd_maps, bh, dk, dv, maps_t, ends, groups, DOT=dot)
+    _walk(kern.state_bwd, bh * groups, dk, dv, *chunks, dhs, ends[:, 1:].contiguous(), None, n, g, t, h, **walk,
+          INIT="given", ADD_E=True, STORE_STATES=True, FINAL="none")
 
 
-def _dot(dtype: torch.dtype, dk: int) -> str:
+def _dot(dtype: torch.dtype, dk: int, dv: int = 64) -> str:
     """Products of the chunk-parallel kernels: tf32x3 (fp32-accurate) for fp32 inputs; LOW_PRECISION_DOT
-    where the GPU check covers it (bf16 inputs, Dk = 64: bf16 products crashed with an illegal memory
-    access at Dk = 32 on an H200 with Triton 3.6); tf32 otherwise (fp16 inputs, other Dk)."""
+    for bf16 inputs where every block is 64 wide (Dk ≥ 64, Dv > 32: bf16 products of 32-wide tiles
+    crashed with an illegal memory access at Dk = 32 on an H200 with Triton 3.6); tf32 otherwise, except
+    at Dk = 256, where tf32 products failed on an H200 with Triton 3.6 (an illegal memory access with
+    fp16 inputs at Dv = 256, wrong states with bf16 inputs at Dv = 16) and the fp32 path's tf32x3 passes."""
     if dtype == torch.float32:
         return "tf32x3"
-    return LOW_PRECISION_DOT if dtype == torch.bfloat16 and dk == 64 else "tf32"
+    if dtype == torch.bfloat16 and dk >= 64 and dv > 32:
+        return LOW_PRECISION_DOT
+    return "tf32x3" if dk >= 256 else "tf32"
 
 
 def _state_dot(dot: str) -> str:
-    """The state passes chain one product per chunk, so their rounding compounds: never below tf32."""
+    """The state walks chain two products per chunk, so their rounding compounds: never below tf32."""
     return "tf32" if dot == "bf16" else dot
 
 
 def _shapes(dtype: torch.dtype, dk: int, dv: int) -> dict:
-    """Compile-time sizes and product precision of the chunk-parallel kernels."""
-    return dict(DK=dk, DV=dv, BK=triton.next_power_of_2(dk), BV=triton.next_power_of_2(dv), DOT=_dot(dtype, dk))
+    """Compile-time sizes, 64-wide (at most) blocks and product precision of the chunk-parallel kernels."""
+    kb, vb = min(triton.next_power_of_2(dk), 64), min(triton.next_power_of_2(dv), 64)
+    return dict(DK=dk, DV=dv, KB=kb, VB=vb, NK=triton.cdiv(dk, kb), NV=triton.cdiv(dv, vb), DOT=_dot(dtype, dk, dv))
 
 
 def _forward_outputs(q, k, v, train: bool) -> tuple[torch.Tensor, ...]:
-    """The forward op's outputs, unfilled: o, final state, then what the backward reads (T only when
-    `train`, else an empty tensor: a custom op's outputs are always tensors). Also its fake."""
+    """The forward's outputs, unfilled: o, final state, then what the backward reads (T only when
+    `train`, else an empty tensor: a custom op's outputs are always tensors). Also the op's fake."""
     b, t, h, dk = k.shape
     dv, n = v.shape[-1], triton.cdiv(t, C)
     f32 = dict(device=q.device, dtype=torch.float32)
     # operands that every consumer rounds to bf16 anyway (bf16 products) are stored in bf16
-    store = dict(device=q.device, dtype=torch.bfloat16 if _dot(q.dtype, dk) == "bf16" else torch.float32)
+    store = dict(device=q.device, dtype=torch.bfloat16 if _dot(q.dtype, dk, dv) == "bf16" else torch.float32)
     return (q.new_empty(b, t, h, dv), q.new_empty(b, h, dk, dv, **f32),
             q.new_empty(b * h, n, C, C, **f32) if train else q.new_empty(0, **f32), q.new_empty(b * h, n, C, dv, **f32),
-            q.new_empty(b * h, n, C, dk, **store), q.new_empty(b * h, n, dk, dk, **f32),
-            q.new_empty(b * h, n, C, **f32), q.new_empty(b * h, n + 1, dk, dv, **store))
+            q.new_empty(b * h, n, C, dk, **store), q.new_empty(b * h, n, C, **f32),
+            q.new_empty(b * h, n + 1, dk, dv, **store))
 
 
 def _forward(q, k, v, g, beta, scale: float, h0, train: bool):
@@ -132,27 +151,29 @@ def _forward(q, k, v, g, beta, scale: float, h0, train: bool):
     dv, n = v.shape[-1], triton.cdiv(t, C)
     q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
     shapes = _shapes(q.dtype, dk, dv)
-    o, ht, tt, u, wk, mm, gc, hs = outputs = _forward_outputs(q, k, v, train)
-    bb = torch.empty(b * h, n, dk, dv, device=q.device, dtype=torch.float32)
-    kern.prep_fwd[(n, b * h)](k, v, g, beta, tt if train else None, u, wk, mm, bb, gc, t, n, h, **shapes,
-                              SAVE_T=train, **WARPS["prep_fwd"])
+    o, ht, tt, u, wk, gc, hs = outputs = _forward_outputs(q, k, v, train)
+    kern.prep_fwd[(n, b * h)](k, v, g, beta, tt if train else None, u, wk, gc, t, n, h, **shapes, SAVE_T=train,
+                              **_warps("prep_fwd", dk, dv))
     h0 = torch.zeros_like(ht) if h0 is None else h0.float().contiguous()
-    hs[:, n] = 0.0  # slot n is unused (the final state goes to ht), but an op's outputs must be defined
-    _state_pass(mm, bb, h0, hs, ht, b * h, n, dk, dv, _state_dot(shapes["DOT"]))
-    kern.output_fwd[(n, b * h)](q, k, gc, hs, u, wk, o, scale, t, n, h, **shapes, **WARPS["output_fwd"])
+    if train:
+        hs[:, n].zero_()  # slot n is unused (the final state goes to ht), but an op's outputs must be defined
+    _state_pass(k, wk, u, gc, h0, hs, ht, t, h, n, _state_dot(shapes["DOT"]))
+    kern.output_fwd[(n, b * h, shapes["NV"])](q, k, gc, hs, u, wk, o, scale, t, n, h,
+                                              **{key: shapes[key] for key in ("DK", "DV", "KB", "VB", "NK", "DOT")},
+                                              **_warps("output_fwd", dk, dv))
     return outputs
 
 
 def _gradients(q, k, v, beta, g_dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """The backward op's outputs, unfilled and contiguous whatever the inputs' strides: dq, dk, dv, dg,
-    dβ, dh0. Also its fake."""
+    """The backward's outputs, unfilled and contiguous whatever the inputs' strides: dq, dk, dv, dg,
+    dβ, dh0. Also the op's fake."""
     b, t, h, dk = k.shape
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), q.new_empty(b, t, h, dtype=g_dtype),
             beta.new_empty(beta.shape), q.new_empty(b, h, dk, v.shape[-1], dtype=torch.float32))
 
 
-def _backward(q, k, v, beta, g_dtype, tt, u, wk, mm, gc, hs, do, dht, scale: float):
-    """The four backward launches into `_gradients`."""
+def _backward(q, k, v, beta, g_dtype, tt, u, wk, gc, hs, do, dht, scale: float):
+    """The four backward launches (and the state walk's) into `_gradients`."""
     b, t, h, dk = k.shape
     dv = v.shape[-1]
     n = gc.shape[1]
@@ -160,28 +181,50 @@ def _backward(q, k, v, beta, g_dtype, tt, u, wk, mm, gc, hs, do, dht, scale: flo
     shapes = _shapes(q.dtype, dk, dv)
     f32 = dict(device=q.device, dtype=torch.float32)
     dq, dk_, dv_, dg, dbeta, dh0 = grads = _gradients(q, k, v, beta, g_dtype)
-    dko = torch.empty(b * h, n, C, dk, **f32)
+    dko, dkb = torch.empty(b * h, n, C, dk, **f32), torch.empty(b * h, n, C, dk, **f32)
+    dw, ws, du = (torch.empty(b * h, n, C, dv, **f32) for _ in range(3))
     dgo = torch.empty(b * h, n, C, **f32)
-    dw = torch.empty(b * h, n, C, dv, **f32)
     dhs = torch.empty(b * h, n + 1, dk, dv, **f32)
-    dhs[:, n] = 0.0 if dht is None else dht.float().reshape(b * h, dk, dv)
-    kern.output_bwd[(n, b * h)](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, dhs, scale, t, n, h, **shapes,
-                                **WARPS["output_bwd"])
-    _reverse_state_pass(mm, dhs, b * h, n, dk, dv, _state_dot(shapes["DOT"]))
-    dkb = torch.empty(b * h, n, C, dk, **f32)
-    kern.prep_bwd_state[(n, b * h)](k, gc, tt, u, wk, hs, dhs, dw, dkb, dko, dgo, n, t, h, **shapes,
-                                    **WARPS["prep_bwd_state"])
-    kern.prep_bwd_wy[(n, b * h)](k, v, beta, gc, u, wk, dw, dkb, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
-                                 **WARPS["prep_bwd_wy"])
+    if dht is None:
+        dhs[:, n].zero_()
+    else:
+        dhs[:, n].copy_(dht.reshape(b * h, dk, dv))
+    grid = (n, b * h)
+    kern_bwd.output_bwd[grid](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, ws, dhs, scale, t, n, h, **shapes,
+                              **_warps("output_bwd", dk, dv))
+    _reverse_state_pass(k, wk, gc, dhs, t, h, n, _state_dot(shapes["DOT"]))
+    kern_bwd.prep_bwd_state[grid](k, gc, tt, ws, hs, dhs, dw, du, dkb, dko, dgo, n, t, h, **shapes,
+                                  **_warps("prep_bwd_state", dk, dv))
+    kern_bwd.prep_bwd_wy[grid](k, v, beta, gc, u, wk, dw, dkb, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
+                               **_warps("prep_bwd_wy", dk, dv))
     dh0.copy_(dhs[:, 0].view(b, h, dk, dv))
     return grads
+
+
+class _DeltaRule(torch.autograd.Function):
+    """The eager path: the kernels straight from autograd, without the custom ops' dispatch."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, scale, h0):
+        o, ht, *saved = _forward(q, k, v, g, beta, scale, h0, True)
+        ctx.save_for_backward(q, k, v, beta, *saved)
+        ctx.scale, ctx.g_dtype, ctx.has_h0 = scale, g.dtype, h0 is not None
+        return o, ht
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, beta, *saved = ctx.saved_tensors
+        if do is None:
+            do = torch.zeros(*q.shape[:3], v.shape[-1], device=q.device, dtype=q.dtype)
+        dq, dk, dv, dg, dbeta, dh0 = _backward(q, k, v, beta, ctx.g_dtype, *saved, do, dht, ctx.scale)
+        return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.has_h0 else None)
 
 
 # Registered as torch.library custom ops so torch.compile keeps them inside its graph as opaque
 # calls: no graph break, so mode="reduce-overhead" captures the whole step in one CUDA graph.
 @torch.library.custom_op("sinkrec::delta_rule_fwd", mutates_args=(), schema=(
     "(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float scale, Tensor? h0, bool train) -> (" +
-    ", ".join(["Tensor"] * 8) + ")"))
+    ", ".join(["Tensor"] * 7) + ")"))
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, scale: float,
             h0: torch.Tensor | None, train: bool) -> tuple[torch.Tensor, ...]:
     return _forward(q, k, v, g, beta, scale, h0, train)
@@ -193,33 +236,33 @@ def _(q, k, v, g, beta, scale, h0, train):
 
 
 @torch.library.custom_op("sinkrec::delta_rule_bwd", mutates_args=(), schema=(
-    "(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g_like, Tensor tt, Tensor u, Tensor wk, Tensor mm, "
+    "(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g_like, Tensor tt, Tensor u, Tensor wk, "
     "Tensor gc, Tensor hs, Tensor do, Tensor? dht, float scale) -> (" + ", ".join(["Tensor"] * 6) + ")"))
 def _bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g_like: torch.Tensor,
-            tt: torch.Tensor, u: torch.Tensor, wk: torch.Tensor, mm: torch.Tensor, gc: torch.Tensor, hs: torch.Tensor,
+            tt: torch.Tensor, u: torch.Tensor, wk: torch.Tensor, gc: torch.Tensor, hs: torch.Tensor,
             do: torch.Tensor, dht: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, ...]:
-    return _backward(q, k, v, beta, g_like.dtype, tt, u, wk, mm, gc, hs, do, dht, scale)
+    return _backward(q, k, v, beta, g_like.dtype, tt, u, wk, gc, hs, do, dht, scale)
 
 
 @_bwd_op.register_fake
-def _(q, k, v, beta, g_like, tt, u, wk, mm, gc, hs, do, dht, scale):
+def _(q, k, v, beta, g_like, tt, u, wk, gc, hs, do, dht, scale):
     return _gradients(q, k, v, beta, g_like.dtype)
 
 
 def _setup_context(ctx, inputs, output):
     q, k, v, g, beta, scale, h0, _ = inputs
-    _, _, tt, u, wk, mm, gc, hs = output
+    _, _, tt, u, wk, gc, hs = output
     # g itself is not needed, only its dtype: an empty tensor of it carries that through the op
-    ctx.save_for_backward(q, k, v, beta, g.new_empty(0), tt, u, wk, mm, gc, hs)
+    ctx.save_for_backward(q, k, v, beta, g.new_empty(0), tt, u, wk, gc, hs)
     ctx.scale = scale
     ctx.has_h0 = h0 is not None
 
 
 def _autograd_backward(ctx, do, dht, *unused):
-    q, k, v, beta, g_like, tt, u, wk, mm, gc, hs = ctx.saved_tensors
+    q, k, v, beta, g_like, tt, u, wk, gc, hs = ctx.saved_tensors
     if do is None:
         do = torch.zeros(*q.shape[:3], v.shape[-1], device=q.device, dtype=q.dtype)
-    dq, dk, dv, dg, dbeta, dh0 = _bwd_op(q, k, v, beta, g_like, tt, u, wk, mm, gc, hs, do, dht, ctx.scale)
+    dq, dk, dv, dg, dbeta, dh0 = _bwd_op(q, k, v, beta, g_like, tt, u, wk, gc, hs, do, dht, ctx.scale)
     return dq, dk, dv, dg, dbeta, None, (dh0 if ctx.has_h0 else None), None
 
 
@@ -245,23 +288,33 @@ def opcheck_ops(q, k, v, g, beta, h0=None, scale: float = 0.125) -> dict[str, di
 # launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64)
 WARPS = {"prep_fwd": {"num_warps": 2}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
          "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd_state": {"num_warps": 4},
-         "prep_bwd_wy": {"num_warps": 4}}
+         "prep_bwd_wy": {"num_warps": 4}, "state_fwd_maps": {"num_warps": 4}, "state_bwd_maps": {"num_warps": 2}}
+WARPS_WIDE = {"state_fwd": {"num_warps": 8}, "state_bwd": {"num_warps": 8}}  # Dk > 64: [64, Dk] tiles per step
 LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
-STATE_BLOCK = 64  # at most this many state columns per program of the state passes
+STATE_BLOCK = 64  # at most this many state columns per program of the state walks
 STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
 STATE_GROUP_MIN_CHUNKS = 64  # the state walks go two-level from this many chunks ...
 STATE_GROUP_BELOW_PROGRAMS = 64  # ... when it would run fewer programs than this (H200, `ops_gpu.py --sweep`:
 # two levels won at 16 and 32 programs, lost at 128)
 
 
-def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):
-    """Same contract as `delta_rule_chunked` (dense batch, [B, T, H, D]); Dk a power of two ≥ 16."""
-    dk, dv = q.shape[-1], v.shape[-1]
+def check_head_sizes(dk: int, dv: int) -> None:
+    """Raise ValueError unless the kernels take these head sizes (Dk a power of two ≥ 16, Dv ≥ 16)."""
     if dk < 16 or dk & (dk - 1) or dv < 16:
         raise ValueError(f"the triton delta rule needs Dk a power of two ≥ 16 and Dv ≥ 16 (got Dk={dk}, Dv={dv})")
+
+
+def delta_rule_triton(q, k, v, g, beta, scale, initial_state=None):
+    """Same contract as `delta_rule_chunked` (dense batch, [B, T, H, D])."""
+    check_head_sizes(q.shape[-1], v.shape[-1])
     if q.dtype == torch.float64:  # the kernels compute in fp32; float64 stays exact on the PyTorch path
         return delta_rule_chunked(q, k, v, g, beta, scale, initial_state)
     inputs = (q, k, v, g, beta, initial_state)
     train = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)
-    o, ht, *_ = _fwd_op(q, k, v, g, beta, float(scale), initial_state, train)
+    if torch.compiler.is_compiling():
+        o, ht, *_ = _fwd_op(q, k, v, g, beta, float(scale), initial_state, train)
+    elif train:
+        o, ht = _DeltaRule.apply(q, k, v, g, beta, float(scale), initial_state)
+    else:
+        o, ht, *_ = _forward(q, k, v, g, beta, float(scale), initial_state, False)
     return o, ht
