@@ -1,4 +1,4 @@
-"""The `sinkrec` command: train, evaluate, recommend, prepare, datasets."""
+"""The `sinkrec` command: train, evaluate, recommend, compare, tune, prepare, datasets."""
 
 from __future__ import annotations
 
@@ -114,6 +114,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    result = compare(args.data, models, seeds=args.seeds, budget=args.budget, parallel=args.parallel,
+                     device=args.device, out=args.out, config=args.config, overrides=args.set or [])
+    return 1 if result["failed"] else 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    tune(args.data, args.model, trials=args.trials, space=args.space, storage=args.storage, study=args.study,
+         workers=args.workers, pruner=args.pruner, budget=args.budget, out=args.out, config=args.config,
+         overrides=args.set or [], device=args.device, seed=args.seed, join=args.join)
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data.catalog import CATALOG
 
@@ -224,6 +242,45 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=20)
     g.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_lm)
+
+    p = sub.add_parser("compare", help="several models × seeds, one protocol and budget: a table of mean ± std",
+                       description="Train every model (and fit the pop / itemknn baselines) under the same data, "
+                                   "split, evaluation and budget; resumable (rerun the same command after a kill).")
+    p.add_argument("data", nargs="?", help="interaction file or catalogue name (default: the synthetic data)")
+    p.add_argument("--models", default="pop,itemknn,sasrec,gdn", help="comma-separated model names")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per neural model (baselines are deterministic)")
+    p.add_argument("--budget", default="epochs:20", help="epochs:N (exactly N epochs each) or minutes:M "
+                                                         "(the same training time each)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time (processes; several may share a GPU)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
+    p.add_argument("--config", help="YAML or shipped config giving the shared data/train/eval settings")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override for every run (model.* keys only where the model has that option)")
+    p.add_argument("--out", default="runs/compare", help="folder of the runs, compare.json/.md and the PNG")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("tune", help="hyperparameter search with Optuna (TPE, pruning; needs sinkrec[tune])",
+                       description="Search a model's options on validation only; the best trial's checkpoint is "
+                                   "scored once on test. Several workers (or machines) share one study "
+                                   "through --storage.")
+    p.add_argument("data", nargs="?", help="interaction file or catalogue name (default: the synthetic data)")
+    p.add_argument("--model", required=True, help="model to tune")
+    p.add_argument("--trials", type=int, default=30, help="trials in the study in all (shared by all workers)")
+    p.add_argument("--space", help="search-space YAML (default: the shipped one for the model)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db); e.g. postgresql://…")
+    p.add_argument("--study", help="study name (default MODEL-DATA)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--pruner", choices=["median", "halving", "none"], default="median",
+                   help="stop weak trials early on the per-epoch validation metric")
+    p.add_argument("--budget", default="epochs:20", help="epochs:N per trial (early stopping off)")
+    p.add_argument("--config", help="YAML or shipped config: the settings the search starts from")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override applied to every trial")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (worker k uses seed + k)")
+    p.add_argument("--out", default="runs/tune", help="folder of the trials, best.yaml, trials.md and plots")
+    p.add_argument("--join", action="store_true",
+                   help="only run trials of an existing study (how another machine joins; no report)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("datasets", help="list the catalogue of public datasets")
     p.set_defaults(func=cmd_datasets)

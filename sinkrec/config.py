@@ -17,75 +17,160 @@ from typing import Any
 
 import yaml
 
+from .checks import (
+    PROBABILITY,
+    Checked,
+    OptionError,
+    Rule,
+    above,
+    at_least,
+    between,
+    closest,
+    nonempty,
+    one_of,
+    option,
+    show,
+)
 from .errors import ConfigError
 
+SCHEDULES = ("constant", "cosine")
+LOSSES = ("ce", "sampled")
+NEGATIVES = ("uniform", "in-batch")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE = one_of(*COMPILE_MODES)
+P = PROBABILITY  # in [0, 1]
+NAME = nonempty()
+SEED = between(0, 2**63 - 1)  # numpy and torch take seeds in this range
+DEVICE = Rule("auto, cpu, cuda or cuda:N",
+              lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit() and v[5:].isascii()))
+
 
 @dataclass
-class SyntheticConfig:
+class SyntheticConfig(Checked):
     """Knobs of the built-in "state sink" generator (spec/sinkrec.md §5)."""
 
-    n_users: int = 1000  # users to generate
-    n_items: int = 500  # catalogue size
-    n_clusters: int = 20  # interest clusters the items are split into
-    min_len: int = 40  # shortest history
-    max_len: int = 120  # longest history
-    n_routines: int = 60  # shared repetitive item sequences (the "sink" patterns)
-    routine_len: int = 3  # items per routine
-    favourites: int = 3  # routines each user prefers
-    routine_share: float = 0.5  # chance that a step plays a favourite routine instead of an interest item
-    drift_rate: float = 0.05  # chance per transition that the interest drifts to a nearby cluster
-    interest_noise: float = 0.0  # share of non-routine items from a random cluster (interest must be pooled)
-    seed: int = 0  # generator seed
+    n_users: int = option(1000, at_least(1))  # users to generate
+    n_items: int = option(500, at_least(2))  # catalogue size
+    n_clusters: int = option(20, at_least(1))  # interest clusters the items are split into
+    min_len: int = option(40, at_least(1))  # shortest history
+    max_len: int = option(120, at_least(1))  # longest history (≥ min_len)
+    n_routines: int = option(60, at_least(1))  # shared repetitive item sequences (the "sink" patterns)
+    routine_len: int = option(3, at_least(1))  # items per routine
+    favourites: int = option(3, at_least(1))  # routines each user prefers (≤ n_routines)
+    routine_share: float = option(0.5, P)  # chance that a step plays a favourite routine instead of an interest item
+    drift_rate: float = option(0.05, P)  # chance per transition that the interest drifts to a nearby cluster
+    interest_noise: float = option(0.0, P)  # share of non-routine items from a random cluster (interest must be pooled)
+    seed: int = option(0, SEED)  # generator seed
+
+    def check(self) -> None:
+        if self.max_len < self.min_len:
+            raise OptionError("max_len", f"must be ≥ min_len ({self.min_len}), got {self.max_len}")
+        if self.favourites > self.n_routines:
+            raise OptionError("favourites", f"must be ≤ n_routines ({self.n_routines}), got {self.favourites}")
+        interest_items = self.n_items - max(self.routine_len, self.n_items // 5)  # as in data.synthetic
+        if interest_items < self.n_clusters:
+            raise OptionError("n_clusters", f"must be ≤ the {interest_items} non-routine items of n_items "
+                                            f"({self.n_items}), got {self.n_clusters}")
+
+
+def _reader_names() -> tuple[str, ...]:
+    """The readers' names, from where they are declared (imported only when a format is named)."""
+    from .data.formats import READERS
+
+    return ("auto", *READERS)
+
+
+COLUMN_KEYS = ("user", "item", "timestamp", "rating")
 
 
 @dataclass
-class DataConfig:
-    dataset: str = "synthetic"  # "synthetic", a catalogue name (`sinkrec datasets`), or a file path
+class DataConfig(Checked):
+    dataset: str = option("synthetic", NAME)  # "synthetic", a catalogue name (`sinkrec datasets`), or a file path
     path: str | None = None  # explicit file; overrides the catalogue's cached file
-    format: str = "auto"  # reader name, see sinkrec.data.formats.READERS
+    format: str = "auto"  # auto, or a reader name of sinkrec.data.formats.READERS (csv, jsonl, sasrec, …)
     columns: dict[str, str] = field(default_factory=dict)  # generic csv/parquet: user, item, timestamp
-    max_len: int = 200  # MAX_ITEM_LIST_LENGTH: most recent events fed to the model
-    min_events: int = 3  # users with fewer events are dropped (and counted)
+    max_len: int = option(200, at_least(1))  # MAX_ITEM_LIST_LENGTH: most recent events fed to the model
+    min_events: int = option(3, at_least(1))  # users with fewer events are dropped (and counted)
+    min_rating: float | None = None  # drop events rated below this, before anything else (needs a rating column)
+    dedup_repeats: bool = False  # collapse consecutive repeats of one item in a history into one event
+    k_core: int = option(0, at_least(0))  # keep users and items with ≥ k events, iterated to a fixed point; 0: off
+    split: str = option("leave-one-out", one_of("leave-one-out", "temporal"))  # leave-one-out | temporal (global cut times)
+    split_times: list[float] = field(default_factory=lambda: [0.8, 0.9])  # temporal: t1 < t2, unix times or quantiles in (0, 1)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # used when dataset is "synthetic"
 
+    def check(self) -> None:
+        if self.path is not None and not str(self.path).strip():
+            raise OptionError("path", "must be a file path or null, got ''")
+        if self.format != "auto" and self.format not in _reader_names():
+            raise OptionError("format", f"must be one of {' | '.join(_reader_names())}, got {show(self.format)}"
+                                        f"{closest(self.format, _reader_names())}")
+        for key, name in self.columns.items():
+            if key not in COLUMN_KEYS:
+                raise OptionError("columns", f"keys must be {', '.join(COLUMN_KEYS)}, got {show(key)}")
+            if isinstance(name, bool) or not (isinstance(name, str) and name.strip()
+                                              or isinstance(name, int) and name >= 0):
+                raise OptionError(f"columns.{key}", f"must be a column name or a 0-based index, got {show(name)}")
+
 
 @dataclass
-class TrainConfig:
-    epochs: int = 20  # most epochs to train
-    batch_size: int = 128  # users per training batch (global, across ranks)
-    lr: float = 1e-3  # AdamW learning rate
-    weight_decay: float = 0.0  # AdamW weight decay
-    schedule: str = "constant"  # constant | cosine (both after linear warm-up)
-    warmup_steps: int = 0  # linear warm-up steps
-    grad_clip: float = 1.0  # 0 disables clipping
-    loss: str = "ce"  # ce (full softmax) | sampled
-    negatives: str = "uniform"  # sampled softmax negatives: uniform | in-batch
-    n_negatives: int = 256  # negatives per batch for sampled softmax
-    patience: int = 5  # early stopping on the validation metric; 0 disables
-    seed: int = 0  # seeds weights and shuffling
-    device: str = "auto"  # auto | cpu | cuda
+class TrainConfig(Checked):
+    epochs: int = option(20, at_least(1))  # most epochs to train
+    batch_size: int = option(128, at_least(1))  # users per training batch (global, across ranks)
+    lr: float = option(1e-3, above(0))  # AdamW learning rate
+    weight_decay: float = option(0.0, at_least(0))  # AdamW weight decay
+    schedule: str = option("constant", one_of(*SCHEDULES))  # constant | cosine (both after linear warm-up)
+    warmup_steps: int = option(0, at_least(0))  # linear warm-up steps
+    grad_clip: float = option(1.0, at_least(0))  # 0 disables clipping
+    loss: str = option("ce", one_of(*LOSSES))  # ce (full softmax) | sampled
+    negatives: str = option("uniform", one_of(*NEGATIVES))  # sampled softmax negatives: uniform | in-batch
+    n_negatives: int = option(256, at_least(1))  # negatives per batch for sampled softmax
+    patience: int = option(5, at_least(0))  # early stopping on the validation metric; 0 disables
+    seed: int = option(0, SEED)  # seeds weights and shuffling
+    device: str = option("auto", DEVICE)  # auto | cpu | cuda | cuda:N
     bf16: bool = True  # bf16 autocast on CUDA
     compile: bool = False  # torch.compile the training forward (widths rounded to 64: few shapes)
-    compile_mode: str = "default"  # torch.compile mode; reduce-overhead adds CUDA graphs (fastest on GPU)
-    tensorboard: bool = False  # write TensorBoard logs under output_dir/tensorboard
+    compile_mode: str = option("default", COMPILE)  # torch.compile mode; reduce-overhead adds CUDA graphs (fastest)
+    tensorboard: bool = False  # write TensorBoard logs under output_dir/tensorboard (needs sinkrec[tensorboard])
     progress: bool = True  # show a progress bar per epoch
 
 
+def valid_metrics(topk: list[int]) -> list[str]:
+    """The metrics evaluation computes for these cut-offs (the names `eval.valid_metric` may take)."""
+    return ["mrr"] + [f"{m}@{k}" for k in topk for m in ("hr", "ndcg")]
+
+
 @dataclass
-class EvalConfig:
-    topk: list[int] = field(default_factory=lambda: [10, 20, 50])  # cut-offs K of HR@K and NDCG@K
+class EvalConfig(Checked):
+    topk: list[int] = field(default_factory=lambda: [10, 20, 50])  # cut-offs K of HR@K and NDCG@K (each ≥ 1)
     filter_seen: bool = True  # exclude items of the input history from the ranking
-    valid_metric: str = "ndcg@10"  # model selection and early stopping metric
-    batch_size: int = 256  # users per evaluation batch
+    valid_metric: str = "ndcg@10"  # model selection and early stopping metric: mrr, hr@K or ndcg@K, K in topk
+    batch_size: int = option(256, at_least(1))  # users per evaluation batch
+
+    def check(self) -> None:
+        if not self.topk:
+            raise OptionError("topk", "must list at least one cut-off, got []")
+        for k in self.topk:
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise OptionError("topk", f"must hold integers ≥ 1, got {show(k)}")
+        names = valid_metrics(self.topk)
+        metric = self.valid_metric
+        if metric not in names:
+            base, _, k = metric.lower().partition("@")
+            if base in ("hr", "ndcg") and k.isdigit() and int(k) >= 1 and f"{base}@{int(k)}" not in names:
+                hint = f" (add {int(k)} to eval.topk to select on it)"
+            else:
+                hint = closest(metric, names)
+            raise OptionError("valid_metric", f"must be a metric computed for eval.topk {self.topk} "
+                                              f"({', '.join(names)}), got {show(metric)}{hint}")
 
 
 @dataclass
-class Config:
+class Config(Checked):
     data: DataConfig = field(default_factory=DataConfig)  # what to train on
     model: dict[str, Any] = field(default_factory=lambda: {"name": "sasrec"})  # "name" + that model's options
     train: TrainConfig = field(default_factory=TrainConfig)  # optimisation and the training loop
     eval: EvalConfig = field(default_factory=EvalConfig)  # full-ranking evaluation
-    output_dir: str = "runs/default"  # checkpoints and metrics.json go here
+    output_dir: str = option("runs/default", nonempty())  # checkpoints and metrics.json go here
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,11 +189,46 @@ ALIASES = {
 }
 
 
+# Other libraries' names (and sibling models' names) for our keys: a hint when no spelling is close.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "n_layers": ("n_blocks",), "n_blocks": ("n_layers",), "num_layers": ("n_layers", "n_blocks"),
+    "layers": ("n_layers", "n_blocks"), "num_blocks": ("n_blocks", "n_layers"), "depth": ("n_layers", "n_blocks"),
+    "num_heads": ("n_heads",), "heads": ("n_heads",), "n_head": ("n_heads",), "num_attention_heads": ("n_heads",),
+    "hidden_size": ("d_model",), "hidden_dim": ("d_model",), "embedding_size": ("d_model",), "dim": ("d_model",),
+    "emb_dim": ("d_model",), "embed_dim": ("d_model",), "d_embed": ("d_model",), "width": ("d_model",),
+    "dropout_prob": ("dropout",), "hidden_dropout_prob": ("dropout",), "attn_dropout_prob": ("dropout",),
+    "dropout_rate": ("dropout",), "learning_rate": ("lr",), "max_seq_length": ("max_len",),
+    "max_seq_len": ("max_len",), "seq_len": ("max_len",), "max_length": ("max_len",),
+    "num_epochs": ("epochs",), "n_epochs": ("epochs",), "train_batch_size": ("batch_size",),
+    "eval_batch_size": ("batch_size",), "window_size": ("window",), "num_negatives": ("n_negatives",),
+    "loss_type": ("loss",), "inner_size": ("ffn_mult",), "clip_grad_norm": ("grad_clip",),
+    "stopping_step": ("patience",), "warmup": ("warmup_steps",), "metric": ("valid_metric",),
+}
+
+
+def _tokens(name: str) -> set[str]:
+    return {t for t in name.lower().replace("-", "_").split("_") if len(t) > 1}
+
+
 def _suggest(key: str, options: typing.Iterable[str]) -> str:
-    options = list(options)
-    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
-    close = close or sorted((o for o in options if o in key or key in o), key=len, reverse=True)[:1]
-    return f"; did you mean '{close[0]}'?" if close else ""
+    """A hint for an unknown key that never misleads: a close spelling, a known synonym, or a key
+    sharing a whole word with it; otherwise the valid keys themselves."""
+    options = sorted(options)
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.75)
+    close = close or [o for o in SYNONYMS.get(key.lower(), ()) if o in options][:1]
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    words = _tokens(key)
+    related = [o for o in options if words and (_tokens(o) <= words or words <= _tokens(o)) and _tokens(o)]
+    if len(related) == 1:
+        return f"; did you mean '{related[0]}'?"
+    if 1 < len(related) <= 3:
+        return "; did you mean one of " + ", ".join(f"'{o}'" for o in related) + "?"
+    return f"; valid keys: {', '.join(options)}"
+
+
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -117,7 +237,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {show(value)}")
         return from_dict(tp, value, where)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None and type(None) in args:
@@ -130,43 +250,54 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {show(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {show(value)}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {show(value)}")
         try:
             return int(value)
         except ValueError:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+            raise ConfigError(f"{where}: expected an integer, got {show(value)}") from None
     if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where}: expected a number, got {show(value)}")
         try:
             return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{where}: expected a number, got {show(value)}") from None
     if tp is str:
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {show(value)}")
+        try:
+            return str(value)
+        except ValueError:  # an int with more digits than Python prints
+            raise ConfigError(f"{where}: expected a string, got {show(value)}") from None
     return value
 
 
-def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys are errors with a suggestion."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from a mapping: unknown keys get a hint, values are type- and range-checked
+    (see `sinkrec.checks`); every error names the key as `where.key`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {show(values)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"unknown key '{where}.{key}'{_suggest(key, fields)}")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
-    return cls(**kwargs)
+        if not isinstance(key, str) or key not in fields:
+            raise ConfigError(f"unknown key '{_join(where, key)}'{_suggest(str(key), fields)}")
+        kwargs[key] = _coerce(value, hints[key], _join(where, key))
+    try:
+        return cls(**kwargs)
+    except OptionError as exc:
+        raise ConfigError(f"{_join(where, exc.key)} {exc.problem}") from None
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +337,7 @@ def parse_override(text: str) -> dict[str, Any]:
     key = ALIASES.get(key.strip(), key.strip())
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ConfigError(f"--set {key}: value '{raw}' is not valid YAML: {exc}") from None
     return _nest(key, value)
 
@@ -216,9 +347,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return raw
@@ -241,10 +374,13 @@ def build_config(raw: dict[str, Any]) -> Config:
     The model section is only checked to be a mapping with a name: its options belong to the
     model registry, which this module must not import (`sinkrec.experiment.make_config` does both).
     """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping, got {show(raw)}")
     raw = _expand_aliases(raw)
-    model = raw.pop("model", None) or {}
+    model = raw.pop("model", None)
+    model = {} if model is None else model
     if not isinstance(model, dict):
-        raise ConfigError(f"config.model: expected a mapping, got {model!r}")
+        raise ConfigError(f"model: expected a mapping, got {show(model)}")
     cfg = from_dict(Config, raw)
     cfg.model = {"name": "sasrec", **model}
     return cfg

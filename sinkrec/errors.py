@@ -8,7 +8,10 @@ class SinkrecError(Exception):
 
 
 class ConfigError(SinkrecError):
-    """A config key or value is wrong."""
+    """A config key or value is wrong; the message is one line (keys may come from user files)."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message))
 
 
 def one_line(message: str) -> str:
@@ -35,3 +38,18 @@ class DataFormatError(DataError):
 
 class UnknownItemError(SinkrecError):
     """An item id that the model's catalogue does not contain."""
+
+
+class CheckpointError(SinkrecError):
+    """A checkpoint or run folder that cannot be loaded safely, or does not fit the data or config."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message))
+
+
+class NonFiniteError(SinkrecError):
+    """Training or scoring produced NaN or inf: nothing computed from it is trustworthy."""
+
+
+class RunFolderBusyError(SinkrecError):
+    """Another process holds the output folder's lock."""

@@ -70,3 +70,13 @@ def test_streaming_session_equals_one_shot_recommendation():
     streamed, one_shot = session.recommend(5), rec.recommend(history, 5)
     assert streamed["items"] == one_shot["items"]
     assert torch.allclose(torch.tensor(streamed["scores"]), torch.tensor(one_shot["scores"]), atol=1e-5)
+
+
+def test_triton_refuses_head_sizes_it_cannot_run_at_build_time():
+    import pytest
+
+    from sinkrec.nn.gated_deltanet import GatedDeltaNet
+
+    with pytest.raises(ValueError, match="power of two"):
+        GatedDeltaNet(72, n_heads=3, impl="triton")  # head size 24
+    GatedDeltaNet(72, n_heads=3, impl="auto")  # the chunked path takes any size

@@ -45,6 +45,7 @@ class Interactions:
     timestamps: np.ndarray | None
     source: str
     notes: list[str] = field(default_factory=list)
+    ratings: np.ndarray | None = None  # float64 per event, where the file has a rating column (data.min_rating)
 
     def __post_init__(self) -> None:
         self.users = as_tokens(self.users, self.source, "user")
@@ -188,6 +189,16 @@ def _id(token: str, path: Path, number: int, what: str) -> str:
     return token
 
 
+def parse_rating(token: str, path: Path, number: int) -> float:
+    try:
+        value = float(token)
+    except ValueError:
+        raise DataFormatError(path, number, f"rating {_show(token)} is not a number") from None
+    if not np.isfinite(value):
+        raise DataFormatError(path, number, f"rating {_show(token)} must be finite")
+    return value
+
+
 def parse_time(token: str, path: Path, number: int) -> float:
     """A unix time in seconds from a number or an ISO date (naive dates are UTC)."""
     token = token.strip()
@@ -208,7 +219,7 @@ def parse_time(token: str, path: Path, number: int) -> float:
 
 
 def _finish(path: Path, users: list[str], items: list[str], times: list[float] | None,
-            notes: list[str]) -> Interactions:
+            notes: list[str], ratings: list[float] | None = None) -> Interactions:
     if not users:
         raise DataFormatError(path, None, "no interactions found (empty file?)")
     return Interactions(
@@ -217,6 +228,7 @@ def _finish(path: Path, users: list[str], items: list[str], times: list[float] |
         timestamps=None if times is None else np.asarray(times, dtype=np.float64),
         source=str(path),
         notes=notes,
+        ratings=None if ratings is None else np.asarray(ratings, dtype=np.float64),
     )
 
 
@@ -287,7 +299,7 @@ def read_s3rec(path: Path) -> Interactions:
 def read_movielens_dat(path: Path) -> Interactions:
     """MovieLens `UserID::MovieID::Rating::Timestamp` (ratings.dat, optionally gzipped)."""
     notes: list[str] = []
-    users, items, times = [], [], []
+    users, items, times, ratings = [], [], [], []
     for number, line in _lines(path, notes):
         parts = line.strip().split("::")
         if len(parts) != 4:
@@ -296,7 +308,8 @@ def read_movielens_dat(path: Path) -> Interactions:
         users.append(_id(parts[0], path, number, "user"))
         items.append(_id(parts[1], path, number, "item"))
         times.append(parse_time(parts[3], path, number))
-    return _finish(path, users, items, times, notes)
+        ratings.append(parse_rating(parts[2], path, number))
+    return _finish(path, users, items, times, notes, ratings)
 
 
 # ---- delimited text ---------------------------------------------------------------------
@@ -347,7 +360,8 @@ def _read_delimited(path: Path, columns: dict[str, str], delimiter: str, header:
     column would otherwise be read as the wrong id without any sign.
     """
     notes: list[str] = []
-    want = {key: str(columns[key]) for key in ("user", "item", "timestamp") if columns.get(key) is not None}
+    want = {key: str(columns[key]) for key in ("user", "item", "timestamp", "rating")
+            if columns.get(key) is not None}
     for key in ("user", "item"):
         if key not in want:
             raise DataFormatError(path, None, f"column mapping lacks '{key}' (got {sorted(columns)})")
@@ -358,7 +372,7 @@ def _read_delimited(path: Path, columns: dict[str, str], delimiter: str, header:
         index = {key: int(value) for key, value in want.items()}
     else:
         index, width, reference = _header_index(path, rows, want, set(optional), type_suffix)
-    users, items, times = [], [], []
+    users, items, times, ratings = [], [], [], []
     for number, row in rows:
         if width is None:
             width, reference = len(row), number
@@ -372,31 +386,34 @@ def _read_delimited(path: Path, columns: dict[str, str], delimiter: str, header:
         items.append(_id(row[index["item"]], path, number, "item"))
         if "timestamp" in index:
             times.append(parse_time(row[index["timestamp"]], path, number))
-    return _finish(path, users, items, times if "timestamp" in index else None, notes)
+        if "rating" in index:
+            ratings.append(parse_rating(row[index["rating"]], path, number))
+    return _finish(path, users, items, times if "timestamp" in index else None, notes,
+                   ratings if "rating" in index else None)
 
 
-DEFAULT_COLUMNS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}
+DEFAULT_COLUMNS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}
 
 
 def _mapping(columns: dict[str, str] | None) -> tuple[dict[str, str], frozenset[str]]:
     """The column mapping, and which keys may be absent (only the default timestamp)."""
     if columns:
         return dict(columns), frozenset()
-    return dict(DEFAULT_COLUMNS), frozenset({"timestamp"})
+    return dict(DEFAULT_COLUMNS), frozenset({"timestamp", "rating"})
 
 
 def read_recbole_inter(path: Path, columns: dict[str, str] | None = None) -> Interactions:
     """RecBole atomic `.inter`: TSV with a typed header (`user_id:token item_id:token …`)."""
     cols = dict(DEFAULT_COLUMNS)
     cols.update(columns or {})
-    optional = frozenset() if columns and "timestamp" in columns else frozenset({"timestamp"})
+    optional = frozenset({"timestamp", "rating"} - set(columns or {}))
     return _read_delimited(path, cols, "\t", header=True, type_suffix=True, optional=optional)
 
 
 def read_movielens_csv(path: Path) -> Interactions:
     """MovieLens `ratings.csv` (userId,movieId,rating,timestamp with a header)."""
-    return _read_delimited(path, {"user": "userId", "item": "movieId", "timestamp": "timestamp"}, ",",
-                           header=True)
+    return _read_delimited(path, {"user": "userId", "item": "movieId", "timestamp": "timestamp", "rating": "rating"},
+                           ",", header=True)
 
 
 def read_csv(path: Path, columns: dict[str, str] | None = None) -> Interactions:

@@ -12,21 +12,26 @@ import torch
 from torch import nn
 
 from ..batch import Batch
+from ..checks import DROPOUT, Checked, above, at_least, heads_fit, one_of, option
 from ..nn.basic import RMSNorm, SwiGLU
 from ..nn.gated_deltanet import DeltaCache, GatedDeltaNet
+from ..ops.delta_rule import IMPLS
 from .base import Encoded, SequentialRecommender
 
 
 @dataclass
-class GDNConfig:
-    d_model: int = 64  # width of embeddings and hidden states
-    n_layers: int = 2  # stacked (GatedDeltaNet + SwiGLU) blocks
-    n_heads: int = 2  # recurrent heads per layer
-    head_dim: int = 0  # 0: d_model / n_heads
-    dropout: float = 0.2  # dropout on embeddings, residual branches and the FFN
-    ffn_mult: float = 4.0  # SwiGLU hidden width ≈ ffn_mult·d·2/3
-    conv_size: int = 4  # causal short conv width on q, k, v
-    impl: str = "auto"  # delta-rule path: auto | chunked | reference | triton
+class GDNConfig(Checked):
+    d_model: int = option(64, at_least(1))  # width of embeddings and hidden states
+    n_layers: int = option(2, at_least(1))  # stacked (GatedDeltaNet + SwiGLU) blocks
+    n_heads: int = option(2, at_least(1))  # recurrent heads per layer
+    head_dim: int = option(0, at_least(0))  # 0: d_model / n_heads (then n_heads must divide d_model)
+    dropout: float = option(0.2, DROPOUT)  # dropout on embeddings, residual branches and the FFN
+    ffn_mult: float = option(4.0, above(0))  # SwiGLU hidden width ≈ ffn_mult·d·2/3
+    conv_size: int = option(4, at_least(1))  # causal short conv width on q, k, v
+    impl: str = option("auto", one_of(*IMPLS))  # delta-rule path: auto | chunked | reference | triton
+
+    def check(self) -> None:
+        heads_fit(self)
 
 
 class GDNBlock(nn.Module):

@@ -10,6 +10,8 @@ from ..config import from_dict
 from ..errors import ConfigError
 from .base import SequentialRecommender
 from .gdn import GDNConfig, GDNRec
+from .itemknn import ItemKNN, ItemKNNConfig
+from .pop import Pop, PopConfig
 from .sasrec import SASRec, SASRecConfig
 from .sessa import SessaRec, SessaRecConfig
 from .sinkrec import SinkRec, SinkRecConfig
@@ -19,6 +21,8 @@ MODELS: dict[str, tuple[type[SequentialRecommender], type]] = {
     "gdn": (GDNRec, GDNConfig),
     "sinkrec": (SinkRec, SinkRecConfig),
     "sessa": (SessaRec, SessaRecConfig),
+    "pop": (Pop, PopConfig),  # fitted by counting (sinkrec compare), no gradient training
+    "itemknn": (ItemKNN, ItemKNNConfig),  # item-to-item transitions, fitted by counting
 }
 
 

@@ -13,16 +13,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batch import Batch
+from ..checks import DROPOUT, Checked, at_least, divides, option
 from .base import Encoded, SequentialRecommender
 
 
 @dataclass
-class SASRecConfig:
-    d_model: int = 64  # width of embeddings and hidden states
-    n_layers: int = 2  # Transformer blocks
-    n_heads: int = 1  # attention heads (must divide d_model)
-    dropout: float = 0.2  # dropout on embeddings, attention, residual branches and the FFN
-    ffn_mult: int = 4  # FFN hidden width = ffn_mult·d
+class SASRecConfig(Checked):
+    d_model: int = option(64, at_least(1))  # width of embeddings and hidden states
+    n_layers: int = option(2, at_least(1))  # Transformer blocks
+    n_heads: int = option(1, at_least(1))  # attention heads (must divide d_model)
+    dropout: float = option(0.2, DROPOUT)  # dropout on embeddings, attention, residual branches and the FFN
+    ffn_mult: int = option(4, at_least(1))  # FFN hidden width = ffn_mult·d
+
+    def check(self) -> None:
+        divides(self, "n_heads", "d_model")
 
 
 class CausalSelfAttention(nn.Module):

@@ -8,19 +8,25 @@ import torch
 from torch import nn
 
 from ..batch import Batch
+from ..checks import DROPOUT, Checked, OptionError, at_least, between, divides, one_of, option
 from ..nn.sessa import SessaCache, SessaLayer
 from .base import Encoded, SequentialRecommender
 
 
 @dataclass
-class SessaRecConfig:
-    d_model: int = 64  # width of embeddings and hidden states
-    n_layers: int = 2  # stacked Sessa layers
-    n_heads: int = 2  # attention heads per layer
-    n_kv_heads: int = 0  # 0: n_heads
-    mixer: str = "sessa"  # sessa | attention | gdn
-    dropout: float = 0.2  # on the item embeddings only (the paper's block has none)
-    gamma_max: float = 0.999  # bound of the feedback gain γ
+class SessaRecConfig(Checked):
+    d_model: int = option(64, at_least(1))  # width of embeddings and hidden states
+    n_layers: int = option(2, at_least(1))  # stacked Sessa layers
+    n_heads: int = option(2, at_least(1))  # attention heads per layer (must divide d_model)
+    n_kv_heads: int = option(0, at_least(0))  # 0: n_heads (else must divide n_heads)
+    mixer: str = option("sessa", one_of("sessa", "attention", "gdn"))  # sessa | attention | gdn
+    dropout: float = option(0.2, DROPOUT)  # on the item embeddings only (the paper's block has none)
+    gamma_max: float = option(0.999, between(0, 1, open_low=True, open_high=True))  # bound of the feedback gain γ
+
+    def check(self) -> None:
+        divides(self, "n_heads", "d_model")
+        if self.n_kv_heads and self.n_heads % self.n_kv_heads:
+            raise OptionError("n_kv_heads", f"must divide n_heads ({self.n_heads}) or be 0, got {self.n_kv_heads}")
 
 
 class SessaRec(SequentialRecommender):

@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 from ..batch import Batch
+from ..checks import DROPOUT, OptionError, above, at_least, divides, heads_fit, one_of, option
 from ..nn.basic import RMSNorm, SwiGLU
 from ..nn.gated_deltanet import DeltaCache
 from ..nn.memory import ConditionalMemory, MemoryOptions, MemoryReadout, MemoryReinjection
 from ..nn.memory_attention import MemoryAttention, WindowCache
 from ..nn.tdgd import TDGD, TDGDOptions
+from ..ops.delta_rule import IMPLS
 from .base import Encoded, SequentialRecommender
 
 
@@ -27,24 +29,32 @@ from .base import Encoded, SequentialRecommender
 class SinkRecConfig(MemoryOptions, TDGDOptions):
     """SinkRec's options: its own below, plus the memory's (MemoryOptions) and TDGD's (TDGDOptions)."""
 
-    d_model: int = 64  # width of embeddings and hidden states
-    n_heads: int = 2  # TDGD heads
-    head_dim: int = 0  # 0: d_model / n_heads
-    n_blocks: int = 1  # distinct stacked blocks
-    loops: int = 2  # R: applications of each block with shared weights (1 = no-loop ablation)
-    dropout: float = 0.2  # dropout on embeddings, residual branches and the FFN
-    ffn_mult: float = 4.0  # SwiGLU hidden width ≈ ffn_mult·d·2/3
-    conv_size: int = 4  # causal short conv width on q, k, v
-    impl: str = "auto"  # delta-rule path: auto | chunked | reference | triton
+    d_model: int = option(64, at_least(1))  # width of embeddings and hidden states
+    n_heads: int = option(2, at_least(1))  # TDGD heads
+    head_dim: int = option(0, at_least(0))  # 0: d_model / n_heads (then n_heads must divide d_model)
+    n_blocks: int = option(1, at_least(1))  # distinct stacked blocks
+    loops: int = option(2, at_least(1))  # R: applications of each block with shared weights (1 = no-loop ablation)
+    dropout: float = option(0.2, DROPOUT)  # dropout on embeddings, residual branches and the FFN
+    ffn_mult: float = option(4.0, above(0))  # SwiGLU hidden width ≈ ffn_mult·d·2/3
+    conv_size: int = option(4, at_least(1))  # causal short conv width on q, k, v
+    impl: str = option("auto", one_of(*IMPLS))  # delta-rule path: auto | chunked | reference | triton
     use_memory: bool = True  # the RVQ conditional memory (off: no memory anywhere)
     reinject: bool = True  # memory reinjection gate before attention
-    vq_weight: float = 1.0  # λ_vq: weight of the VQ loss in the training loss
+    vq_weight: float = option(1.0, at_least(0))  # λ_vq: weight of the VQ loss in the training loss
     use_attention: bool = True  # the sliding-window memory attention block
-    attn_heads: int = 2  # heads of the memory attention
-    window: int = 64  # attention window w
+    attn_heads: int = option(2, at_least(1))  # heads of the memory attention (must divide d_model)
+    window: int = option(64, at_least(1))  # attention window w
     attn_memory_kv: bool = True  # memory key/value pair per position in the attention
-    prototype_levels: int = 1  # prototype slots = codes of the first N levels (0: none)
-    time_unit: float = 3600.0  # seconds per unit of the gap feature δ = log1p(gap / unit)
+    prototype_levels: int = option(1, at_least(0))  # prototype slots: codes of the first N levels (0: none; ≤ rvq_levels)
+    time_unit: float = option(3600.0, above(0))  # seconds per unit of the gap feature δ = log1p(gap / unit)
+
+    def check(self) -> None:
+        heads_fit(self)
+        if self.use_attention:
+            divides(self, "attn_heads", "d_model")
+        if self.prototype_levels > self.rvq_levels:
+            raise OptionError("prototype_levels", f"must be ≤ rvq_levels ({self.rvq_levels}), "
+                                                  f"got {self.prototype_levels}")
 
 
 def time_gaps(timestamps: torch.Tensor | None, items: torch.Tensor, unit: float,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.delta_rule import delta_rule
+from ..ops.delta_rule import delta_rule, triton_head_sizes_ok
 from .basic import RMSNorm, ShortConv, at_least_fp32
 
 
@@ -80,6 +80,9 @@ class GatedDeltaNet(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = head_dim or d_model // n_heads
+        if impl == "triton" and not triton_head_sizes_ok(self.head_dim, self.head_dim):
+            raise ValueError(f"impl 'triton' needs a head size that is a power of two ≥ 16 (got {self.head_dim}); "
+                             "use impl 'auto' or 'chunked', or another n_heads / head_dim")
         inner = n_heads * self.head_dim
         self.q_proj = nn.Linear(d_model, inner, bias=False)
         self.k_proj = nn.Linear(d_model, inner, bias=False)

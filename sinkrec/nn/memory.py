@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import Checked, at_least, between, one_of, option
 from .basic import RMSNorm
 from .rvq import ResidualVQ
 
@@ -25,17 +26,17 @@ class MemoryReadout:
 
 
 @dataclass
-class MemoryOptions:
+class MemoryOptions(Checked):
     """The conditional memory's settings, declared once: SinkRec's options inherit them."""
 
-    pattern_len: int = 3  # n: items in the local pattern that is quantized
-    rvq_levels: int = 3  # residual quantization levels (one memory table each)
-    rvq_codes: int = 256  # codes per level
-    code_dim: int = 32  # width of the pattern vector that is quantized
-    rvq_mode: str = "ema"  # ema (dead-code restart) | grad (codebook + commitment losses)
-    rvq_decay: float = 0.99  # EMA decay of the codebooks
-    rvq_dead_threshold: float = 0.05  # EMA count below which a code is restarted
-    commitment: float = 0.25  # weight of the commitment loss inside the VQ loss
+    pattern_len: int = option(3, at_least(1))  # n: items in the local pattern that is quantized
+    rvq_levels: int = option(3, at_least(1))  # residual quantization levels (one memory table each)
+    rvq_codes: int = option(256, at_least(1))  # codes per level
+    code_dim: int = option(32, at_least(1))  # width of the pattern vector that is quantized
+    rvq_mode: str = option("ema", one_of("ema", "grad"))  # ema (dead-code restart) | grad (codebook + commitment loss)
+    rvq_decay: float = option(0.99, between(0, 1, open_high=True))  # EMA decay of the codebooks
+    rvq_dead_threshold: float = option(0.05, at_least(0))  # EMA count below which a code is restarted
+    commitment: float = option(0.25, at_least(0))  # weight of the commitment loss inside the VQ loss
     kmeans_init: bool = True  # initialise codebooks by k-means on the first training batch
     quantized_to_memory: bool = True  # add a straight-through projection of the quantized pattern
 

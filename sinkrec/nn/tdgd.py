@@ -15,21 +15,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checks import Checked, at_least, finite, option
 from .gated_deltanet import DeltaCache, DeltaInputs, GatedDeltaNet
 from .memory import memory_head_keys
 
 
 @dataclass
-class TDGDOptions:
+class TDGDOptions(Checked):
     """TDGD's switches, declared once: SinkRec's options inherit them (flat keys in the config)."""
 
     temporal: bool = True  # time-gap term w_δ·δ in the decay
     write_suppression: bool = True  # β' = β(1 − c): write less where the memory already covers the key
     decay_suppression: bool = True  # log α' = (1 − c) log α: forget less where the memory covers the key
     diff_readout: bool = True  # differential readout q' = q − λ k̂^m
-    lambda_max: float = 0.5  # λ_max of the differential readout
-    coverage_scale: float = 5.0  # κ initial value (learned)
-    coverage_bias: float = -3.0  # b_c initial value (learned)
+    lambda_max: float = option(0.5, at_least(0))  # λ_max of the differential readout
+    coverage_scale: float = option(5.0, finite())  # κ initial value (learned)
+    coverage_bias: float = option(-3.0, finite())  # b_c initial value (learned)
 
 
 class TDGD(nn.Module):

@@ -1,8 +1,9 @@
 """The training loop: epochs over users, validation every epoch, early stopping, checkpoints.
 
 Model selection uses the validation metric (NDCG@10 by default); the test split is scored once,
-with the best checkpoint, at the end. Resuming from `last.pt` continues exactly: the shuffling
-order depends only on (seed, epoch), and RNG states are restored.
+with the best checkpoint, at the end. Resuming a run folder continues exactly: the shuffling
+order depends only on (seed, epoch), and RNG states are restored. Files: see `runfolder`.
+A NaN or inf loss or gradient stops training (NonFiniteError) before anything is saved.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from tqdm import tqdm
 from ..config import Config
 from ..data import Dataset
 from ..data.batching import train_batches, trainable_users
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError, NonFiniteError
 from ..eval.evaluate import evaluate_sums, metrics_from_sums
 from ..models import build_model
-from . import checkpoint
+from . import checkpoint, lock, runfolder
 from .distributed import DistInfo, all_reduce_sum, barrier, setup
+from .fingerprint import check_data, check_resume_config, data_fingerprint
 from .losses import full_softmax_ce, sampled_softmax_ce
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,8 @@ class Trainer:
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        self.committed = 0  # the epoch the run folder's manifest names (0: none yet)
+        self.fingerprint = data_fingerprint(cfg.data, data.store)
         self.writer = self._tensorboard() if cfg.train.tensorboard and self.dist.main else None
         # the generator's true distribution does not change during training: score it once
         self.oracle = oracle_metrics(data, cfg) if data.oracle is not None and self.dist.main else None
@@ -121,25 +125,48 @@ class Trainer:
         return torch.compile(module, dynamic=False, mode=mode)
 
     # ---- state -------------------------------------------------------------------------
-    def _payload(self) -> dict[str, Any]:
-        return {
-            "config": self.cfg.to_dict(), "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs,
-            "history": self.history, "train_seconds": self.train_seconds, "rng": checkpoint.rng_state(),
-            "n_items": self.data.store.n_items, "item_ids": self.data.store.item_ids.tolist(),
-            "dataset": self.data.name,
-        }
+    def _model_payload(self) -> dict[str, Any]:
+        return {"format": checkpoint.MODEL_FORMAT, "version": checkpoint.VERSION, "epoch": self.epoch,
+                "config": checkpoint.plain(self.cfg.to_dict()), "model": self.model.state_dict(),
+                "n_items": int(self.data.store.n_items), "item_ids": [str(i) for i in self.data.store.item_ids],
+                "dataset": self.data.name, "fingerprint": self.fingerprint}
+
+    def _state_payload(self) -> dict[str, Any]:
+        return {"format": checkpoint.STATE_FORMAT, "version": checkpoint.VERSION, "epoch": self.epoch,
+                "optimizer": self.optimizer.state_dict(), "scheduler": checkpoint.plain(self.scheduler.state_dict()),
+                "rng": checkpoint.rng_state(), "best": checkpoint.plain(self.best), "bad_epochs": self.bad_epochs,
+                "history": checkpoint.plain(self.history), "train_seconds": float(self.train_seconds)}
 
     def resume(self, path: str | Path) -> None:
-        payload = checkpoint.load(path)
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.epoch, self.best, self.bad_epochs = payload["epoch"], payload["best"], payload["bad_epochs"]
-        self.history, self.train_seconds = payload["history"], payload["train_seconds"]
-        checkpoint.set_rng_state(payload["rng"])
-        log.info("resumed from %s at epoch %d", path, self.epoch)
+        """Continue the run in a folder (or a file in it): only what its manifest names is trusted."""
+        folder, manifest = runfolder.resolve(path)
+        if not folder.is_dir():
+            raise CheckpointError(f"--resume {path}: not a run folder (resuming needs the folder's "
+                                  f"{runfolder.MANIFEST} and state file, not a model file alone)")
+        if manifest is None:
+            log.info("%s holds no finished epoch: starting from epoch 0", folder)
+            return
+        model, state = runfolder.load_training(folder, manifest)
+        where = f"{folder} (epoch {state['epoch']})"
+        check_resume_config(model["config"], checkpoint.plain(self.cfg.to_dict()), str(folder))
+        check_data(model["fingerprint"], self.fingerprint, where, "resume it")
+        checkpoint.load_weights(self.model, model["model"], where)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            checkpoint.set_rng_state(state["rng"])
+        except Exception as exc:  # noqa: BLE001 - a state file that does not fit this model/optimizer
+            raise CheckpointError(f"{folder / manifest['checkpoint']['state']}: cannot restore the training "
+                                  f"state ({type(exc).__name__}: {exc})") from None
+        self.epoch, self.best, self.bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
+        self.history, self.train_seconds = state["history"], state["train_seconds"]
+        if folder.resolve() == self.out.resolve():
+            self.committed = self.epoch
+        else:  # continuing another folder's run here: its best model file comes along
+            self.out.mkdir(parents=True, exist_ok=True)
+            best = runfolder.model_name(self.best["epoch"])
+            runfolder.atomic_write(self.out / best, (folder / manifest["checkpoint"]["best_model"]).read_bytes())
+        log.info("resumed from %s at epoch %d", folder, self.epoch)
 
     def _tensorboard(self):
         try:
@@ -183,6 +210,7 @@ class Trainer:
                                 self.cfg.train.batch_size, rng, COMPILE_WIDTH if self.cfg.train.compile else 1)
         bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}",
                    disable=not (self.cfg.train.progress and self.dist.main), leave=False)
+        bad = torch.zeros(3, device=self.device)  # first step with a non-finite loss or gradient, its values
         for batch in bar:
             if self.dist.enabled:
                 batch = batch.rows(slice(self.dist.rank, None, self.dist.world))
@@ -190,17 +218,43 @@ class Trainer:
             loss, parts = self.loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            norm = self._grad_norm()
             self.optimizer.step()
             self.scheduler.step()
             steps += 1
+            failed = ~(torch.isfinite(loss.detach()) & torch.isfinite(norm)) & (bad[0] == 0)
+            bad = torch.where(failed, torch.stack([torch.tensor(float(steps), device=self.device),
+                                                   loss.detach().float(), norm.float()]), bad)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value.float()
-            if steps % 25 == 1:
+            if steps % 25 == 1:  # a host sync anyway: check for divergence here and at the end
+                self._check_finite(bad)
                 bar.set_postfix(loss=f"{float(parts['loss']):.4f}")
+        self._check_finite(bad)
         sums = {k: float(v) for k, v in sums.items()}
         return {k: v / max(1, steps) for k, v in all_reduce_sum(sums, self.dist).items()}
+
+    def _grad_norm(self) -> torch.Tensor:
+        """Total gradient norm (clipping to train.grad_clip when > 0); NaN/inf flags divergence."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.train.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        if not params:
+            return torch.zeros((), device=self.device)
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float()) for p in params]))
+
+    def _check_finite(self, bad: torch.Tensor) -> None:
+        step, loss, norm = bad.tolist()
+        if step == 0:
+            return
+        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
+        raise NonFiniteError(self._divergence(f"epoch {self.epoch + 1}, step {int(step)}: {what}"))
+
+    def _divergence(self, where: str) -> str:
+        hint = f"lower train.lr (now {self.cfg.train.lr:g})" + (" or set train.bf16=false" if self.autocast else "")
+        kept = (f"the run folder keeps epoch {self.committed} (best epoch {self.best['epoch']})" if self.committed
+                else "nothing was saved")
+        return f"training diverged at {where}; {hint}; {kept}"
 
     def evaluate(self, which: str) -> dict[str, float]:
         """Each rank scores every W-th user; metric sums are added up exactly across ranks."""
@@ -214,6 +268,18 @@ class Trainer:
 
     # ---- loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train to the end (or early stop), then score the best epoch on test; holds the folder's lock."""
+        if self.dist.main:
+            lock.acquire(self.out)
+        try:
+            return self._fit()
+        finally:
+            if self.dist.main:
+                lock.release(self.out)
+            if self.writer is not None:
+                self.writer.close()
+
+    def _fit(self) -> TrainResult:
         tcfg, metric = self.cfg.train, self.cfg.eval.valid_metric
         self.out.mkdir(parents=True, exist_ok=True)
         stopped = self.bad_epochs >= tcfg.patience > 0
@@ -221,7 +287,10 @@ class Trainer:
             started = time.perf_counter()
             train_stats = self.train_epoch()
             self.train_seconds += time.perf_counter() - started
-            valid = self.evaluate("valid")
+            try:
+                valid = self.evaluate("valid")
+            except NonFiniteError as exc:
+                raise NonFiniteError(self._divergence(f"epoch {self.epoch + 1}, validation: {exc}")) from None
             if metric not in valid:
                 raise ConfigError(f"eval.valid_metric '{metric}' is not computed; have {sorted(valid)}")
             self.epoch += 1
@@ -234,27 +303,23 @@ class Trainer:
             record = {"epoch": self.epoch, **train_stats, **{f"valid_{k}": v for k, v in valid.items()},
                       "seconds": round(time.perf_counter() - started, 2)}
             record.update(self.model.epoch_stats())
-            self.history.append(record)
+            self.history.append(checkpoint.plain(record))
             if self.dist.main:
                 self._log_epoch(record, improved)
-                payload = self._payload()
-                checkpoint.save(self.out / "last.pt", payload)
-                if improved:
-                    checkpoint.save(self.out / "best.pt", payload)
-                self._write_metrics(None)
+                runfolder.commit(self.out, self.epoch, self.best["epoch"], self._metrics(None),
+                                 self._model_payload(), self._state_payload())
+                self.committed = self.epoch
             barrier(self.dist)
             stopped = self.bad_epochs >= tcfg.patience > 0
             if stopped and self.dist.main:
                 log.info("early stop: no %s improvement for %d epochs", metric, self.bad_epochs)
-        if self.epoch == 0 or not (self.out / "best.pt").exists():
-            raise RuntimeError("no epoch was trained (train.epochs must be ≥ 1)")
-        best = checkpoint.load(self.out / "best.pt")
-        self.model.load_state_dict(best["model"])
+        if self.epoch == 0:
+            raise ConfigError("no epoch was trained (train.epochs must be ≥ 1)")
+        best = runfolder.load_model(self.out)
+        checkpoint.load_weights(self.model, best["model"], str(self.out))
         test = self.evaluate("test")
         if self.dist.main:
-            self._write_metrics(test)
-        if self.writer is not None:
-            self.writer.close()
+            runfolder.commit(self.out, self.epoch, self.best["epoch"], self._metrics(test))
         return TrainResult(best_epoch=self.best["epoch"], valid=self.best["valid"], test=test,
                            history=self.history, train_seconds=self.train_seconds, output_dir=self.out)
 
@@ -268,14 +333,17 @@ class Trainer:
                 if key != "epoch" and isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, record["epoch"])
 
-    def _write_metrics(self, test: dict[str, float] | None) -> None:
+    def _metrics(self, test: dict[str, float] | None) -> dict[str, Any]:
+        """metrics.json without its `checkpoint` section (runfolder.commit adds it)."""
         result = {"dataset": self.data.name, "model": self.cfg.model["name"], "seed": self.cfg.train.seed,
                   "best_epoch": self.best["epoch"], "valid": self.best["valid"], "test": test,
                   "epochs": self.epoch, "train_seconds": round(self.train_seconds, 2),
                   "filter_seen": self.cfg.eval.filter_seen, "history": self.history}
         if self.oracle is not None:
             result["oracle"] = self.oracle
-        (self.out / "metrics.json").write_text(json.dumps(result, indent=2))
+        result["config"] = self.cfg.to_dict()
+        result["fingerprint"] = self.fingerprint
+        return checkpoint.plain(result)
 
 
 def oracle_metrics(data: Dataset, cfg: Config) -> dict[str, dict[str, float]]:

@@ -13,6 +13,7 @@ import torch
 
 from .chunked import delta_rule_chunked
 from .reference import delta_rule_reference, delta_rule_step
+from .sizes import triton_head_sizes_ok
 
 IMPLS = ("auto", "reference", "chunked", "triton")
 
@@ -67,7 +68,8 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tenso
                          f"g {tuple(g.shape)}, beta {tuple(beta.shape)}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if impl == "auto":  # one token (streaming): the plain step is cheapest
-        impl = "reference" if q.shape[1] == 1 else "triton" if _triton_available(q) else "chunked"
+        fast = _triton_available(q) and triton_head_sizes_ok(q.shape[-1], v.shape[-1])
+        impl = "reference" if q.shape[1] == 1 else "triton" if fast else "chunked"
     if cu_seqlens is not None:
         if q.shape[0] != 1:
             raise ValueError("cu_seqlens needs a packed batch with B = 1")
@@ -91,4 +93,4 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tenso
     return o, (state if output_final_state else None)
 
 
-__all__ = ["delta_rule", "delta_rule_chunked", "delta_rule_reference", "delta_rule_step"]
+__all__ = ["delta_rule", "delta_rule_chunked", "delta_rule_reference", "delta_rule_step", "triton_head_sizes_ok"]

@@ -19,6 +19,7 @@ import triton
 from . import triton_kernels as kern
 from . import triton_kernels_bwd as kern_bwd
 from .chunked import delta_rule_chunked
+from .sizes import triton_head_sizes_ok
 
 C = 64  # chunk length of the kernels
 
@@ -292,7 +293,8 @@ WARPS = {"prep_fwd": {"num_warps": 2}, "state_fwd": {"num_warps": 4}, "output_fw
 WARPS_WIDE = {"state_fwd": {"num_warps": 8}, "state_bwd": {"num_warps": 8}}  # Dk > 64: [64, Dk] tiles per step
 LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
 STATE_BLOCK = 64  # at most this many state columns per program of the state walks
-STATE_PROGRAMS = 264  # ... and wider blocks once more programs than this (2 per SM of an H200) would run
+STATE_PROGRAMS = 64  # ... and wider blocks once more programs than this would run (H200, ops_gpu_sweep-issue20:
+# forward 2.39 → 2.04 ms at 2×16384 H16 D128, 0.74 → 0.67 at 1×8192 H16 D128, 0.53 → 0.51 at 8×8192 H4 D64 vs 264)
 STATE_GROUP_MIN_CHUNKS = 64  # the state walks go two-level from this many chunks ...
 STATE_GROUP_BELOW_PROGRAMS = 64  # ... when it would run fewer programs than this (H200, `ops_gpu.py --sweep`:
 # two levels won at 16 and 32 programs, lost at 128)
@@ -300,7 +302,7 @@ STATE_GROUP_BELOW_PROGRAMS = 64  # ... when it would run fewer programs than thi
 
 def check_head_sizes(dk: int, dv: int) -> None:
     """Raise ValueError unless the kernels take these head sizes (Dk a power of two ≥ 16, Dv ≥ 16)."""
-    if dk < 16 or dk & (dk - 1) or dv < 16:
+    if not triton_head_sizes_ok(dk, dv):
         raise ValueError(f"the triton delta rule needs Dk a power of two ≥ 16 and Dv ≥ 16 (got Dk={dk}, Dv={dv})")
 
 

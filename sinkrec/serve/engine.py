@@ -1,0 +1,225 @@
+"""The serving engine: per-user streaming state over a store; the HTTP app is a thin layer on it.
+
+    from sinkrec.serve import Engine, Event
+    engine = Engine.from_run("runs/ml-1m-gdn")                # SQLite in runs/ml-1m-gdn/serving/
+    engine.record([Event("u1", "1193", 978300760.0, "e-1")])  # durable when it returns
+    engine.recommend(user="u1", k=10)
+
+Each event is applied with one streaming step (GDN, SinkRec: O(1) in the history length), always
+one event per step, so a state rebuilt from the log is bit-for-bit the state built incrementally.
+Models without a fixed-size streaming cache (SASRec, Sessa) keep their last `max_len` events and recompute that
+window once per update: O(max_len) work (O(max_len²) attention for SASRec), independent of history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..batch import Batch
+from ..errors import SinkrecError, UnknownItemError
+from . import state as codec
+from .state import StateFormatError, UserState
+from .stores import Event, Store, open_store
+
+
+# Models whose streaming cache has a fixed size. Sessa also streams, but its cache keeps attention
+# keys/values for every past event (it grows with the history), so it recomputes its window instead.
+FIXED_SIZE_CACHE = ("GDNRec", "SinkRec")
+
+
+class UnknownUserError(SinkrecError):
+    """No events were ever recorded for this user."""
+
+
+def checkpoint_digest(recommender) -> str:
+    """Identity of what produced a state: the weights, the catalogue and the window, not the file.
+
+    Computed from the loaded model, so it is the same whatever format the checkpoint is stored in.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps([type(recommender.model).__name__, recommender.max_len,
+                         [str(i) for i in recommender.item_ids]]).encode())
+    for name, tensor in sorted(recommender.model.state_dict().items()):
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class RecordResult:
+    recorded: int
+    duplicates: int
+    rebuilt: int = 0  # stale states (older checkpoint, or unreadable) rebuilt from their log on the way
+
+
+class Engine:
+    def __init__(self, recommender, store: Store):
+        self.rec = recommender
+        self.model = recommender.model.eval()
+        self.store = store
+        self.streaming = bool(getattr(self.model, "supports_streaming", False)) and (
+            type(self.model).__name__ in FIXED_SIZE_CACHE)
+        self.n_items = len(recommender.item_ids) - 1
+        self.index = {str(v): i for i, v in enumerate(recommender.item_ids) if i > 0}
+        self.checkpoint = checkpoint_digest(recommender)
+        self.rebuilds = 0
+
+    @classmethod
+    def from_run(cls, run: str | Path, store: str | Store = "sqlite") -> Engine:
+        """Load a run through `Recommender.from_run`; 'sqlite' keeps state in RUN/serving/state.db."""
+        from ..recommend import Recommender
+
+        run = Path(run)
+        folder = run if run.is_dir() else run.parent
+        return cls(Recommender.from_run(run), open_store(store, folder / "serving" / "state.db"))
+
+    # ---- items ------------------------------------------------------------------------------
+    def item_indices(self, items: Iterable[str], what: str = "item") -> list[int]:
+        items = list(items)
+        unknown = [(n, str(i)) for n, i in enumerate(items) if str(i) not in self.index]
+        if unknown:
+            shown = ", ".join(f"#{n + 1} '{i}'" for n, i in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise UnknownItemError(f"unknown {what} {shown}{more}: not in the model's catalogue of "
+                                   f"{self.n_items} items")
+        return [self.index[str(i)] for i in items]
+
+    # ---- state transitions ------------------------------------------------------------------
+    def new_state(self) -> UserState:
+        return UserState(checkpoint=self.checkpoint, cache=self.model.new_cache() if self.streaming else None)
+
+    @torch.no_grad()
+    def advance(self, state: UserState, indices: list[int], times: list[float]) -> UserState:
+        """Apply events in order; streaming models take one O(1) step per event."""
+        if not indices:
+            return state
+        if self.streaming:
+            for index, when in zip(indices, times):
+                hidden = self.model.encode_step(torch.tensor([[index]]), state.cache,
+                                                torch.tensor([[when]], dtype=torch.float64))
+                state.hidden = hidden[0, -1].float().clone()
+        else:
+            max_len = self.rec.max_len
+            state.window = (state.window + list(indices))[-max_len:]
+            state.times = (state.times + [float(t) for t in times])[-max_len:]
+            batch = Batch(items=torch.tensor([state.window]), lengths=torch.tensor([len(state.window)]),
+                          timestamps=torch.tensor([state.times], dtype=torch.float64))
+            state.hidden = self.model.last_hidden(batch)[0].float().clone()
+        for index in indices:
+            state.mark_seen(index, self.n_items)
+        state.n_events += len(indices)
+        return state
+
+    def replay(self, events: list[Event]) -> UserState:
+        """A fresh state from a log; events whose item left the catalogue are skipped."""
+        known = [e for e in events if e.item in self.index]
+        state = self.new_state()
+        return self.advance(state, [self.index[e.item] for e in known], [e.timestamp for e in known])
+
+    def _step(self, force: bool = False) -> Callable:
+        def step(old: bytes | None, fresh: list[Event], read_log: Callable[[], list[Event]]) -> bytes | None:
+            state = None
+            if old is not None and not force:
+                try:
+                    state = codec.loads(old)
+                except StateFormatError:
+                    state = None
+                if state is not None and state.checkpoint != self.checkpoint:
+                    state = None
+            if state is None:  # new user, stale or unreadable state: the log is the truth
+                log = read_log()
+                if old is None and not log and not fresh:
+                    return None
+                if old is not None or log:
+                    self.rebuilds += 1
+                state = self.replay(log)
+            elif not fresh:
+                return None
+            self.advance(state, [self.index[e.item] for e in fresh], [e.timestamp for e in fresh])
+            return codec.dumps(state)
+
+        return step
+
+    # ---- public operations --------------------------------------------------------------------
+    def record(self, events: list[Event]) -> RecordResult:
+        """Record events (durable when this returns) and update each user's state atomically.
+
+        All items are checked first, so an unknown item rejects the whole call. Users are updated
+        one after the other: if the store fails midway, retrying the same call is safe (event_id).
+        """
+        self.item_indices([e.item for e in events])
+        by_user: dict[str, list[Event]] = {}
+        for event in events:
+            by_user.setdefault(event.user, []).append(event)
+        result, before = RecordResult(0, 0), self.rebuilds
+        for user, group in by_user.items():
+            fresh, duplicates = self.store.update(user, group, self._step())
+            result.recorded += len(fresh)
+            result.duplicates += duplicates
+        result.rebuilt = self.rebuilds - before
+        return result
+
+    def state(self, user: str) -> UserState:
+        """The user's current state, refreshed first if an older checkpoint produced it."""
+        blob = self.store.load(user)
+        if blob is None:
+            raise UnknownUserError(f"no events recorded for user '{user}'")
+        try:
+            state = codec.loads(blob)
+            if state.checkpoint == self.checkpoint:
+                return state
+        except StateFormatError:
+            pass
+        self.store.update(user, [], self._step())
+        return codec.loads(self.store.load(user))
+
+    @torch.no_grad()
+    def recommend(self, user: str | None = None, history: list[str] | None = None,
+                  timestamps: list[float] | None = None, k: int = 10, filter_seen: bool = True,
+                  exclude: Iterable[str] = ()) -> dict:
+        """Top-k by a stored user's state, or by an explicit history (replayed like a log, not stored)."""
+        if k < 1:
+            raise SinkrecError(f"k must be ≥ 1, got {k}")
+        if (user is None) == (history is None):
+            raise SinkrecError("give either a user or a history")
+        if user is not None:
+            state = self.state(user)
+        else:
+            if not history:
+                raise SinkrecError("the history is empty: give at least one item id")
+            if timestamps is not None and len(timestamps) != len(history):
+                raise SinkrecError(f"{len(timestamps)} timestamps for {len(history)} history items")
+            indices = self.item_indices(history, "history item")
+            times = timestamps if timestamps is not None else [float(i) for i in range(len(history))]
+            state = self.advance(self.new_state(), indices, list(times))
+        if state.hidden is None:
+            raise UnknownUserError(f"user '{user}' has no event with an item of this model's catalogue")
+        blocked = state.seen_indices() if filter_seen else []
+        blocked += [self.index[str(i)] for i in exclude if str(i) in self.index]
+        scores = self.model.item_scores(state.hidden[None]).float()[0]
+        out = self.rec.top_k(scores, blocked, k)
+        return {"items": [str(i) for i in out["items"]], "scores": out["scores"]}
+
+    def rebuild(self, users: Iterable[str] | None = None, progress: Callable[[str], None] | None = None) -> int:
+        """Recompute every (or the given) user's state from its log with this checkpoint."""
+        done = 0
+        for user in list(users if users is not None else self.store.users()):
+            self.store.update(user, [], self._step(force=True))
+            done += 1
+            if progress is not None:
+                progress(user)
+        return done
+
+    def user_info(self, user: str) -> dict:
+        state = self.state(user)
+        blob = self.store.load(user) or b""
+        return {"user": user, "events": state.n_events, "checkpoint": state.checkpoint, "state_bytes": len(blob)}
+
+    def ready(self) -> None:
+        self.store.ping()

@@ -1,0 +1,203 @@
+"""Where user state lives: one small interface, an embedded SQLite store and (redis_store.py) Redis.
+
+A store keeps, per user, the ordered log of events (so a state can be rebuilt exactly) and the
+latest state bytes. `update` is the one write path: in one atomic step it drops events already
+recorded (idempotent retries), lets the engine compute the new state from the old one, and
+commits log and state together — a state never runs ahead of or behind its log.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SinkrecError
+
+
+@dataclass(frozen=True)
+class Event:
+    user: str
+    item: str
+    timestamp: float
+    event_id: str
+
+
+class StoreUnavailable(SinkrecError):
+    """The store cannot be reached now (the service answers 503 and the client retries)."""
+
+
+class EventConflict(SinkrecError):
+    """An event_id was already recorded for this user with a different item or timestamp."""
+
+
+# step(old state bytes or None, new events in order, read_log) -> new state bytes, or None for no change.
+# read_log() returns the user's events recorded before this update (for a rebuild inside the update).
+Step = Callable[[bytes | None, list[Event], Callable[[], list[Event]]], bytes | None]
+
+
+class Store:
+    """The interface the engine uses; both stores implement exactly this."""
+
+    kind = "abstract"
+
+    def update(self, user: str, events: list[Event], step: Step) -> tuple[list[Event], int]:
+        """Atomically record the new events and the state `step` derives; returns (recorded, duplicates)."""
+        raise NotImplementedError
+
+    def load(self, user: str) -> bytes | None:
+        raise NotImplementedError
+
+    def events(self, user: str) -> list[Event]:
+        raise NotImplementedError
+
+    def users(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    def count_users(self) -> int:
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot serve."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def split_new(user: str, events: list[Event], known: dict[str, tuple[str, float]]) -> tuple[list[Event], int]:
+    """Events not yet recorded (first occurrence wins within a request), and the duplicate count."""
+    fresh, seen, duplicates = [], dict(known), 0
+    for event in events:
+        previous = seen.get(event.event_id)
+        if previous is None:
+            seen[event.event_id] = (event.item, event.timestamp)
+            fresh.append(event)
+            continue
+        if previous != (event.item, float(event.timestamp)):
+            raise EventConflict(f"event_id '{event.event_id}' of user '{user}' was recorded with item "
+                                f"'{previous[0]}' at {previous[1]}; a retry must repeat the same event")
+        duplicates += 1
+    return fresh, duplicates
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (user TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL,
+    item TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (user, seq), UNIQUE (user, event_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS states (user TEXT PRIMARY KEY, n_events INTEGER NOT NULL, blob BLOB NOT NULL);
+"""
+
+
+class SQLiteStore(Store):
+    """Embedded default: one file in WAL mode, `synchronous=FULL` so a commit is on disk before the ack.
+
+    Several threads (and processes on one machine) may write: `BEGIN IMMEDIATE` serialises writers,
+    so a per-user update is atomic without extra locking.
+    """
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.synchronous = synchronous
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
+            self._local.conn = conn
+        return conn
+
+    def update(self, user: str, events: list[Event], step: Step) -> tuple[list[Event], int]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [e.event_id for e in events]
+                known = {}
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    rows = conn.execute(f"SELECT event_id, item, ts FROM events WHERE user = ? AND event_id IN "
+                                        f"({','.join('?' * len(chunk))})", [user, *chunk])
+                    known.update({r[0]: (r[1], r[2]) for r in rows})
+                fresh, duplicates = split_new(user, events, known)
+                row = conn.execute("SELECT n_events, blob FROM states WHERE user = ?", (user,)).fetchone()
+                count = row[0] if row else 0
+                blob = step(row[1] if row else None, fresh, lambda: self._read_log(conn, user))
+                if fresh:
+                    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                                     [(user, count + i, e.event_id, e.item, float(e.timestamp))
+                                      for i, e in enumerate(fresh)])
+                if blob is not None:
+                    conn.execute("INSERT OR REPLACE INTO states VALUES (?, ?, ?)", (user, count + len(fresh), blob))
+                conn.execute("COMMIT")
+                return fresh, duplicates
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from None
+
+    @staticmethod
+    def _read_log(conn: sqlite3.Connection, user: str) -> list[Event]:
+        rows = conn.execute("SELECT item, ts, event_id FROM events WHERE user = ? ORDER BY seq", (user,))
+        return [Event(user, item, ts, event_id) for item, ts, event_id in rows]
+
+    def load(self, user: str) -> bytes | None:
+        row = self._query("SELECT blob FROM states WHERE user = ?", (user,))
+        return row[0][0] if row else None
+
+    def events(self, user: str) -> list[Event]:
+        try:
+            return self._read_log(self._conn(), user)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from None
+
+    def users(self) -> Iterator[str]:
+        yield from (r[0] for r in self._query("SELECT DISTINCT user FROM events ORDER BY user", ()))
+
+    def count_users(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM states", ())[0][0])
+
+    def ping(self) -> None:
+        self._query("SELECT 1", ())
+
+    def _query(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def open_store(spec: str | Store, default_path: str | Path | None = None) -> Store:
+    """'sqlite' (the run's serving folder), 'sqlite:///path/to/file.db' or 'redis://host:port/db'."""
+    if isinstance(spec, Store):
+        return spec
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        from .redis_store import RedisStore
+
+        return RedisStore(spec)
+    if spec == "sqlite":
+        if default_path is None:
+            raise SinkrecError("the sqlite store needs a path: give sqlite:///path/to/state.db")
+        return SQLiteStore(default_path)
+    if spec.startswith("sqlite:///"):
+        return SQLiteStore(spec[len("sqlite:///"):])  # as SQLAlchemy: sqlite:///relative, sqlite:////absolute
+    raise SinkrecError(f"unknown store '{spec}': use sqlite, sqlite:///PATH or redis://HOST:PORT/DB")

@@ -1,0 +1,92 @@
+"""One writer per output folder: `run.lock` holds an exclusive flock plus the owner's pid and host.
+
+The kernel drops a flock when its process dies, so a lock left by a killed run is never stale.
+Where flock is unavailable (some network file systems), the pid is checked for liveness instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from ..errors import RunFolderBusyError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+LOCK_NAME = "run.lock"
+_held: dict[str, list] = {}  # folder → [open file, depth]: re-entrant within one process
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def acquire(folder: str | Path) -> None:
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _held:
+        _held[key][1] += 1
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    handle = open(path, "a+")  # noqa: SIM115 - held until release()
+    locked = False
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            handle.close()
+            _busy(folder, _owner(path))
+        except OSError:  # no flock here: fall back to the pid written in the file
+            pass
+    if not locked:
+        owner = _owner(path)
+        if owner.get("pid") and owner.get("host") == socket.gethostname() and _alive(int(owner["pid"])) \
+                and int(owner["pid"]) != os.getpid():
+            handle.close()
+            _busy(folder, owner)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    handle.flush()
+    _held[key] = [handle, 1]
+
+
+def _busy(folder: Path, owner: dict) -> None:
+    who = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}, started {owner.get('started', '?')}"
+    raise RunFolderBusyError(f"{folder} is in use by another sinkrec run ({who}); wait for it to finish, "
+                             f"or train into another folder (--output)")
+
+
+def release(folder: str | Path) -> None:
+    key = str(Path(folder).resolve())
+    if key not in _held:
+        return
+    _held[key][1] -= 1
+    if _held[key][1] > 0:
+        return
+    handle = _held.pop(key)[0]
+    handle.seek(0)
+    handle.truncate()  # the file stays: unlinking it would let two later runs lock two different files
+    handle.close()
