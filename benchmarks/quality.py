@@ -45,7 +45,7 @@ def run_one(job: dict, common: list[str], device: str, out_root: Path, data_dir:
     started = time.time()
     metrics = folder / "metrics.json"
     finished = metrics.exists() and json.loads(metrics.read_text()).get("test") is not None
-    if resume and (folder / "last.pt").exists() and not finished:
+    if resume and metrics.exists() and not finished:  # metrics.json: the run folder's manifest
         cmd.append("--resume")  # continue where an earlier (time-limited) call stopped
     if not (resume and finished):
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

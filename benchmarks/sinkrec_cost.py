@@ -62,7 +62,8 @@ def module_timer(model: torch.nn.Module) -> tuple[dict[str, float], list]:
     return totals, handles
 
 
-def measure(name: str, spec: dict, data: Batch, steps: int) -> dict:
+def build(spec: dict, data: Batch):
+    """Model, optimizer and a training-step function returning (forward s, step s)."""
     torch.manual_seed(0)
     model = build_model(spec, N_ITEMS, data.items.shape[1]).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -76,26 +77,41 @@ def measure(name: str, spec: dict, data: Batch, steps: int) -> dict:
         loss.backward()
         opt.step()
         return forward, time.perf_counter() - start
+    return model, step
 
+
+def measure(specs: dict[str, dict], data: Batch, steps: int) -> list[dict]:
+    """Steps of all models interleaved (round robin), so load from elsewhere hits them alike."""
+    built = {name: build(spec, data) for name, spec in specs.items()}
     for _ in range(2):  # warm-up (k-means initialisation on the first step)
-        step()
-    times = sorted(step() for _ in range(steps))
-    totals, handles = module_timer(model)
+        for _, step in built.values():
+            step()
+    times: dict[str, list] = {name: [] for name in specs}
     for _ in range(steps):
-        step()
-    for h in handles:
-        h.remove()
-    mid = times[len(times) // 2]
-    return {"model": name, "config": spec, "B": data.items.shape[0], "T": data.items.shape[1],
-            "step_ms": round(mid[1] * 1e3, 1), "forward_ms": round(mid[0] * 1e3, 1),
-            "modules_forward_ms": {k: round(v / steps * 1e3, 2) for k, v in sorted(totals.items())}}
+        for name, (_, step) in built.items():
+            times[name].append(step())
+    records = []
+    for name, (model, step) in built.items():
+        totals, handles = module_timer(model)
+        for _ in range(max(2, steps // 2)):
+            step()
+        for h in handles:
+            h.remove()
+        n = max(2, steps // 2)
+        fwd = sorted(t[0] for t in times[name])
+        full = sorted(t[1] for t in times[name])
+        records.append({"model": name, "config": specs[name], "B": data.items.shape[0], "T": data.items.shape[1],
+                        "step_ms": round(full[len(full) // 2] * 1e3, 1),
+                        "forward_ms": round(fwd[len(fwd) // 2] * 1e3, 1),
+                        "modules_forward_ms": {k: round(v / n * 1e3, 2) for k, v in sorted(totals.items())}})
+    return records
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument("--models", default=",".join(VARIANTS))
     parser.add_argument("--out", default=None, help="results path (default benchmarks/results/sinkrec_cost.json)")
@@ -103,7 +119,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = make_batch(args.batch, args.length)
-    records = [measure(name, VARIANTS[name], data, args.steps) for name in args.models.split(",")]
+    records = measure({name: VARIANTS[name] for name in args.models.split(",")}, data, args.steps)
     base = next((r["step_ms"] for r in records if r["model"] == "gdn"), None)
     print(f"{'model':16s} {'step ms':>9s} {'fwd ms':>8s} {'× GDN':>6s}")
     for r in records:

@@ -34,7 +34,7 @@ DEMO_RUN: dict[str, Any] = {
     "output_dir": "runs/synthetic",
 }
 DEFAULT_MODEL = "gdn"  # for a user's own data: the most accurate and fastest model we measured
-RUN_FILES = ("best.pt", "last.pt", "metrics.json")
+RUN_FILES = ("metrics.json", "best.pt", "last.pt")  # any of these: the folder holds a run (last.pt: < 0.2)
 
 
 def _config_file(name: str | Path) -> Path:
@@ -125,7 +125,7 @@ def load_dataset(dataset: str | Path | DataConfig = "synthetic", **options: Any)
 
 @dataclass
 class Run:
-    """A finished (or resumed) run folder: its config, metrics and checkpoint."""
+    """A finished (or resumed) run folder: its config, metrics and checkpoint (see training.runfolder)."""
 
     path: Path
     config: Config
@@ -137,14 +137,12 @@ class Run:
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
+        from .training import runfolder
+
         path = Path(path)
-        metrics_file = path / "metrics.json"
-        if not metrics_file.is_file():
-            raise SinkrecError(f"{path}: not a run folder (no metrics.json)")
-        try:
-            metrics = json.loads(metrics_file.read_text())
-        except ValueError as exc:
-            raise SinkrecError(f"{metrics_file}: not valid JSON ({exc})") from None
+        metrics = runfolder.read_manifest(path)
+        if metrics is None:
+            raise SinkrecError(f"{path}: not a run folder (no metrics.json naming a trained epoch)")
         return cls(path=path, config=make_config(metrics["config"]), best_epoch=metrics.get("best_epoch", 0),
                    valid=metrics.get("valid") or {}, test=metrics.get("test") or {},
                    history=metrics.get("history") or [])
@@ -164,11 +162,11 @@ def train(config: str | Path | dict | Config | None = None, *, data: str | Path 
     """Train one model and score its best checkpoint on the test split; see `run_config` for the arguments.
 
     A folder that already holds a run is never overwritten unless `overwrite=True`: a fresh
-    numbered folder is used instead. `resume=True` continues `OUTPUT/last.pt` exactly.
+    numbered folder is used instead. `resume=True` continues the run in OUTPUT exactly (`resume=PATH`:
+    the run folder PATH, continued into OUTPUT); config keys other than
+    `training.fingerprint.SAFE_ON_RESUME` must not change. One process at a time trains into a folder.
     """
-    from .data import load_dataset as load
-    from .training.distributed import cleanup
-    from .training.trainer import Trainer
+    from .training import lock
 
     if isinstance(config, Config):
         config = config.to_dict()
@@ -176,15 +174,33 @@ def train(config: str | Path | dict | Config | None = None, *, data: str | Path 
     if not resume:
         raw["output_dir"] = str(fresh_output_dir(raw["output_dir"], overwrite))
     cfg = make_config(raw)
-    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 reports
+    from .experiment import check_environment
+
+    check_environment(cfg)  # device, writable output_dir, optional packages: before any data is read
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if not main_rank:  # under torchrun only rank 0 reports
         logging.getLogger().setLevel(logging.WARNING)
+    if main_rank:  # fail before loading data when another process trains into this folder
+        lock.acquire(cfg.output_dir)
+    try:
+        return _train(cfg, resume)
+    finally:
+        if main_rank:
+            lock.release(cfg.output_dir)
+
+
+def _train(cfg: Config, resume: bool | str | Path) -> Run:
+    from .data import load_dataset as load
+    from .training.distributed import cleanup
+    from .training.trainer import Trainer
+
     dataset = load(cfg.data)
     store = dataset.store
     log.info("data %s: %d users, %d items, %d events (mean length %.1f)", dataset.name, store.n_users,
              store.n_items, len(store.items), len(store.items) / store.n_users)
     trainer = Trainer(cfg, dataset)
     if resume:
-        trainer.resume(Path(cfg.output_dir) / "last.pt" if resume is True or resume == "auto" else resume)
+        trainer.resume(Path(cfg.output_dir) if resume is True or resume == "auto" else resume)
     log.info("model %s: %.2fM parameters, device %s", cfg.model["name"],
              sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.device)
     result = trainer.fit()
@@ -195,20 +211,23 @@ def train(config: str | Path | dict | Config | None = None, *, data: str | Path 
 
 def evaluate(checkpoint: str | Path, split: str = "test", filter_seen: bool | None = None,
              device: str = "auto") -> dict[str, float]:
-    """Full-ranking metrics of a run folder (its best.pt) or checkpoint file on its own dataset."""
+    """Full-ranking metrics of a run folder (its best epoch) or model file, on the data it was trained on.
+
+    Refused (CheckpointError) when that data changed since training: see `training.fingerprint`.
+    """
     from .data import load_dataset as load
     from .eval.evaluate import evaluate as score
     from .training import checkpoint as ckpt
+    from .training import runfolder
+    from .training.fingerprint import check_data, data_fingerprint
     from .training.trainer import pick_device
 
-    payload = ckpt.load(checkpoint)
-    model, cfg = ckpt.model_from_checkpoint(payload)
+    payload = runfolder.load_model(checkpoint)
+    model, cfg = ckpt.model_from_checkpoint(payload, str(checkpoint))
     if filter_seen is not None:
         cfg.eval.filter_seen = filter_seen
     data = load(cfg.data)
-    if data.store.n_items != payload["n_items"]:
-        raise SinkrecError(f"the dataset now has {data.store.n_items} items but the checkpoint was "
-                           f"trained on {payload['n_items']}; the data changed since training")
+    check_data(payload["fingerprint"], data_fingerprint(cfg.data, data.store), str(checkpoint), "evaluate it")
     target = pick_device(device)
     return score(model.to(target), data.split, split, cfg.eval, cfg.data.max_len, target)
 

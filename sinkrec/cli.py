@@ -44,11 +44,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import evaluate
-    from .training import checkpoint
+    from .training import runfolder
 
     filter_seen = None if args.filter_seen is None else args.filter_seen == "true"
     metrics = evaluate(args.checkpoint, args.split, filter_seen, args.device or "auto")
-    topk = checkpoint.load(args.checkpoint)["config"]["eval"]["topk"]
+    topk = runfolder.load_model(args.checkpoint)["config"]["eval"]["topk"]
     print(_table([(args.split, metrics)], _metric_keys(topk)))
     print(f"{int(metrics['users'])} users")
     if args.json:
@@ -70,6 +70,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import server
+    except ImportError as exc:
+        raise SinkrecError(f"`sinkrec serve` needs the serve extra: pip install 'sinkrec[serve]' ({exc})") from None
+    if args.rebuild:
+        print(f"rebuilt {server.rebuild(args.run, args.store)} user states")
+        return 0
+    server.serve(args.run, args.store, args.host, args.port, args.threads, args.log_level)
+    return 0
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from .diagnostics.run import diagnose
 
@@ -78,7 +90,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     print(f"{'series':<34}{'early M_t':>10}{'late M_t':>10}{'rise':>9}")
     for name, row in result["summary"].items():
         print(f"{name:<34}{row['early_mean']:>10.4f}{row['late_mean']:>10.4f}{row['rise']:>9.4f}")
-    print(f"wrote {args.out}/state_sink.json, sink_mass.png, probe_heatmap.png")
+    print(f"wrote {', '.join(result['written'])}")
+    if result.get("skipped"):
+        print(result["skipped"])
     return 0
 
 
@@ -128,7 +142,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     tune(args.data, args.model, trials=args.trials, space=args.space, storage=args.storage, study=args.study,
          workers=args.workers, pruner=args.pruner, budget=args.budget, out=args.out, config=args.config,
-         overrides=args.set or [], device=args.device, seed=args.seed, join=args.join)
+         overrides=args.set or [], device=args.device, seed=args.seed, join=args.join,
+         pruner_startup=args.pruner_startup)
     return 0
 
 
@@ -183,11 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run already in the output folder (default: write to a fresh numbered folder)")
     p.add_argument("--resume", nargs="?", const="auto",
-                   help="continue from a checkpoint (default: OUTPUT/last.pt)")
+                   help="continue a run exactly (default: the run in OUTPUT; or a run folder)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="full-ranking evaluation of a checkpoint")
-    p.add_argument("checkpoint", help="checkpoint file or run folder (uses best.pt)")
+    p.add_argument("checkpoint", help="run folder (its best epoch) or model file")
     p.add_argument("--split", choices=["valid", "test"], default="test")
     p.add_argument("--filter-seen", choices=["true", "false"], help="override eval.filter_seen")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -195,13 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="top-k items for a history (original ids in and out)")
-    p.add_argument("checkpoint", help="checkpoint file or run folder (uses best.pt)")
+    p.add_argument("checkpoint", help="run folder (its best epoch) or model file")
     p.add_argument("--history", required=True, help="comma-separated item ids, oldest first")
     p.add_argument("--timestamps", help="comma-separated unix times, one per history item")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--include-seen", action="store_true", help="allow items already in the history")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("serve", help="HTTP service: events in, recommendations out, durable per-user state")
+    p.add_argument("run", help="run folder or checkpoint to serve")
+    p.add_argument("--store", default="sqlite",
+                   help="sqlite (RUN/serving/state.db), sqlite:///PATH or redis://HOST:PORT/DB (shared by processes)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--rebuild", action="store_true",
+                   help="recompute every stored user state from its events with this checkpoint, then exit")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("diagnose", help="semantic state sink: sink mass M_t and probe heat maps (Fig. 4)")
     p.add_argument("checkpoint", help="a SinkRec checkpoint (its RVQ codes define the prototypes)")
@@ -273,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", choices=["median", "halving", "none"], default="median",
                    help="stop weak trials early on the per-epoch validation metric")
     p.add_argument("--budget", default="epochs:20", help="epochs:N per trial (early stopping off)")
+    p.add_argument("--pruner-startup", type=int, default=5, help="finished trials before the median pruner acts")
     p.add_argument("--config", help="YAML or shipped config: the settings the search starts from")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override applied to every trial")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")

@@ -6,9 +6,13 @@ the one check that needs the model registry, so each option is validated exactly
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
 from typing import Any
 
 from .config import Config, build_config, load_raw
+from .errors import ConfigError
 from .models.registry import validate_model_options
 
 
@@ -22,3 +26,29 @@ def make_config(raw: dict[str, Any]) -> Config:
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (a path or a name in ./configs), apply `--set` overrides, validate."""
     return make_config(load_raw(path, overrides))
+
+
+def check_output_dir(path: str | Path) -> None:
+    """A run folder that cannot be written is an error at start, not after the first epoch."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output_dir '{folder}' exists and is not a folder")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"output_dir '{folder}' cannot be created: '{existing}' is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output_dir '{folder}' is not writable (no write permission on '{existing}')")
+
+
+def check_environment(cfg: Config) -> None:
+    """What a training config asks of this machine, checked before any data is read: the device
+    exists, the output folder can be written, optional packages it needs are installed."""
+    from .training.trainer import pick_device
+
+    pick_device(cfg.train.device)  # CUDA asked for without a GPU: a one-line ConfigError
+    check_output_dir(cfg.output_dir)
+    if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard is on but the tensorboard package is not installed: "
+                          "pip install 'sinkrec[tensorboard]' (or set train.tensorboard=false)")

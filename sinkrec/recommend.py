@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from .batch import Batch
-from .errors import SinkrecError, UnknownItemError
-from .training import checkpoint
+from .errors import NonFiniteError, SinkrecError, UnknownItemError
+from .training import checkpoint, runfolder
 
 
 class Recommender:
@@ -23,13 +23,16 @@ class Recommender:
 
     @classmethod
     def from_run(cls, path: str | Path) -> Recommender:
-        """A run folder (its best.pt) or a checkpoint file."""
+        """A run folder (its best epoch, as its metrics.json names it) or a model file.
+
+        Only tensors and plain data are read: a crafted or pre-0.2 (pickled) file is a CheckpointError.
+        """
         return cls.load(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
-        payload = checkpoint.load(path)
-        model, cfg = checkpoint.model_from_checkpoint(payload)
+        payload = runfolder.load_model(path)
+        model, cfg = checkpoint.model_from_checkpoint(payload, str(path))
         return cls(model, payload["item_ids"], cfg.data.max_len)
 
     def encode(self, history: list) -> list[int]:
@@ -61,6 +64,10 @@ class Recommender:
         return self.top_k(self.model.score_users(batch)[0], indices if exclude_seen else [], k)
 
     def top_k(self, scores: torch.Tensor, exclude: list[int], k: int) -> dict[str, list]:
+        if not bool(torch.isfinite(scores[1:]).all()):
+            bad = int((~torch.isfinite(scores[1:])).sum())
+            raise NonFiniteError(f"the model scored {bad} of {len(scores) - 1} items NaN or inf: its weights are "
+                                 f"damaged or its training diverged; retrain (e.g. with a lower train.lr)")
         scores = scores.clone()
         scores[0] = float("-inf")
         if exclude:

@@ -1,4 +1,5 @@
 import gzip
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -121,3 +122,59 @@ def test_s3rec_never_crashes_with_an_unclear_error(tmp_path, tokens):
     else:
         assert len(ev.users) == len(ev.items) > 0
         assert ev.items.dtype.kind == "U" and all(ev.items) and all(ev.users)
+
+
+@pytest.mark.parametrize("header, user, item, time", [
+    ("user_id,item_id,timestamp", "user_id", "item_id", "timestamp"),
+    ("userId,movieId,rating,ts", "userId", "movieId", "ts"),
+    ("UserID,ItemID,Date", "UserID", "ItemID", "Date"),
+    ("uid,iid", "uid", "iid", None),
+    ("USER,product_id,datetime", "USER", "product_id", "datetime"),
+    ("user,item,time,extra", "user", "item", "time"),
+    ("extra,item_id,user_id", "user_id", "item_id", None),
+])
+def test_csv_recognises_common_header_names(tmp_path, caplog, header, user, item, time):
+    names = header.split(",")
+    values = {user: "u1", item: "i9", time: "2021-01-02", "rating": "4"}
+    row = ",".join(values.get(name, "x") for name in names)
+    path = write(tmp_path, "log.tsv" if "Date" in header else "log.csv",
+                 (header + "\n" + row + "\n").replace(",", "\t" if "Date" in header else ","))
+    with caplog.at_level("INFO"):
+        ev = read_interactions(path)
+    assert ev.users.tolist() == ["u1"] and ev.items.tolist() == ["i9"]
+    assert (ev.timestamps is None) == (time is None)
+    chosen = [r.getMessage() for r in caplog.records if "columns chosen" in r.getMessage()]
+    assert chosen and f"user={user!r}" in chosen[0] and f"item={item!r}" in chosen[0]
+
+
+def test_csv_header_preference_and_explicit_mapping_wins(tmp_path):
+    path = write(tmp_path, "a.csv", "user,user_id,item,time,timestamp\nA,a,i,1,2\n")
+    ev = read_interactions(path)
+    assert ev.users.tolist() == ["a"] and ev.timestamps.tolist() == [2.0]  # user_id over user, timestamp over time
+    ev = read_interactions(path, columns={"user": "user", "item": "item"})
+    assert ev.users.tolist() == ["A"] and ev.timestamps is None
+
+
+def test_csv_without_recognisable_header_says_how_to_map(tmp_path):
+    path = write(tmp_path, "a.csv", "who,what\nalice,x\n")
+    with pytest.raises(DataFormatError, match=r"a.csv, line 1: no user or item column in the header.*data.columns"):
+        read_interactions(path)
+    with pytest.raises(DataFormatError, match=r"line 1: no item column"):
+        read_interactions(write(tmp_path, "b.csv", "UserId,what\nalice,x\n"))
+    headless = write(tmp_path, "c.csv", "1,2,3\n4,5,6\n")
+    with pytest.raises(DataFormatError, match="0-based indices"):
+        read_interactions(headless)
+    with pytest.raises(DataFormatError, match="empty file"):
+        read_interactions(write(tmp_path, "d.csv", "\n"), "csv")
+
+
+def test_formats_package_keeps_its_public_names():
+    import sinkrec.data.formats as formats
+
+    for name in formats.__all__:
+        assert hasattr(formats, name), name
+    assert set(formats.READERS) == {"sasrec", "s3rec", "recbole", "movielens-dat", "movielens-csv", "csv", "parquet",
+                                    "jsonl"}
+    folder = Path(formats.__file__).parent
+    sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
+    assert max(sizes.values()) < 400, sizes

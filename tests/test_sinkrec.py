@@ -46,7 +46,7 @@ def test_shapes_losses_and_causality():
     m.train()
     encoded = m(b)
     assert set(encoded.losses) == {"vq"} and encoded.losses["vq"] > 0
-    assert encoded.codes.shape == (3, 13, 3) and (encoded.codes[-1, 9:] == 0).all()  # 0 at padding
+    assert encoded.codes.shape == (3, 13, m.options.rvq_levels) and (encoded.codes[-1, 9:] == 0).all()  # 0 at padding
     assert not hasattr(m, "last_codes") and not hasattr(m, "_vq_loss")  # returned, not stashed
 
 
@@ -129,3 +129,67 @@ def test_dead_code_restart_moves_unused_codes_onto_the_data():
     assert (rvq.codebooks[0].abs() < 50).all()  # every code now sits near the data
     rvq(x)
     assert rvq.usage_stats()["rvq0_used"] > 0.5  # and most of them are used again
+
+
+@pytest.mark.parametrize("overrides", [{}, {"n_blocks": 2, "loops": 1}, {"prototype_levels": 0, "reinject": False}])
+def test_untrained_sinkrec_computes_exactly_what_sinkrec_without_memory_computes(overrides):
+    """Identity at initialisation: every memory path starts as an exact no-op, seed for seed."""
+    torch.manual_seed(3)
+    with_memory = build_model({**SMALL, **overrides}, 40, 50).double()
+    torch.manual_seed(3)
+    without = build_model({**SMALL, **overrides, "use_memory": False}, 40, 50).double().eval()
+    b = batch()
+    reference = without.encode(b).hidden
+    assert torch.equal(with_memory.eval().encode(b).hidden, reference)
+    with torch.no_grad():
+        with_memory.train()(batch(8, 20, seed=5, pad_last=False))  # k-means init + EMA step: buffers only
+    assert torch.equal(with_memory.eval().encode(b).hidden, reference)
+    # ... while the memory is live: its paths receive gradient from the first step
+    with_memory.train()
+    with_memory.encode(b).hidden.pow(2).sum().backward()
+    tdgd = with_memory.blocks[0].tdgd
+    assert tdgd.coverage_gain.grad.abs().sum() > 0 and tdgd.readout_gate.weight.grad.abs().sum() > 0
+    assert with_memory.blocks[0].attn.memory_kv.weight.grad[16:].abs().sum() > 0
+
+
+def test_vq_loss_does_not_move_the_item_table():
+    m = model().train()
+    encoded = m.encode(batch())
+    encoded.losses["vq"].backward()
+    grad = m.item_embedding.weight.grad
+    assert grad is None or torch.count_nonzero(grad) == 0
+    assert m.memory.pattern.weight.grad.abs().sum() > 0  # the pattern encoder does learn from it
+
+
+def test_codebook_decay_warms_up_then_holds():
+    rvq = ResidualVQ(4, levels=1, codes=8, decay=0.9, decay_final=0.999, decay_warmup=10, kmeans_init=False)
+    rvq.train()
+    x = torch.randn(64, 4)
+    assert abs(float(rvq.current_decay()) - 0.9) < 1e-6
+    for _ in range(5):
+        rvq(x)
+    assert abs(float(rvq.current_decay()) - 0.9495) < 1e-5
+    for _ in range(10):
+        rvq(x)
+    before = rvq.codebooks.clone()
+    assert abs(float(rvq.current_decay()) - 0.999) < 1e-6
+    rvq(x)
+    assert (rvq.codebooks - before).abs().max() < 0.01  # settled codebooks barely move
+
+
+def test_rare_codes_read_a_null_memory_and_usage_is_logged():
+    m = model()
+    b = batch(pad_last=False)
+    codes = m.memory(m.item_embedding(b.items), b.items > 0).codes[..., 0]
+    rare = codes[0, 0]
+    with torch.no_grad():
+        m.memory.rvq.share[0, rare] = 0.1  # a code far below its uniform share of positions
+    out = m.memory(m.item_embedding(b.items), b.items > 0)
+    null = out.codes[..., 0] == rare
+    assert null.any() and (~null).any()
+    assert (out.recurs[null] == 0).all() and (out.memory[null] == 0).all()
+    assert (out.recurs[~null] == 1).all() and (out.memory[~null].abs().sum(-1) > 0).all()
+    m.train()(b)
+    stats = m.epoch_stats()
+    assert {"rvq0_perplexity", "rvq0_used", "rvq0_recurring", "rvq1_recurring", "rvq_covered", "rvq_decay"} <= set(stats)
+    assert 0 < stats["rvq_covered"] <= 1

@@ -49,8 +49,8 @@ def test_cli_train_evaluate_recommend(tmp_path, capsys):
     again = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert again["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-6)
 
-    payload = torch.load(out / "best.pt", weights_only=False)
-    history = [str(i) for i in payload["item_ids"][1:6]]
+    payload = torch.load(out / "best.pt", weights_only=True)
+    history = payload["item_ids"][1:6]
     capsys.readouterr()
     assert main(["recommend", str(out), "--history", ",".join(history), "--k", "5", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)

@@ -110,7 +110,7 @@ def _launch(job: dict, out: Path, env: dict[str, str]) -> int:
     log_file = out / "logs" / f"{job['name']}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "a") as handle:
-        proc = subprocess.run([sys.executable, "-m", "sinkrec.compare.worker", str(out / "jobs" / f"{job['name']}.json")],
+        proc = subprocess.run([sys.executable, "-m", "sinkrec.compare", str(out / "jobs" / f"{job['name']}.json")],
                               stdout=handle, stderr=subprocess.STDOUT, env=env)
     return proc.returncode
 
@@ -153,7 +153,9 @@ def run_jobs(jobs: list[dict], out: Path, parallel: int, device: str | None, pro
         return failed
     free = list(range(parallel))
     total = sum(_units(j)[1] for j in jobs)
-    with ThreadPoolExecutor(parallel) as pool, tqdm(total=total, desc="compare", disable=not progress,
+    bar_on = progress and sys.stderr.isatty()  # in a log file, one line per finished run instead
+    reported = {j["name"] for j in jobs if finished(Path(j["folder"]))}
+    with ThreadPoolExecutor(parallel) as pool, tqdm(total=total, desc="compare", disable=not bar_on,
                                                    unit="epoch") as bar:
         def work(job: dict) -> None:
             slot = free.pop()
@@ -171,6 +173,12 @@ def run_jobs(jobs: list[dict], out: Path, parallel: int, device: str | None, pro
             bar.set_postfix_str(f"done {sum(finished(Path(j['folder'])) for j in jobs)}/{len(jobs)}; "
                                 f"running {', '.join(running[:4])}")
             bar.refresh()
+            for job in pending:
+                if job["name"] not in reported and finished(Path(job["folder"])):
+                    reported.add(job["name"])
+                    test = (read_metrics(Path(job["folder"])) or {}).get("test") or {}
+                    tqdm.write(f"[{len(reported)}/{len(jobs)}] finished {job['name']}: test ndcg@10 "
+                               f"{test.get('ndcg@10', float('nan')):.4f}")
         for future in futures:
             future.result()
         bar.n = sum(_units(j)[0] for j in jobs)

@@ -1,4 +1,4 @@
-"""One run of a comparison, in its own process: `python -m sinkrec.compare.worker SPEC.json`.
+"""One run of a comparison, in its own process: `python -m sinkrec.compare SPEC.json`.
 
 A run is finished when its metrics.json has test metrics; one with metrics.json but no test
 metrics was stopped mid-training and is resumed from its checkpoint (`sinkrec.api.train`,
@@ -107,7 +107,3 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     run(json.loads(Path((argv or sys.argv[1:])[0]).read_text()))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

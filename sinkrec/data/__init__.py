@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DataConfig
+from . import filters
 from .sequences import SequenceStore, Split, build_store, load_store
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,14 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         from .synthetic import generate
 
         data = generate(cfg.synthetic)
-        store = build_store(data.events, cfg.min_events)
+        events = data.events if cfg.min_rating is None else filters.min_rating(data.events, cfg.min_rating)
+        store = filters.apply(build_store(events, cfg.min_events), cfg)
         # Map oracle columns from generator item ids to store indices (unseen items drop out).
         columns = np.concatenate([[0], store.item_ids[1:].astype(np.int64)])
         oracle = {split: probs[:, columns] for split, probs in data.oracle.items()}
         return Dataset("synthetic", store, Split(store), oracle)
     path, fmt, columns, name = resolve_data_file(cfg)
-    store = load_store(path, fmt, columns, cfg.min_events)
+    store = filters.apply(load_store(path, fmt, columns, cfg.min_events, min_rating=cfg.min_rating), cfg)
     log.info("%s: %d users, %d items, %d events", name, store.n_users, store.n_items, len(store.items))
     return Dataset(name, store, Split(store))
 

@@ -208,13 +208,18 @@ def _load_cached(path: Path) -> SequenceStore | None:
 
 
 def load_store(path: str | Path, fmt: str = "auto", columns: dict[str, str] | None = None,
-               min_events: int = 3, use_cache: bool = True) -> SequenceStore:
-    """Read + build a store, cached on disk by the file's checksum and the options."""
+               min_events: int = 3, use_cache: bool = True, min_rating: float | None = None) -> SequenceStore:
+    """Read + build a store, cached on disk by the file's checksum and the options.
+
+    `min_rating` drops lower-rated events before the store is built (sinkrec.data.filters).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, None, "file not found")
-    options = json.dumps({"format": fmt, "columns": columns or {}, "min_events": min_events,
-                          "version": CACHE_VERSION}, sort_keys=True)
+    options = {"format": fmt, "columns": columns or {}, "min_events": min_events, "version": CACHE_VERSION}
+    if min_rating is not None:
+        options["min_rating"] = min_rating
+    options = json.dumps(options, sort_keys=True)
     key = hashlib.sha256((file_digest(path) + options).encode()).hexdigest()[:20]
     cached = cache_dir() / "stores" / f"{path.name}-{key}.npz"
     store = _load_cached(cached) if use_cache and cached.is_file() else None
@@ -223,7 +228,12 @@ def load_store(path: str | Path, fmt: str = "auto", columns: dict[str, str] | No
         for message in store.notes:  # a fresh build logs its notes as it makes them
             log.warning("%s: %s", path.name, message)
         return store
-    store = build_store(read_interactions(path, fmt, columns), min_events)
+    events = read_interactions(path, fmt, columns)
+    if min_rating is not None:
+        from .filters import min_rating as keep_rated
+
+        events = keep_rated(events, min_rating)
+    store = build_store(events, min_events)
     if use_cache:
         store.save(cached)
     return store

@@ -11,13 +11,13 @@ import torch
 from ..data import load_dataset
 from ..errors import SinkrecError
 from ..nn.memory import memory_head_keys
-from ..training import checkpoint
+from ..training import checkpoint, runfolder
 from .state_sink import histories, mean_key_probes, probe, recorded_states
 
 
 def _load(path: str):
-    payload = checkpoint.load(path)
-    model, cfg = checkpoint.model_from_checkpoint(payload)
+    payload = runfolder.load_model(path)  # tensors and plain data only: a crafted file runs nothing
+    model, cfg = checkpoint.model_from_checkpoint(payload, str(path))
     return model.eval(), cfg, payload
 
 
@@ -66,19 +66,25 @@ def diagnose(main: str, baseline: str | None, users: int, length: int | None, ou
               "length": int(batch.items.shape[1]), "top_fraction": top_fraction, "summary": summary,
               "sink_mass": {k: [round(float(x), 5) for x in v] for k, v in series.items()}}
     (out / "state_sink.json").write_text(json.dumps(result, indent=2))
-    _plot(series, heat, codes[0].cpu().numpy(), out)
+    pngs = _plot(series, heat, codes[0].cpu().numpy(), out)
+    # what was really written, and why plots are missing: the CLI reports exactly this
+    result["written"] = [str(out / "state_sink.json"), *map(str, pngs)]
+    result["skipped"] = None if pngs else PLOTS_MISSING
     return result
 
 
-def _plot(series: dict, heat: dict, codes_user0: np.ndarray, out: Path) -> None:
+PLOTS_MISSING = "plots skipped: matplotlib is not installed (pip install 'sinkrec[plots]')"
+
+
+def _plot(series: dict, heat: dict, codes_user0: np.ndarray, out: Path) -> list[Path]:
+    """The PNGs written: none when matplotlib (the `plots` extra) is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: JSON written, plots skipped (pip install 'sinkrec[plots]')")
-        return
+        return []
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, mass in series.items():
         ax.plot(np.arange(1, len(mass) + 1), mass, label=name)
@@ -101,3 +107,4 @@ def _plot(series: dict, heat: dict, codes_user0: np.ndarray, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "probe_heatmap.png", dpi=120)
     plt.close(fig)
+    return [out / "sink_mass.png", out / "probe_heatmap.png"]

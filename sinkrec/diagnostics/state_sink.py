@@ -3,7 +3,9 @@
 The recurrent state S_t of the first delta-rule layer is probed with one key per memory prototype j:
 r[t, j] = ||S_t k_j||, normalised over prototypes to p[t, j]. The repetitive set R_t holds the top
 q% prototypes by how often they occurred in the prefix; the sink mass M_t = Σ_{j∈R_t} p[t, j].
-A state that sinks into repetitive patterns shows M_t rising with t.
+A state that sinks into repetitive patterns shows M_t rising with t, above its chance level: the
+mass R_t would get if the response were spread evenly over the prototypes seen so far
+(`Probe.chance`); `sink_detected` flags a state whose late M_t exceeds chance by a margin.
 
 Prototypes and their codes come from a SinkRec checkpoint's RVQ (level 0). Probe keys:
 - `mean-key`: the normalised mean of the layer's own keys k_t over positions with code j — defined
@@ -29,6 +31,13 @@ from ..ops.delta_rule import delta_rule_step
 class Probe:
     response: torch.Tensor  # r [B, T, J]
     sink_mass: np.ndarray  # M_t averaged over users [T]
+    chance: np.ndarray  # M_t of an evenly spread response over the prototypes seen so far [T]
+
+
+def sink_detected(result: Probe, margin: float = 0.2, tail: float = 0.25) -> bool:
+    """True when M_t over the last `tail` of the steps exceeds its chance level by more than `margin`."""
+    last = max(1, int(round(len(result.sink_mass) * tail)))
+    return float((result.sink_mass[-last:] - result.chance[-last:]).mean()) > margin
 
 
 def first_delta_layer(model: torch.nn.Module) -> GatedDeltaNet:
@@ -85,7 +94,9 @@ def probe(states: torch.Tensor, probe_keys: torch.Tensor, probe_codes: torch.Ten
     ranked = hits + 1e-6 * torch.arange(hits.shape[-1], 0, -1, device=hits.device)  # deterministic ties
     chosen = torch.zeros_like(share).scatter_(-1, ranked.topk(top, dim=-1).indices, 1.0)
     mass = (share * chosen).sum(-1)  # [B, T]
-    return Probe(response=response, sink_mass=mass.mean(0).cpu().numpy())
+    seen = (hits > 0).to(share.dtype)
+    chance = (chosen * seen).sum(-1) / seen.sum(-1).clamp_min(1)
+    return Probe(response=response, sink_mass=mass.mean(0).cpu().numpy(), chance=chance.mean(0).cpu().numpy())
 
 
 def histories(split: Split, length: int, users: int) -> object:

@@ -8,6 +8,7 @@ import torch
 from ..config import EvalConfig
 from ..data.batching import eval_batches
 from ..data.sequences import Split
+from ..errors import NonFiniteError
 from .metrics import add_sums, finalize, metric_sums, target_ranks
 
 
@@ -26,6 +27,10 @@ def evaluate_sums(model: torch.nn.Module, split: Split, which: str, cfg: EvalCon
         batch = batch.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             scores = model.score_users(batch)
+        if not bool(torch.isfinite(scores[:, 1:]).all()):  # NaN would rank silently as a miss
+            users = int((~torch.isfinite(scores[:, 1:])).any(1).sum())
+            raise NonFiniteError(f"the model scored items NaN or inf for {users} users of a batch: its weights "
+                                 f"are damaged or its training diverged")
         seen = batch.seen if cfg.filter_seen else None
         ranks = target_ranks(scores, batch.targets, seen)
         sums = add_sums(sums, metric_sums(ranks, cfg.topk))

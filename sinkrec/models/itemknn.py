@@ -39,7 +39,7 @@ class ItemKNN(FittedRecommender):
         self.options = options
         self.register_buffer("popularity", torch.zeros(n_items + 1))
         self.similarity_t = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0),
-                                                    (n_items + 1, n_items + 1))
+                                                    (n_items + 1, n_items + 1), check_invariants=False)
 
     def fit(self, sequences: Iterable[np.ndarray]) -> ItemKNN:
         n, opts = self.n_items + 1, self.options
@@ -64,7 +64,8 @@ class ItemKNN(FittedRecommender):
             i = j = np.zeros(0, np.int64)
             values = np.zeros(0)
         index = torch.from_numpy(np.stack([j, i]))  # transposed: scores = (S^T @ X^T)^T
-        self.similarity_t = torch.sparse_coo_tensor(index, torch.from_numpy(values).float(), (n, n)).coalesce()
+        self.similarity_t = torch.sparse_coo_tensor(index, torch.from_numpy(values).float(), (n, n),
+                                                    check_invariants=False).coalesce()
         pop = counts.astype(np.float32)
         pop[0] = 0.0
         self.popularity = torch.from_numpy(pop / max(1.0, float(pop.max())))

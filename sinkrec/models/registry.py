@@ -33,11 +33,14 @@ def validate_model_options(raw: dict[str, Any]) -> dict[str, Any]:
     """
     raw = dict(raw)
     name = raw.pop("name", "sasrec")
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         close = difflib.get_close_matches(str(name), MODELS, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown model '{name}'{hint}; known: {', '.join(sorted(MODELS))}")
-    options = from_dict(MODELS[name][1], raw, where="model")
+        raise ConfigError(f"model.name: unknown model '{name}'{hint}; known: {', '.join(sorted(MODELS))}")
+    try:
+        options = from_dict(MODELS[name][1], raw, where="model")
+    except ConfigError as exc:  # say whose options these are: keys differ between models
+        raise ConfigError(f"{exc} (model '{name}': see `sinkrec config show {name}`)") from None
     return {"name": name, **dataclasses.asdict(options)}
 
 

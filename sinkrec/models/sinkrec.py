@@ -4,6 +4,11 @@ One block = memory reinjection → memory attention → TDGD → SwiGLU FFN (eac
 applied `loops` times with shared weights, optionally stacked `n_blocks` times. The memory is read
 once from the item embeddings (codes depend only on the local pattern of items). Every component
 has a switch (spec §3.6); all switches off gives a plain Gated DeltaNet.
+
+Every memory path starts as an exact no-op (zero reinjection values, λ = 0, coverage 0, zero memory
+values in the attention) and memory parameters draw from their own random stream, so an untrained
+SinkRec computes exactly what SinkRec without memory computes, seed for seed. Projections of the
+memory are made once per forward and shared by a block's loops.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from ..batch import Batch
 from ..checks import DROPOUT, OptionError, above, at_least, divides, heads_fit, one_of, option
 from ..nn.basic import RMSNorm, SwiGLU
 from ..nn.gated_deltanet import DeltaCache
-from ..nn.memory import ConditionalMemory, MemoryOptions, MemoryReadout, MemoryReinjection
+from ..nn.memory import ConditionalMemory, MemoryOptions, MemoryReadout, MemoryReinjection, own_rng
 from ..nn.memory_attention import MemoryAttention, WindowCache
 from ..nn.tdgd import TDGD, TDGDOptions
 from ..ops.delta_rule import IMPLS
@@ -45,7 +50,7 @@ class SinkRecConfig(MemoryOptions, TDGDOptions):
     attn_heads: int = option(2, at_least(1))  # heads of the memory attention (must divide d_model)
     window: int = option(64, at_least(1))  # attention window w
     attn_memory_kv: bool = True  # memory key/value pair per position in the attention
-    prototype_levels: int = option(1, at_least(0))  # prototype slots: codes of the first N levels (0: none; ≤ rvq_levels)
+    prototype_levels: int = option(1, at_least(0))  # prototype slots = codes of the first N levels (0: none)
     time_unit: float = option(3600.0, above(0))  # seconds per unit of the gap feature δ = log1p(gap / unit)
 
     def check(self) -> None:
@@ -76,6 +81,8 @@ class Context:
     prototypes: torch.Tensor | None
     delta: torch.Tensor
     mask: torch.Tensor | None
+    recurs: torch.Tensor | None = None  # [B, T] 1 where the position's pattern recurs (memory-covered)
+    proto_valid: torch.Tensor | None = None  # [P] bool: prototypes of recurring codes
 
 
 class SinkBlock(nn.Module):
@@ -84,7 +91,8 @@ class SinkBlock(nn.Module):
     def __init__(self, o: SinkRecConfig):
         super().__init__()
         d, memory = o.d_model, o.use_memory
-        self.reinject = MemoryReinjection(d) if memory and o.reinject else None
+        with own_rng():
+            self.reinject = MemoryReinjection(d) if memory and o.reinject else None
         self.attn_norm = RMSNorm(d) if o.use_attention else None
         self.attn = MemoryAttention(d, n_heads=o.attn_heads, window=o.window, memory_kv=memory and o.attn_memory_kv,
                                     prototype_slots=memory and o.prototype_levels > 0) if o.use_attention else None
@@ -95,17 +103,29 @@ class SinkBlock(nn.Module):
         self.ffn = SwiGLU(d, ffn_mult=o.ffn_mult, dropout=o.dropout)
         self.drop = nn.Dropout(o.dropout)
 
-    def forward(self, x: torch.Tensor, ctx: Context, cache: dict | None = None) -> torch.Tensor:
+    def prepare(self, ctx: Context) -> dict:
+        """Projections of the memory alone: computed once per forward, shared by the block's loops."""
+        if ctx.memory is None:
+            return {}
+        return {"reinject": self.reinject.prepare(ctx.memory) if self.reinject is not None else None,
+                "slots": self.attn.prepare(ctx.memory, ctx.recurs, ctx.prototypes, ctx.proto_valid, ctx.memory.dtype)
+                if self.attn is not None else None,
+                "keys": self.tdgd.prepare(ctx.memory)}
+
+    def forward(self, x: torch.Tensor, ctx: Context, cache: dict | None = None, prepared: dict | None = None
+                ) -> torch.Tensor:
+        prepared = self.prepare(ctx) if prepared is None else prepared
         if self.reinject is not None:
-            x = x + self.drop(self.reinject(x, ctx.memory))
+            x = x + self.drop(self.reinject(x, prepared=prepared["reinject"]))
         if self.attn is not None:
-            y, window = self.attn(self.attn_norm(x), ctx.memory, ctx.prototypes,
-                                  cache.get("attn") if cache is not None else None)
+            y, window = self.attn(self.attn_norm(x), prepared.get("slots"),
+                                  cache.get("attn") if cache is not None else None, keep=cache is not None)
             if cache is not None:
                 cache["attn"] = window
             x = x + self.drop(y)
         x = x + self.drop(self.tdgd(self.tdgd_norm(x), ctx.delta, ctx.memory, ctx.mask,
-                                    cache["tdgd"] if cache is not None else None))
+                                    cache["tdgd"] if cache is not None else None, recurs=ctx.recurs,
+                                    memory_keys=prepared.get("keys")))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
@@ -123,7 +143,8 @@ class SinkRec(SequentialRecommender):
     def __init__(self, n_items: int, max_len: int, options: SinkRecConfig):
         super().__init__(n_items, options.d_model)
         o = self.options = options
-        self.memory = ConditionalMemory(o.d_model, options=o) if o.use_memory else None
+        with own_rng():
+            self.memory = ConditionalMemory(o.d_model, options=o) if o.use_memory else None
         self.blocks = nn.ModuleList(SinkBlock(o) for _ in range(o.n_blocks))
         self.drop = nn.Dropout(o.dropout)
         self.norm = RMSNorm(o.d_model)
@@ -132,18 +153,20 @@ class SinkRec(SequentialRecommender):
                  cache: SinkRecCache | None) -> tuple[Context, MemoryReadout | None]:
         o = self.options
         mask = items > 0
-        readout = prototypes = None
+        readout = prototypes = proto_valid = None
         if self.memory is not None:
             readout = self.memory(emb, mask, cache.emb_tail if cache is not None else None)
             if o.prototype_levels > 0:
                 prototypes = self.memory.prototypes(o.prototype_levels)
+                proto_valid = self.memory.prototype_mask(o.prototype_levels)
         previous = None
         if cache is not None and cache.steps > 0:
             previous = cache.last_time if timestamps is not None else torch.zeros(items.shape[0], device=items.device)
         delta = time_gaps(timestamps, items, o.time_unit, previous) if o.temporal else torch.zeros_like(
             items, dtype=torch.float)
         memory = readout.memory if readout is not None else None
-        return Context(memory, prototypes, delta, mask if cache is None else None), readout
+        recurs = readout.recurs if readout is not None else None
+        return Context(memory, prototypes, delta, mask if cache is None else None, recurs, proto_valid), readout
 
     def _run(self, items: torch.Tensor, timestamps: torch.Tensor | None, cache: SinkRecCache | None
              ) -> tuple[torch.Tensor, MemoryReadout | None]:
@@ -152,8 +175,9 @@ class SinkRec(SequentialRecommender):
         x = self.drop(emb)
         slot = 0
         for block in self.blocks:
+            prepared = block.prepare(ctx)  # the memory is read once per block, not once per loop
             for _ in range(self.options.loops):
-                x = block(x, ctx, cache.blocks[slot] if cache is not None else None)
+                x = block(x, ctx, cache.blocks[slot] if cache is not None else None, prepared)
                 slot += 1
         if cache is not None:
             n = self.options.pattern_len - 1
@@ -173,7 +197,7 @@ class SinkRec(SequentialRecommender):
         return Encoded(hidden, losses={"vq": self.options.vq_weight * readout.loss}, codes=readout.codes)
 
     def epoch_stats(self) -> dict[str, float]:
-        return self.memory.rvq.usage_stats() if self.memory is not None else {}
+        return self.memory.rvq.usage_stats(recur_share=self.options.recur_share) if self.memory is not None else {}
 
     # ---- streaming -------------------------------------------------------------------------
     def new_cache(self) -> SinkRecCache:

@@ -3,9 +3,11 @@
 Changes only the per-step inputs of the gated delta rule, never using the recurrent state, so the
 chunked kernels stay exact:
 1. decay  log α = −exp(A_log)·softplus(W_a h + w_δ δ + b_dt)           (temporal term w_δ δ)
-2. memory coverage  c = σ(κ·cos(k, k̂^m) + b_c)                        (b_c < 0: starts small)
+2. memory coverage  c = tanh(a_c)·σ(κ·cos(k, k̂^m) + b_c)·r_t        (a_c = 0 at init: c starts at 0;
+   r_t = 1 where the position's memory pattern recurs, 0 at null codes)
 3. write suppression  β' = β(1 − c);  decay suppression  log α' = (1 − c) log α
-4. differential readout  q' = q − λ k̂^m,  λ = λ_max σ(w_λᵀ h)   ⇒  o = S (q − λ k̂^m)
+4. differential readout  q' = q − λ k̂^m,  λ = λ_max tanh(w_λᵀ h)   (w_λ = 0 at init: λ starts at 0)
+So at initialisation every memory path is an exact no-op: TDGD computes what plain GDN computes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import nn
 
 from ..checks import Checked, at_least, finite, option
 from .gated_deltanet import DeltaCache, DeltaInputs, GatedDeltaNet
-from .memory import memory_head_keys
+from .memory import memory_head_keys, own_rng
 
 
 @dataclass
@@ -51,20 +53,31 @@ class TDGD(nn.Module):
         h, dk = n_heads, self.gdn.head_dim
         self.time_weight = nn.Parameter(torch.zeros(h)) if options.temporal else None
         needs_memory = use_memory and (options.write_suppression or options.diff_readout)
-        self.memory_key = nn.Linear(d_model, h * dk, bias=False) if needs_memory else None
-        if needs_memory and options.write_suppression:
-            self.kappa = nn.Parameter(torch.full((h,), options.coverage_scale))
-            self.coverage_bias = nn.Parameter(torch.full((h,), options.coverage_bias))
-        if needs_memory and options.diff_readout:
-            self.readout_gate = nn.Linear(d_model, h, bias=False)
+        with own_rng():  # the memory's parameters leave the shared ones' initial values unchanged
+            self.memory_key = nn.Linear(d_model, h * dk, bias=False) if needs_memory else None
+            if needs_memory and options.write_suppression:
+                self.kappa = nn.Parameter(torch.full((h,), options.coverage_scale))
+                self.coverage_bias = nn.Parameter(torch.full((h,), options.coverage_bias))
+                self.coverage_gain = nn.Parameter(torch.zeros(h))  # a_c: coverage amplitude tanh(a_c), 0 at init
+            if needs_memory and options.diff_readout:
+                self.readout_gate = nn.Linear(d_model, h, bias=False)
+                nn.init.zeros_(self.readout_gate.weight)  # λ = λ_max tanh(0) = 0 at init
 
-    def coverage(self, k: torch.Tensor, memory_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """c = σ(κ·cos(k, k̂^m) + b_c) [B, T, H]: how much of this write the memory already holds."""
+    def coverage(self, k: torch.Tensor, memory_keys: torch.Tensor, dtype: torch.dtype,
+                 recurs: torch.Tensor | None = None) -> torch.Tensor:
+        """c = tanh(a_c)·σ(κ·cos(k, k̂^m) + b_c)·r [B, T, H]: how much of this write the memory already holds."""
         cos = (k * memory_keys).sum(-1).to(dtype)
-        return torch.sigmoid(self.kappa * cos + self.coverage_bias)
+        c = torch.tanh(self.coverage_gain.to(dtype)) * torch.sigmoid(self.kappa * cos + self.coverage_bias)
+        return c if recurs is None else c * recurs[..., None].to(dtype)
+
+    def prepare(self, memory: torch.Tensor) -> torch.Tensor | None:
+        """Per-head memory keys k̂^m [B, T, H, Dk]: memory-only, so a looped block computes them once."""
+        return memory_head_keys(self.memory_key, memory, self.gdn.n_heads) if self.memory_key is not None else None
 
     def forward(self, x: torch.Tensor, delta: torch.Tensor, memory: torch.Tensor | None,
-                mask: torch.Tensor | None = None, cache: DeltaCache | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, cache: DeltaCache | None = None,
+                recurs: torch.Tensor | None = None, memory_keys: torch.Tensor | None = None) -> torch.Tensor:
+        """`recurs` [B, T] gates coverage (1: the pattern recurs); `memory_keys` from `prepare` (else computed)."""
         opts = self.options
 
         def modify(inputs: DeltaInputs, x: torch.Tensor) -> DeltaInputs:
@@ -74,14 +87,14 @@ class TDGD(nn.Module):
                 pre = inputs.decay_input.to(g.dtype) + self.time_weight.to(g.dtype) * delta[..., None].to(g.dtype)
                 g = self.gdn.decay(pre)
             if self.memory_key is not None:
-                km = memory_head_keys(self.memory_key, memory, self.gdn.n_heads)  # [B, T, H, Dk]
+                km = memory_keys if memory_keys is not None else self.prepare(memory)  # [B, T, H, Dk]
                 if opts.write_suppression:
-                    coverage = self.coverage(inputs.k, km, g.dtype)
+                    coverage = self.coverage(inputs.k, km, g.dtype, recurs)
                     changes["beta"] = inputs.beta * (1 - coverage)
                     if opts.decay_suppression:
                         g = g * (1 - coverage)
                 if opts.diff_readout:
-                    lam = opts.lambda_max * torch.sigmoid(self.readout_gate(x))
+                    lam = opts.lambda_max * torch.tanh(self.readout_gate(x))
                     changes["q"] = inputs.q - lam[..., None].to(inputs.q.dtype) * km.to(inputs.q.dtype)
             changes["g"] = g
             return inputs.replace(**changes)

@@ -7,8 +7,9 @@
 
 Each event is applied with one streaming step (GDN, SinkRec: O(1) in the history length), always
 one event per step, so a state rebuilt from the log is bit-for-bit the state built incrementally.
-Models without a fixed-size streaming cache (SASRec, Sessa) keep their last `max_len` events and recompute that
-window once per update: O(max_len) work (O(max_len²) attention for SASRec), independent of history.
+Models without a fixed-size streaming cache (SASRec, Sessa) keep their last `max_len` events: an
+event only appends to that window (O(1)), and each recommend re-encodes it — O(max_len²) attention
+for SASRec, independent of the history length.
 """
 
 from __future__ import annotations
@@ -104,17 +105,22 @@ class Engine:
                 hidden = self.model.encode_step(torch.tensor([[index]]), state.cache,
                                                 torch.tensor([[when]], dtype=torch.float64))
                 state.hidden = hidden[0, -1].float().clone()
-        else:
-            max_len = self.rec.max_len
-            state.window = (state.window + list(indices))[-max_len:]
-            state.times = (state.times + [float(t) for t in times])[-max_len:]
-            batch = Batch(items=torch.tensor([state.window]), lengths=torch.tensor([len(state.window)]),
-                          timestamps=torch.tensor([state.times], dtype=torch.float64))
-            state.hidden = self.model.last_hidden(batch)[0].float().clone()
+        else:  # window models: keep the last max_len events; a recommend re-encodes them
+            state.window = (state.window + list(indices))[-self.rec.max_len:]
+            state.times = (state.times + [float(t) for t in times])[-self.rec.max_len:]
         for index in indices:
             state.mark_seen(index, self.n_items)
         state.n_events += len(indices)
         return state
+
+    @torch.no_grad()
+    def scores(self, state: UserState) -> torch.Tensor:
+        """Scores over the catalogue: one product with the item table (streaming), or the window re-encoded."""
+        if self.streaming:
+            return self.model.item_scores(state.hidden[None]).float()[0]
+        batch = Batch(items=torch.tensor([state.window]), lengths=torch.tensor([len(state.window)]),
+                      timestamps=torch.tensor([state.times], dtype=torch.float64))
+        return self.model.score_users(batch)[0].float()
 
     def replay(self, events: list[Event]) -> UserState:
         """A fresh state from a log; events whose item left the catalogue are skipped."""
@@ -198,12 +204,11 @@ class Engine:
             indices = self.item_indices(history, "history item")
             times = timestamps if timestamps is not None else [float(i) for i in range(len(history))]
             state = self.advance(self.new_state(), indices, list(times))
-        if state.hidden is None:
+        if state.n_events == 0 or (self.streaming and state.hidden is None):
             raise UnknownUserError(f"user '{user}' has no event with an item of this model's catalogue")
         blocked = state.seen_indices() if filter_seen else []
         blocked += [self.index[str(i)] for i in exclude if str(i) in self.index]
-        scores = self.model.item_scores(state.hidden[None]).float()[0]
-        out = self.rec.top_k(scores, blocked, k)
+        out = self.rec.top_k(self.scores(state), blocked, k)
         return {"items": [str(i) for i in out["items"]], "scores": out["scores"]}
 
     def rebuild(self, users: Iterable[str] | None = None, progress: Callable[[str], None] | None = None) -> int:

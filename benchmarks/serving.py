@@ -1,0 +1,243 @@
+"""Serving benchmark (CPU): update/recommend latency vs history length, HTTP throughput, state size,
+and repeated SIGKILL tests. Writes benchmarks/results/serving.{json,md,png}.
+
+    python benchmarks/serving.py            # the full run recorded in docs/serving.md
+    python benchmarks/serving.py --quick    # a smoke run
+
+Models are d=64 runs trained one epoch on a synthetic log with a 3,416-item catalogue (timings do not
+depend on how well trained the weights are). A history of length n is loaded by one chunked pass
+(`encode_step` over the whole prefix), then single events are timed on top of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import ROOT, write_results  # noqa: E402
+from sinkrec.serve import Engine, Event, SQLiteStore  # noqa: E402
+from sinkrec.serve import state as codec  # noqa: E402
+
+N_ITEMS = 3416
+
+
+def make_run(name: str, folder: Path) -> Path:
+    import sinkrec
+
+    config = {"data": {"dataset": "synthetic", "max_len": 200,
+                       "synthetic": {"n_users": 120, "n_items": N_ITEMS, "min_len": 40, "max_len": 120}},
+              "model": {"name": name, "d_model": 64}, "train": {"epochs": 1, "progress": False, "device": "cpu"},
+              "output_dir": str(folder / name)}
+    return sinkrec.train(config, overwrite=True).path
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+@torch.no_grad()
+def prefill(engine: Engine, user: str, n: int) -> None:
+    """Store a state with an n-event history, built by chunked passes (not one step per event)."""
+    rng = random.Random(n)
+    items = [rng.randint(1, engine.n_items) for _ in range(n)]
+    state = engine.new_state()
+    if engine.streaming:
+        for start in range(0, n, 4096):
+            chunk = items[start:start + 4096]
+            times = torch.arange(start, start + len(chunk), dtype=torch.float64)[None] * 60.0
+            hidden = engine.model.encode_step(torch.tensor([chunk]), state.cache, times)
+            state.hidden = hidden[0, -1].float().clone()
+        for i in items:
+            state.mark_seen(i, engine.n_items)
+        state.n_events = n
+    else:
+        state = engine.advance(state, items, [60.0 * t for t in range(n)])
+    blob = codec.dumps(state)
+    engine.store.update(user, [], lambda old, fresh, log: blob)
+
+
+def latency(runs: dict[str, Path], lengths: list[int], repeats: int) -> list[dict]:
+    records = []
+    for name, run in runs.items():
+        for n in lengths:
+            with tempfile.TemporaryDirectory() as tmp:
+                engine = Engine.from_run(run, f"sqlite:///{tmp}/s.db")
+                prefill(engine, "u", n)
+                item_ids = [str(i) for i in engine.rec.item_ids[1:]]
+                update, rec = [], []
+                for i in range(repeats + 5):
+                    event = Event("u", item_ids[i % len(item_ids)], 60.0 * (n + i), f"b{i}")
+                    t = time.perf_counter()
+                    engine.record([event])
+                    update.append((time.perf_counter() - t) * 1e3)
+                    t = time.perf_counter()
+                    engine.recommend(user="u", k=10)
+                    rec.append((time.perf_counter() - t) * 1e3)
+                update, rec = update[5:], rec[5:]
+                size = len(engine.store.load("u"))
+                records.append({"kind": "latency", "model": name, "history": n, "update_p50_ms": pct(update, .5),
+                                "update_p99_ms": pct(update, .99), "recommend_p50_ms": pct(rec, .5),
+                                "recommend_p99_ms": pct(rec, .99), "state_bytes": size, "store": "sqlite"})
+                print(json.dumps(records[-1]), flush=True)
+    return records
+
+
+async def load(urls: list[str], concurrency: int, seconds: float, batch: int, items: list[str], users: int) -> dict:
+    """Closed loop: `concurrency` clients, each with one request in flight (bounded load)."""
+    acked, latencies, errors, counter = 0, [], 0, [0]
+    deadline = time.perf_counter() + seconds
+
+    async def client(c: int, http: httpx.AsyncClient):
+        nonlocal acked, errors
+        while time.perf_counter() < deadline:
+            n = counter[0]
+            counter[0] += batch
+            body = {"events": [{"user": f"u{(n + j) % users}", "item": items[(n + j) % len(items)],
+                                "timestamp": float(n + j), "event_id": f"l{n + j}"} for j in range(batch)]}
+            t = time.perf_counter()
+            r = await http.post(urls[c % len(urls)] + "/v1/events", json=body)
+            latencies.append((time.perf_counter() - t) * 1e3)
+            if r.status_code == 200:
+                acked += batch
+            else:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c, http) for c in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return {"events_per_s": acked / elapsed, "request_p50_ms": pct(latencies, .5),
+            "request_p99_ms": pct(latencies, .99), "errors": errors}
+
+
+def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: list[int]) -> list[dict]:
+    from tests.test_serve_http import ServerProcess
+
+    items = [str(i) for i in Engine.from_run(run, "sqlite:///:memory:").rec.item_ids[1:]]
+    records = []
+    stores = [("sqlite", None)] + ([("redis", redis_url)] if redis_url else [])
+    for store_name, url in stores:
+        for processes in (1, 2):
+            with tempfile.TemporaryDirectory() as tmp:
+                spec = url or f"sqlite:///{tmp}/s.db"
+                if url:
+                    import redis
+
+                    redis.Redis.from_url(url).flushdb()
+                servers = [ServerProcess(run, spec) for _ in range(processes)]
+                try:
+                    for conc in concurrencies:
+                        for batch in ([1, 16] if conc == 8 else [1]):
+                            out = asyncio.run(load([s.url for s in servers], conc, seconds, batch, items, 1000))
+                            records.append({"kind": "throughput", "model": "gdn", "store": store_name,
+                                            "processes": processes, "concurrency": conc, "events_per_request": batch,
+                                            **out})
+                            print(json.dumps(records[-1]), flush=True)
+                finally:
+                    for s in servers:
+                        s.stop()
+    return records
+
+
+def kill_tests(run: Path, repetitions: int) -> dict:
+    from tests.test_serve_http import ServerProcess, _stream
+
+    items = [str(i) for i in Engine.from_run(run, "sqlite:///:memory:").rec.item_ids[1:50]]
+    with tempfile.TemporaryDirectory() as tmp:
+        store, acked = f"sqlite:///{tmp}/k.db", []
+        for rep in range(repetitions):
+            server, stop = ServerProcess(run, store), threading.Event()
+            clients = [threading.Thread(target=_stream, args=(server.url, items, 20, 100_000 * (4 * rep + c), acked,
+                                                              stop)) for c in range(4)]
+            for c in clients:
+                c.start()
+            time.sleep(random.Random(rep).uniform(0.3, 1.2))
+            server.stop(signal.SIGKILL)
+            stop.set()
+            for c in clients:
+                c.join(10)
+        engine = Engine.from_run(run, store)
+        recorded = {(u, e.event_id) for u in engine.store.users() for e in engine.store.events(u)}
+        lost = len(set(acked) - recorded)
+        equal = all(codec.dumps(engine.state(u)) == codec.dumps(engine.replay(engine.store.events(u)))
+                    for u in engine.store.users())
+    out = {"kind": "kill", "repetitions": repetitions, "acknowledged": len(set(acked)), "recorded": len(recorded),
+           "lost": lost, "states_equal_replay": equal}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def markdown(records: list[dict]) -> str:
+    lines = ["| model | history | update p50 / p99 (ms) | recommend p50 / p99 (ms) | state bytes |",
+             "|---|---:|---:|---:|---:|"]
+    for r in (r for r in records if r["kind"] == "latency"):
+        lines.append(f"| {r['model']} | {r['history']:,} | {r['update_p50_ms']:.2f} / {r['update_p99_ms']:.2f} | "
+                     f"{r['recommend_p50_ms']:.2f} / {r['recommend_p99_ms']:.2f} | {r['state_bytes']:,} |")
+    lines += ["", "| store | processes | concurrency | events/request | acked events/s | request p50 / p99 (ms) "
+              "| errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in (r for r in records if r["kind"] == "throughput"):
+        lines.append(f"| {r['store']} | {r['processes']} | {r['concurrency']} | {r['events_per_request']} | "
+                     f"{r['events_per_s']:,.0f} | {r['request_p50_ms']:.1f} / {r['request_p99_ms']:.1f} | "
+                     f"{r['errors']} |")
+    for r in (r for r in records if r["kind"] == "kill"):
+        lines += ["", f"SIGKILL during an event stream, {r['repetitions']} repetitions: {r['acknowledged']:,} "
+                  f"acknowledged events, {r['lost']} lost; every state equals a replay of its log: "
+                  f"{r['states_equal_replay']}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "update_p99_ms", "per-event update p99"),
+                           (axes[1], "recommend_p99_ms", "recommend p99 (k=10)")):
+        for model in sorted({r["model"] for r in records if r["kind"] == "latency"}):
+            rows = [r for r in records if r["kind"] == "latency" and r["model"] == model]
+            ax.plot([r["history"] for r in rows], [r[key] for r in rows], marker="o", label=model)
+        ax.set(xscale="log", xlabel="history length (events)", ylabel="ms", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--redis", help="redis://HOST:PORT/DB for the Redis rows (db is flushed)")
+    parser.add_argument("--kills", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    lengths = [100, 1000] if args.quick else [100, 1000, 10_000, 100_000]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {name: make_run(name, Path(tmp)) for name in ("gdn", "sinkrec", "sasrec")}
+        records = latency(runs, lengths, 30 if args.quick else 200)
+        records += throughput(runs["gdn"], args.redis, 1.0 if args.quick else 4.0, [1, 8, 64])
+        records.append(kill_tests(runs["gdn"], 2 if args.quick else args.kills))
+    out = ROOT / "benchmarks" / "results"
+    write_results("serving", records, extra={"catalogue": N_ITEMS, "d_model": 64})
+    (out / "serving.md").write_text(markdown(records))
+    plot(records, out / "serving.png")
+    print(markdown(records))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""`sinkrec tune`: Optuna search over a model's options, selected on validation only.
+
+TPE proposes each trial; a pruner (median, or successive halving) stops a trial whose per-epoch
+validation metric falls behind. Trials never score the test split: once the study is done, the
+best trial's checkpoint is scored on test exactly once. The study lives in an Optuna storage
+(SQLite in OUT by default; any URL, e.g. PostgreSQL, lets machines share it), so several workers
+add trials to one study: `--workers N` here, or `sinkrec tune ... --storage URL --join` elsewhere.
+Outputs: OUT/best.yaml (a config that `sinkrec train --config` reruns), OUT/trials.md and
+trials.csv, OUT/history.png and OUT/importance.png.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, SinkrecError
+
+log = logging.getLogger("sinkrec.tune")
+SPACES = Path(__file__).parent / "spaces"
+
+
+def optuna_module():
+    try:
+        import optuna
+    except ImportError:
+        raise SinkrecError("`sinkrec tune` needs Optuna: pip install 'sinkrec[tune]'") from None
+    return optuna
+
+
+def load_space(model: str, path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """A search space: dotted config key → {type: float|int|categorical, low, high, log | choices}."""
+    file = Path(path) if path else SPACES / f"{model}.yaml"
+    if not file.is_file():
+        shipped = ", ".join(sorted(p.stem for p in SPACES.glob("*.yaml")))
+        raise ConfigError(f"no search space {file}" + ("" if path else f" for '{model}' (shipped: {shipped}; "
+                                                                       "pass --space FILE)"))
+    space = yaml.safe_load(file.read_text()) or {}
+    for key, spec in space.items():
+        if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical") or (
+                spec["type"] == "categorical" and not spec.get("choices")) or (
+                spec["type"] != "categorical" and not ("low" in spec and "high" in spec)):
+            raise ConfigError(f"{file}: '{key}' needs type float|int with low/high, or categorical with choices")
+    return space
+
+
+def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The trial's values, one per key of the space."""
+    values = {}
+    for key, spec in space.items():
+        if spec["type"] == "float":
+            values[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+        elif spec["type"] == "int":
+            values[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        else:
+            values[key] = trial.suggest_categorical(key, list(spec["choices"]))
+    return values
+
+
+def with_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    from ..config import merge, parse_override
+
+    for key, value in values.items():
+        raw = merge(raw, parse_override(f"{key}={json.dumps(value)}"))
+    return raw
+
+
+def trial_trainer(trial, metric: str):
+    """A Trainer that reports each epoch's validation metric to Optuna, and never scores test."""
+    from ..training.trainer import Trainer
+
+    optuna = optuna_module()
+
+    class TrialTrainer(Trainer):
+        def evaluate(self, which: str) -> dict[str, float]:
+            if which == "test":
+                return {}  # model selection on validation only; the best trial is scored on test later
+            metrics = super().evaluate(which)
+            trial.report(metrics[metric], self.epoch + 1)
+            if trial.should_prune():
+                trial.set_user_attr("epochs", self.epoch + 1)
+                raise optuna.TrialPruned(f"validation {metric} {metrics[metric]:.4f} at epoch {self.epoch + 1}")
+            return metrics
+
+    return TrialTrainer
+
+
+def objective(base: dict[str, Any], space: dict[str, dict[str, Any]], out: Path):
+    from ..api import make_config
+    from ..compare.worker import fit_baseline
+    from ..data import load_dataset
+    from ..models.registry import MODELS
+
+    datasets: dict[str, Any] = {}
+
+    def run(trial) -> float:
+        folder = out / "trials" / f"trial-{trial.number:04d}"
+        raw = with_values(dict(base, output_dir=str(folder)), suggest(trial, space))
+        cfg = make_config(raw)
+        key = json.dumps(raw["data"], sort_keys=True)
+        if key not in datasets:  # one load per process: trials only change model and training options
+            datasets[key] = load_dataset(cfg.data)
+        data = datasets[key]
+        metric = cfg.eval.valid_metric
+        trial.set_user_attr("run", str(folder))
+        trial.set_user_attr("config", raw)
+        if getattr(MODELS[cfg.model["name"]][0], "fitted", False):
+            return fit_baseline(cfg, folder, data)["valid"][metric]
+        result = trial_trainer(trial, metric)(cfg, data).fit()
+        trial.set_user_attr("epochs", len(result.history))
+        return result.valid[metric]
+
+    return run
+
+
+def _storage(url: str):
+    optuna = optuna_module()
+    if url.startswith("sqlite"):  # writers wait for the file lock instead of failing at once
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return url
+
+
+def _pruner(name: str, startup: int):
+    optuna = optuna_module()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=1)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def base_config(data, model, config, overrides, device, budget: str) -> dict[str, Any]:
+    from ..api import run_config
+    from ..compare import Budget
+    from ..config import merge
+
+    plan = Budget.parse(budget)
+    if plan.kind != "epochs":
+        raise ConfigError("`sinkrec tune --budget` takes epochs:N (pruning needs the epoch as its step)")
+    raw = run_config(data, model, config, overrides, device)
+    return merge(raw, {"train": {**plan.train_settings(), "progress": False}})
+
+
+def tune(data: str | None, model: str, trials: int = 30, space: str | None = None, storage: str | None = None,
+         study: str | None = None, workers: int = 1, pruner: str = "median", budget: str = "epochs:20",
+         out: str | Path = "runs/tune", config: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+         device: str | None = None, seed: int = 0, join: bool = False, pruner_startup: int = 5) -> dict[str, Any]:
+    """Create (or join) a study, run `trials` trials over `workers` processes, then report the best."""
+    optuna = optuna_module()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{out / 'study.db'}"
+    study_name = study or f"{model}-{Path(str(data)).stem if data else 'synthetic'}"
+    base = base_config(data, model, config, overrides, device, budget)
+    search = load_space(model, space)
+    metric = (base.get("eval") or {}).get("valid_metric", "ndcg@10")
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    the_study = optuna.create_study(storage=_storage(storage), study_name=study_name, direction="maximize",
+                                    sampler=sampler, pruner=_pruner(pruner, pruner_startup), load_if_exists=True)
+    the_study.set_user_attr("metric", metric)
+    if join or workers <= 1:
+        the_study.optimize(objective(base, search, out), n_trials=trials, catch=(RuntimeError,))
+        if join:
+            return {"study": the_study}
+    else:  # each worker process runs its share; together exactly `trials` trials
+        shares = [trials // workers + (k < trials % workers) for k in range(workers)]
+        common = ["--model", model, "--budget", budget, "--pruner", pruner, "--pruner-startup", str(pruner_startup),
+                  "--storage", storage,
+                  "--study", study_name, "--out", str(out), "--join"]
+        common += ([data] if data else []) + (["--space", str(space)] if space else [])
+        common += (["--config", str(config)] if config else []) + (["--device", device] if device else [])
+        common += [arg for text in overrides for arg in ("--set", text)]
+        procs = [subprocess.Popen([sys.executable, "-m", "sinkrec.cli", "tune", *common, "--trials", str(n),
+                                   "--seed", str(seed + k)]) for k, n in enumerate(shares) if n]
+        if any(p.wait() for p in procs):
+            log.warning("a worker exited with an error; the report covers the trials that finished")
+    return report(the_study, out, metric, search)
+
+
+def report(study, out: Path, metric: str, space: dict[str, Any]) -> dict[str, Any]:
+    from .report import write_report
+
+    return write_report(study, out, metric, space)
