@@ -24,7 +24,6 @@ from .checks import (
     Rule,
     above,
     at_least,
-    between,
     closest,
     nonempty,
     one_of,
@@ -40,7 +39,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 COMPILE = one_of(*COMPILE_MODES)
 P = PROBABILITY  # in [0, 1]
 NAME = nonempty()
-SEED = between(0, 2**63 - 1)  # numpy and torch take seeds in this range
+SEED = Rule("an integer in [0, 2**63 - 1]", lambda v: isinstance(v, int) and 0 <= v < 2**63)  # numpy's and torch's
 DEVICE = Rule("auto, cpu, cuda or cuda:N",
               lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit() and v[5:].isascii()))
 
@@ -93,9 +92,9 @@ class DataConfig(Checked):
     min_events: int = option(3, at_least(1))  # users with fewer events are dropped (and counted)
     min_rating: float | None = None  # drop events rated below this, before anything else (needs a rating column)
     dedup_repeats: bool = False  # collapse consecutive repeats of one item in a history into one event
-    k_core: int = option(0, at_least(0))  # keep users and items with ≥ k events, iterated to a fixed point; 0: off
-    split: str = option("leave-one-out", one_of("leave-one-out", "temporal"))  # leave-one-out | temporal (global cut times)
-    split_times: list[float] = field(default_factory=lambda: [0.8, 0.9])  # temporal: t1 < t2, unix times or quantiles in (0, 1)
+    k_core: int = option(0, at_least(0))  # keep users and items with ≥ k events, iterated to a fixed point; 0 off
+    split: str = option("leave-one-out", one_of("leave-one-out", "temporal"))  # leave-one-out | temporal (global cuts)
+    split_times: list[float] = field(default_factory=lambda: [0.8, 0.9])  # temporal: t1 < t2 (unix times or quantiles)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # used when dataset is "synthetic"
 
     def check(self) -> None:

@@ -82,6 +82,15 @@ def _default(field: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
+def _with_range(text: str, field: dataclasses.Field) -> str:
+    """The help text plus the field's allowed range (`sinkrec.checks.option`), so the documented
+    range is the checked one; choices are left out, the help already names them."""
+    rule = field.metadata.get("rule") if field.metadata else None
+    if rule is None or getattr(rule, "choices", ()) or rule.text in text or "non-empty" in rule.text:
+        return text
+    return f"{text} ({rule.text})" if text else f"({rule.text})"
+
+
 def describe_fields(cls: type, prefix: str = "") -> list[FieldDoc]:
     """Every field of dataclass `cls`, in declaration order; nested dataclasses recurse."""
     if not dataclasses.is_dataclass(cls):
@@ -104,7 +113,7 @@ def describe_fields(cls: type, prefix: str = "") -> list[FieldDoc]:
         if nested is not None:
             rows.extend(describe_fields(nested, prefix=f"{name}."))
             continue
-        rows.append(FieldDoc(name, _type_text(field, hints), default, helps.get(field.name, "")))
+        rows.append(FieldDoc(name, _type_text(field, hints), default, _with_range(helps.get(field.name, ""), field)))
     return rows
 
 

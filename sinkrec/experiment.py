@@ -28,6 +28,19 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     return make_config(load_raw(path, overrides))
 
 
+def check_device(name: str) -> None:
+    """CUDA asked for on a machine without a GPU (or without that GPU) is a one-line ConfigError."""
+    if not name.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' was asked for but no CUDA GPU is available here "
+                          "(use --device cpu / train.device=cpu, or auto)")
+    if name[5:].isdigit() and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+
+
 def check_output_dir(path: str | Path) -> None:
     """A run folder that cannot be written is an error at start, not after the first epoch."""
     folder = Path(path).expanduser()
@@ -45,9 +58,7 @@ def check_output_dir(path: str | Path) -> None:
 def check_environment(cfg: Config) -> None:
     """What a training config asks of this machine, checked before any data is read: the device
     exists, the output folder can be written, optional packages it needs are installed."""
-    from .training.trainer import pick_device
-
-    pick_device(cfg.train.device)  # CUDA asked for without a GPU: a one-line ConfigError
+    check_device(cfg.train.device)
     check_output_dir(cfg.output_dir)
     if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard is on but the tensorboard package is not installed: "

@@ -65,7 +65,7 @@ BAD_VALUES = [  # (raw config, the start of the one-line message: key and allowe
     ({"train": {"lr": 0}}, "train.lr must be a finite number > 0, got 0.0"),
     ({"train": {"weight_decay": -0.1}}, "train.weight_decay must be ≥ 0, got -0.1"),
     ({"train": {"grad_clip": "nan"}}, "train.grad_clip must be ≥ 0, got nan"),
-    ({"train": {"seed": -1}}, "train.seed must be in [0, 9223372036854775807], got -1"),
+    ({"train": {"seed": -1}}, "train.seed must be an integer in [0, 2**63 - 1], got -1"),
     ({"train": {"loss": "bpr"}}, "train.loss must be one of ce | sampled, got 'bpr'"),
     ({"train": {"schedule": "Cosine"}}, "train.schedule must be one of constant | cosine, got 'Cosine' (did you mean "
                                         "'cosine'?)"),

@@ -84,7 +84,7 @@ def test_state_sink_diagnostic_detects_a_planted_sink_and_not_a_balanced_state()
     states, keys, codes = _planted_states(sink=True)
     planted = probe(states, keys, torch.arange(10), codes, top_fraction=0.2)
     assert sink_detected(planted)
-    assert planted.sink_mass[-10:].mean() > 0.6 and planted.sink_mass[-10:].mean() > planted.chance[-10:].mean() + 0.3
+    assert planted.sink_mass[-10:].mean() > 0.5 and planted.sink_mass[-10:].mean() > planted.chance[-10:].mean() + 0.3
     states, keys, codes = _planted_states(sink=False)
     balanced = probe(states, keys, torch.arange(10), codes, top_fraction=0.2)
     assert not sink_detected(balanced)

@@ -56,7 +56,7 @@ def test_diagnose_reports_only_the_files_it_wrote(sinkrec_run, tmp_path, monkeyp
     else:
         monkeypatch.setitem(sys.modules, "matplotlib", None)
     out = tmp_path / "diag"
-    assert main(["diagnose", str(sinkrec_run), "--users", "4", "--out", str(out)]) == 0
+    assert main(["diagnose", str(sinkrec_run), "--users", "4", "--length", "8", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert (out / "state_sink.json").is_file()
     pngs = sorted(p.name for p in out.glob("*.png"))

@@ -193,3 +193,19 @@ def test_rare_codes_read_a_null_memory_and_usage_is_logged():
     stats = m.epoch_stats()
     assert {"rvq0_perplexity", "rvq0_used", "rvq0_recurring", "rvq1_recurring", "rvq_covered", "rvq_decay"} <= set(stats)
     assert 0 < stats["rvq_covered"] <= 1
+
+
+def test_memory_attention_dense_path_equals_the_blocked_one():
+    from sinkrec.nn.memory_attention import MemoryAttention
+    torch.manual_seed(0)
+    attn = MemoryAttention(16, n_heads=2, window=4).double()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x, memory = torch.randn(3, 13, 16, dtype=torch.float64), torch.randn(3, 13, 16, dtype=torch.float64)
+    recurs = (torch.rand(3, 13) > 0.3).double()
+    slots = attn.prepare(memory, recurs, torch.randn(8, 16, dtype=torch.float64), torch.rand(8) > 0.5, torch.float64)
+    dense, _ = attn(x, slots, keep=False)  # T ≤ 4w without cache: one banded call
+    blocked, cache = attn(x, slots, keep=True)
+    torch.testing.assert_close(dense, blocked, atol=1e-12, rtol=0)
+    assert cache.memory_valid.shape == (3, 4)

@@ -34,11 +34,13 @@ UNLIMITED_EPOCHS = 1_000_000  # a wall-time budget ends training, not an epoch c
 
 @dataclass(frozen=True)
 class Budget:
-    kind: str  # "epochs" | "minutes"
+    kind: str  # "epochs" | "minutes" | "config" (each run as its config says: train.epochs, train.patience)
     value: float
 
     @classmethod
-    def parse(cls, text: str) -> Budget:
+    def parse(cls, text: str | None) -> Budget:
+        if text is None or text == "config":
+            return cls("config", 0)
         kind, _, value = str(text).partition(":")
         try:
             number = float(value)
@@ -49,10 +51,14 @@ class Budget:
         return cls(kind, int(number) if kind == "epochs" else number)
 
     def train_settings(self) -> dict[str, Any]:
+        if self.kind == "config":
+            return {}
         epochs = int(self.value) if self.kind == "epochs" else UNLIMITED_EPOCHS
         return {"epochs": epochs, "patience": 0}
 
     def describe(self) -> str:
+        if self.kind == "config":
+            return "each run trains as its config says (train.epochs, early stopping per train.patience)"
         if self.kind == "epochs":
             return f"every neural model trains exactly {int(self.value)} epochs (early stopping off)"
         return f"every neural model trains for the same {self.value:g} minutes of training time (early stopping off)"
@@ -63,8 +69,9 @@ def _split_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[list[str],
     return [o for o in overrides if o not in model], model
 
 
-def plan(data: str | None, models: list[str], seeds: int, budget: Budget, out: Path, config: str | None = None,
-         overrides: list[str] | tuple[str, ...] = (), device: str | None = None) -> tuple[list[dict], list[str]]:
+def plan(data: str | None, models: list[str], seeds: int | list[int], budget: Budget, out: Path,
+         config: str | None = None, overrides: list[str] | tuple[str, ...] = (), device: str | None = None
+         ) -> tuple[list[dict], list[str]]:
     """The job specs (one per model × seed; one for a fitted baseline) and notes on skipped overrides."""
     from ..api import make_config, run_config
     from ..config import merge, parse_override
@@ -85,7 +92,7 @@ def plan(data: str | None, models: list[str], seeds: int, budget: Budget, out: P
             else:
                 notes.append(f"--set {text} does not apply to {name} (not one of its options)")
         raw = merge(raw, {"train": {**budget.train_settings(), "progress": False}})
-        for seed in ([0] if name in FITTED else range(seeds)):
+        for seed in ([0] if name in FITTED else range(seeds) if isinstance(seeds, int) else seeds):
             folder = out / "runs" / f"{name}-s{seed}"
             job_raw = merge(raw, {"train": {"seed": seed}, "output_dir": str(folder)})
             make_config(job_raw)  # a bad option fails here, before any process starts
@@ -210,8 +217,8 @@ def dataset_summary(job: dict) -> dict[str, Any]:
             "filter_seen": cfg.eval.filter_seen}
 
 
-def compare(data: str | None, models: list[str], seeds: int = 3, budget: str = "epochs:20", parallel: int = 1,
-            device: str | None = None, out: str | Path = "runs/compare", config: str | None = None,
+def compare(data: str | None, models: list[str], seeds: int | list[int] = 3, budget: str | None = "epochs:20",
+            parallel: int = 1, device: str | None = None, out: str | Path = "runs/compare", config: str | None = None,
             overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a comparison and write its table; returns the summary with the output paths."""
     out = Path(out)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SinkrecError
-from ..training import checkpoint
+from ..training import checkpoint as ckpt
 from ..training.runfolder import atomic_write
 from ..training.trainer import pick_device
 from .loop import fit_steps
@@ -77,8 +77,8 @@ def train_lm(text: str | None, out: Path, mixer: str = "sessa", steps: int = 300
     result = {"mixer": mixer, "steps": steps, "valid_ppl": history[-1]["valid_ppl"], "history": history,
               "seconds": round(time.perf_counter() - started, 1), "text": text or "built-in tiny stories"}
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"lm_config": dict(cfg.__dict__), "model": model.state_dict(), "result": checkpoint.plain(result)}
-    atomic_write(out / "lm.pt", checkpoint.to_bytes(payload))
+    payload = {"lm_config": dict(cfg.__dict__), "model": model.state_dict(), "result": ckpt.plain(result)}
+    atomic_write(out / "lm.pt", ckpt.to_bytes(payload))
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -88,14 +88,14 @@ def generate(checkpoint: str, prompt: str, tokens: int, temperature: float, top_
     path = path / "lm.pt" if path.is_dir() else path
     if not path.is_file():
         raise SinkrecError(f"LM checkpoint not found: {path}")
-    payload = checkpoint.read(path, kind=None)  # tensors and plain data only: a crafted file runs nothing
+    payload = ckpt.read(path, kind=None)  # tensors and plain data only: a crafted file runs nothing
     if not isinstance(payload.get("lm_config"), dict) or not isinstance(payload.get("model"), dict):
         raise SinkrecError(f"{path} is not a `sinkrec lm` checkpoint")
     try:
         model = SessaLM(LMConfig(**payload["lm_config"]))
     except Exception as exc:  # noqa: BLE001 - a damaged config must not surface as a traceback
         raise SinkrecError(f"{path}: cannot build its model ({type(exc).__name__}: {exc})") from None
-    checkpoint.load_weights(model, payload["model"], str(path))
+    ckpt.load_weights(model, payload["model"], str(path))
     model.eval()
     ids = torch.tensor([list(prompt.encode() or b"\n")])
     out = model.generate(ids, tokens, temperature, top_k, torch.Generator().manual_seed(seed))

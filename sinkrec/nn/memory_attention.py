@@ -8,7 +8,8 @@ Two softmax attentions, summed:
   key and value: attending to no memory). Its value projection starts at zero, so at
   initialisation the memory adds exactly nothing.
 Both are computed block by block (block size = window) with `scaled_dot_product_attention`, so the
-cost is O(T·(w + P)): linear in sequence length. The memory pairs depend only on the memory, so a
+cost is O(T·(w + P)): linear in sequence length; a short sequence without cache (T ≤ 4w) takes one
+dense banded call instead, the same attention without the block copies. The memory pairs depend only on the memory, so a
 looped block projects them once (`prepare`) and reuses them in every loop.
 """
 
@@ -111,6 +112,31 @@ class MemoryAttention(nn.Module):
         blocks = self._blocks(seq, nb, w)  # [B, nb, 2w, H, dh]
         return blocks.permute(0, 1, 3, 2, 4).reshape(-1, self.n_heads, 2 * w, self.head_dim)
 
+    def _dense(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: MemorySlots | None) -> torch.Tensor:
+        """The same two attentions over a whole short sequence: one banded mask, no blocks."""
+        b, t, h, dh = q.shape
+        pos = torch.arange(t, device=q.device)
+        band = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - self.window)  # [T, T]
+        qh = q.transpose(1, 2)
+        y = F.scaled_dot_product_attention(qh, k.transpose(1, 2), v.transpose(1, 2), attn_mask=band)
+        if slots is not None:
+            keys, values, masks = [], [], []
+            if slots.keys is not None:
+                keys.append(slots.keys.to(q.dtype).transpose(1, 2))
+                values.append(slots.values.to(q.dtype).transpose(1, 2))
+                masks.append(band & slots.valid[:, None, None, :])
+            if slots.proto_keys is not None:
+                p = slots.proto_keys.shape[0]
+                keys.append(slots.proto_keys.to(q.dtype).transpose(0, 1)[None].expand(b, h, p, dh))
+                values.append(slots.proto_values.to(q.dtype).transpose(0, 1)[None].expand(b, h, p, dh))
+                masks.append(slots.proto_valid.view(1, 1, 1, p).expand(b, 1, t, p))
+            keys.append(qh.new_zeros(b, h, 1, dh))  # the null slot
+            values.append(qh.new_zeros(b, h, 1, dh))
+            masks.append(torch.ones(b, 1, t, 1, dtype=torch.bool, device=q.device))
+            y = y + F.scaled_dot_product_attention(qh, torch.cat(keys, 2), torch.cat(values, 2),
+                                                   attn_mask=torch.cat([m.expand(b, 1, t, -1) for m in masks], -1))
+        return y.transpose(1, 2).reshape(b, t, h * dh)
+
     def forward(self, x: torch.Tensor, slots: MemorySlots | None = None, cache: WindowCache | None = None,
                 keep: bool = True) -> tuple[torch.Tensor, WindowCache | None]:
         """x [B, T, d]; memory slots from `prepare` → (y [B, T, d], cache holding the last w positions;
@@ -118,6 +144,8 @@ class MemoryAttention(nn.Module):
         b, t, d = x.shape
         w, h, dh = self.window, self.n_heads, self.head_dim
         q, k, v = (self._heads(z) for z in self.qkv(x).chunk(3, -1))
+        if cache is None and not keep and t <= 4 * w:
+            return self.out(self._dense(q, k, v, slots)), None
         pad = (-t) % w
         nb = (t + pad) // w
         past = cache.tensors if cache is not None else [None] * 4

@@ -28,7 +28,6 @@ from . import state as codec
 from .state import StateFormatError, UserState
 from .stores import Event, Store, open_store
 
-
 # Models whose streaming cache has a fixed size. Sessa also streams, but its cache keeps attention
 # keys/values for every past event (it grows with the history), so it recomputes its window instead.
 FIXED_SIZE_CACHE = ("GDNRec", "SinkRec")

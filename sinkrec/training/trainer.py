@@ -43,13 +43,11 @@ def raise_recompile_limit(graphs: int) -> None:
 
 def pick_device(name: str) -> torch.device:
     """The torch device for a config's `auto | cpu | cuda | cuda:N`; CUDA without a GPU is a ConfigError."""
+    from ..experiment import check_device
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' was asked for but no CUDA GPU is available here "
-                          "(use --device cpu / train.device=cpu, or auto)")
-    if name.startswith("cuda:") and name[5:].isdigit() and int(name[5:]) >= torch.cuda.device_count():
-        raise ConfigError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    check_device(name)
     return torch.device(name)
 
 
