@@ -77,7 +77,6 @@ def test_training_with_compile_follows_the_eager_run(tmp_path):
 
 
 def test_unknown_compile_mode_is_named(tmp_path):
-    cfg = make_config({**TINY, "train": {**TINY["train"], "compile": True, "compile_mode": "fastest"},
-                        "output_dir": str(tmp_path)})
-    with pytest.raises(ConfigError, match="train.compile_mode .*'fastest'"):
-        Trainer(cfg, load_dataset(cfg.data))
+    with pytest.raises(ConfigError, match="train.compile_mode .*'fastest'"):  # when the config is built
+        make_config({**TINY, "train": {**TINY["train"], "compile": True, "compile_mode": "fastest"},
+                     "output_dir": str(tmp_path)})

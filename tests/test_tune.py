@@ -25,7 +25,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "sinkrec.cli", "tune", "--model", "sasrec", "--trials", "4", "--workers", "2",
-           "--budget", "epochs:2", "--space", str(tmp_path / "space.yaml"), "--out", str(out)]
+           "--budget", "epochs:1", "--space", str(tmp_path / "space.yaml"), "--out", str(out)]
     for text in TINY:
         cmd += ["--set", text]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=150)

@@ -13,24 +13,11 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
-from .formats import Interactions, note
+from .formats import note
 from .sequences import SequenceStore
+from .sequences import keep_rated as min_rating  # noqa: F401  (one step of the pipeline)
 
 log = logging.getLogger(__name__)
-
-
-def min_rating(events: Interactions, threshold: float) -> Interactions:
-    """Only events rated ≥ threshold (implicit feedback from explicit ratings)."""
-    if events.ratings is None:
-        raise DataError(f"{events.source}: data.min_rating is set but the file has no rating column (map one "
-                        "with data.columns.rating, or leave data.min_rating empty)")
-    keep = events.ratings >= threshold
-    notes = list(events.notes)
-    if (~keep).any():
-        note(notes, events.source, f"min_rating {threshold:g}: dropped {int((~keep).sum())} of {len(keep)} events")
-    return Interactions(users=events.users[keep], items=events.items[keep],
-                        timestamps=None if events.timestamps is None else events.timestamps[keep],
-                        source=events.source, notes=notes, ratings=events.ratings[keep])
 
 
 def subset(store: SequenceStore, keep: np.ndarray) -> SequenceStore:

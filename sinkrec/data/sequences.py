@@ -106,6 +106,20 @@ def unique_ids(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, inverse.reshape(-1)
 
 
+def keep_rated(events: Interactions, threshold: float) -> Interactions:
+    """Only events rated ≥ threshold (data.min_rating: implicit feedback from explicit ratings)."""
+    if events.ratings is None:
+        raise DataError(f"{events.source}: data.min_rating is set but the file has no rating column (map one "
+                        "with data.columns.rating, or leave data.min_rating empty)")
+    keep = events.ratings >= threshold
+    notes = list(events.notes)
+    if (~keep).any():
+        note(notes, events.source, f"min_rating {threshold:g}: dropped {int((~keep).sum())} of {len(keep)} events")
+    return Interactions(users=events.users[keep], items=events.items[keep],
+                        timestamps=None if events.timestamps is None else events.timestamps[keep],
+                        source=events.source, notes=notes, ratings=events.ratings[keep])
+
+
 def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
     """Group events by user, order each history stably by (timestamp, file order), remap ids."""
     if min_events < 1:
@@ -230,8 +244,6 @@ def load_store(path: str | Path, fmt: str = "auto", columns: dict[str, str] | No
         return store
     events = read_interactions(path, fmt, columns)
     if min_rating is not None:
-        from .filters import min_rating as keep_rated
-
         events = keep_rated(events, min_rating)
     store = build_store(events, min_events)
     if use_cache:

@@ -57,14 +57,14 @@ class MemoryOptions(Checked):
     code_dim: int = option(32, at_least(1))  # width of the pattern vector that is quantized
     rvq_mode: str = option("ema", one_of("ema", "grad"))  # ema (dead-code restart) | grad (codebook + commitment loss)
     rvq_decay: float = option(0.99, between(0, 1, open_high=True))  # EMA decay of the codebooks at the start
-    rvq_decay_final: float = option(0.999, between(0, 1, open_high=True))  # EMA decay after the warm-up (codebooks settle)
-    rvq_decay_warmup: int = option(2000, at_least(0))  # training steps over which the EMA decay rises to rvq_decay_final
+    rvq_decay_final: float = option(0.999, between(0, 1, open_high=True))  # decay after the warm-up (settled codebooks)
+    rvq_decay_warmup: int = option(2000, at_least(0))  # steps over which the EMA decay rises to rvq_decay_final
     rvq_dead_threshold: float = option(0.05, at_least(0))  # EMA count below which a code is restarted
     commitment: float = option(0.25, at_least(0))  # weight of the commitment loss inside the VQ loss
     kmeans_init: bool = True  # initialise codebooks by k-means on the first training batch
     quantized_to_memory: bool = True  # add a straight-through projection of the quantized pattern
     pattern_detach: bool = True  # stop-gradient between the item table and the pattern encoder (memory cannot move it)
-    recur_share: float = option(1.0, at_least(0))  # a level-0 code recurs if its EMA share ≥ recur_share/K, else null memory (0: all recur)
+    recur_share: float = option(1.0, at_least(0))  # code recurs if EMA share ≥ this/K, else null memory (0: all)
 
 
 class ConditionalMemory(nn.Module):
