@@ -46,5 +46,7 @@ def test_interest_noise_mixes_clusters():
 
 
 def test_bad_share_names_the_key():
-    with pytest.raises(ValueError, match="interest_noise"):
+    from sinkrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"interest_noise must be in \[0, 1\], got 1.5"):  # when the config is built
         generate(small(interest_noise=1.5))
