@@ -10,6 +10,7 @@ from sinkrec.data.catalog import CATALOG, local_copy
 
 @pytest.mark.parametrize("name, users, items, events, timed", [
     ("ml-1m-sasrec", 6040, 3416, 999611, False),
+    ("ml-100k", 943, 1682, 100000, True),  # found as RecBole's ml-100k.inter, read with its own reader
     ("beauty", 22363, 12101, 198502, False),
     ("lastfm", 1090, 3646, 52551, False),
     ("ml-1m-ts-half", 2999, 3615, 487650, True),

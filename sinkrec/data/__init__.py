@@ -35,8 +35,11 @@ def resolve_data_file(cfg: DataConfig) -> tuple[Path, str, dict[str, str] | None
         return path, cfg.format, columns, name
     if cfg.dataset in CATALOG:
         info = CATALOG[cfg.dataset]
+        path = prepare(cfg.dataset)
+        if path.name in info.local_formats:  # a user's copy in another known format (e.g. RecBole's)
+            return path, info.local_formats[path.name], columns, cfg.dataset
         fmt = info.format if cfg.format == "auto" else cfg.format
-        return prepare(cfg.dataset), fmt, columns or dict(info.columns) or None, cfg.dataset
+        return path, fmt, columns or dict(info.columns) or None, cfg.dataset
     path = Path(cfg.dataset).expanduser()
     if not path.is_file():
         import difflib

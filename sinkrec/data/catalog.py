@@ -54,6 +54,7 @@ class DatasetInfo:
     subset_of: str | None = None  # derived: the events of users 1..max_user of this catalogue dataset
     max_user: int | None = None
     local_names: tuple[str, ...] = ()  # other names a hand-downloaded copy may have
+    local_formats: dict[str, str] = field(default_factory=dict)  # such a copy's reader, when it differs
 
     @property
     def filename(self) -> str:
@@ -84,8 +85,10 @@ def _s3rec(name: str, file: str, sha256: str | None, what: str) -> DatasetInfo:
 CATALOG: dict[str, DatasetInfo] = {info.name: info for info in [
     DatasetInfo(name="ml-100k", url=f"{GROUPLENS}/ml-100k.zip", md5_url=f"{GROUPLENS}/ml-100k.zip.md5",
                 licence=ML_LICENCE, format="csv", member="ml-100k/u.data",
-                columns={"user": "0", "item": "1", "timestamp": "3"},
-                description="MovieLens 100K: 100,000 ratings, 943 users, 1,682 movies (u.data, TSV)"),
+                columns={"user": "0", "item": "1", "timestamp": "3"}, local_names=("ml-100k.inter",),
+                local_formats={"ml-100k.inter": "recbole"},
+                description="MovieLens 100K: 100,000 ratings, 943 users, 1,682 movies (u.data, TSV; "
+                            "RecBole's ml-100k.inter holds the same events)"),
     _movielens("ml-1m", "ml-1m/ratings.dat", "movielens-dat", "MovieLens 1M: 1,000,209 ratings, 6,040 users"),
     _movielens("ml-10m", "ml-10M100K/ratings.dat", "movielens-dat", "MovieLens 10M: 10M ratings"),
     _movielens("ml-20m", "ml-20m/ratings.csv", "movielens-csv", "MovieLens 20M: 20M ratings, 138K users"),
