@@ -23,6 +23,7 @@ from common import ROOT, write_results  # noqa: E402
 from sinkrec.diagnostics.memory_tails import influence, tail_slope  # noqa: E402
 from sinkrec.lm.model import LMConfig, SessaLM  # noqa: E402
 from sinkrec.lm.tasks import SOUP_VOCAB, symbol_soup  # noqa: E402
+from sinkrec.training import checkpoint  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
                 if not path.is_file():
                     print(f"skip {mixer} trained: {path} not found")
                     continue
-                model.load_state_dict(torch.load(path, map_location=dev, weights_only=False)["model"])
+                model.load_state_dict(checkpoint.read(path, kind=None)["model"])
             curve = influence(model.eval(), tokens)
             curves[f"{mixer} ({state})"] = curve
             records.append({"model": mixer, "state": state, "slope": round(tail_slope(curve), 4),

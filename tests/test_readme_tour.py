@@ -52,7 +52,20 @@ def tour_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _with(args: list[str], flag: str, value: str) -> list[str]:
+    """`args` with `flag`'s value replaced (or the flag added)."""
+    if flag in args:
+        args = list(args)
+        args[args.index(flag) + 1] = value
+        return args
+    return [*args, flag, value]
+
+
 def shrink(args: list[str]) -> list[str]:
+    if args[0] == "compare":
+        return _with(_with(_with(args, "--seeds", "1"), "--budget", "epochs:1"), "--parallel", "1")
+    if args[0] == "tune":
+        return _with(_with(args, "--trials", "2"), "--budget", "epochs:1")
     if args[0] != "train":
         return args
     args = [a for a in args if a not in ("--device", "cuda")]
