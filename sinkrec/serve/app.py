@@ -37,6 +37,15 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def _handler(status: int, code: str):
+    """An exception handler answering `status` with `code` and the error's one-line message."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return _error(status, code, str(exc))
+
+    return handle
+
+
 def create_app(engine: Engine | None) -> FastAPI:
     """The app over one engine; `engine=None` builds it only for its OpenAPI schema."""
     app = FastAPI(title="sinkrec serve", version="1",
@@ -66,21 +75,9 @@ def create_app(engine: Engine | None) -> FastAPI:
         metrics.store_errors.labels(store_kind).inc()
         return _error(503, "store_unavailable", str(exc), {"Retry-After": "1"})
 
-    @app.exception_handler(UnknownItemError)
-    async def unknown_item(request: Request, exc: UnknownItemError):
-        return _error(422, "unknown_item", str(exc))
-
-    @app.exception_handler(UnknownUserError)
-    async def unknown_user(request: Request, exc: UnknownUserError):
-        return _error(404, "unknown_user", str(exc))
-
-    @app.exception_handler(EventConflict)
-    async def conflict(request: Request, exc: EventConflict):
-        return _error(409, "event_conflict", str(exc))
-
-    @app.exception_handler(SinkrecError)
-    async def bad_request(request: Request, exc: SinkrecError):
-        return _error(400, "bad_request", str(exc))
+    for error, status, code in ((UnknownItemError, 422, "unknown_item"), (UnknownUserError, 404, "unknown_user"),
+                                (EventConflict, 409, "event_conflict"), (SinkrecError, 400, "bad_request")):
+        app.add_exception_handler(error, _handler(status, code))
 
     @app.post("/v1/events", response_model=EventsResponse, responses=ERRORS,
               summary="Record events; each user's state is updated before the answer")
