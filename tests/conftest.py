@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -25,3 +26,7 @@ def shared_file(relative: str) -> Path:
 
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Without a GPU, Triton kernels run under its CPU interpreter. Triton reads this when it is first
+# imported, so it is set here, before any test module imports it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

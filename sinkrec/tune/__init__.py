@@ -184,6 +184,6 @@ def tune(data: str | None, model: str, trials: int = 30, space: str | None = Non
 
 
 def report(study, out: Path, metric: str, space: dict[str, Any]) -> dict[str, Any]:
-    from .report import write_report
+    from .summary import write_report
 
     return write_report(study, out, metric, space)
