@@ -91,9 +91,31 @@ def latency(runs: dict[str, Path], lengths: list[int], repeats: int) -> list[dic
                 size = len(engine.store.load("u"))
                 records.append({"kind": "latency", "model": name, "history": n, "update_p50_ms": pct(update, .5),
                                 "update_p99_ms": pct(update, .99), "recommend_p50_ms": pct(rec, .5),
-                                "recommend_p99_ms": pct(rec, .99), "state_bytes": size, "store": "sqlite"})
+                                "recommend_p99_ms": pct(rec, .99), "state_bytes": size, "store": "sqlite",
+                                **split(engine, item_ids, n, repeats)})
                 print(json.dumps(records[-1]), flush=True)
     return records
+
+
+def split(engine: Engine, item_ids: list[str], n: int, repeats: int) -> dict:
+    """Where one event's update goes (medians, ms): state decode, model step, state encode, and the
+    SQLite commit (one event row + the state blob, fsync'd) — the parts `engine.record` runs in turn."""
+    parts: dict[str, list[float]] = {"decode": [], "model": [], "encode": [], "commit": []}
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        state = codec.loads(engine.store.load("u"))
+        t1 = time.perf_counter()
+        index = engine.index[item_ids[(i * 7) % len(item_ids)]]
+        engine.advance(state, [index], [60.0 * (n + 10_000 + i)])
+        t2 = time.perf_counter()
+        blob = codec.dumps(state)
+        t3 = time.perf_counter()
+        event = Event("u", item_ids[index - 1], 60.0 * (n + 10_000 + i), f"s{i}")
+        engine.store.update("u", [event], lambda old, fresh, log, blob=blob: blob)
+        t4 = time.perf_counter()
+        for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            parts[key].append(value * 1e3)
+    return {f"{key}_ms": pct(values, .5) for key, values in parts.items()}
 
 
 async def load(urls: list[str], concurrency: int, seconds: float, batch: int, items: list[str], users: int) -> dict:
@@ -142,7 +164,7 @@ def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: 
                 servers = [ServerProcess(run, spec) for _ in range(processes)]
                 try:
                     for conc in concurrencies:
-                        for batch in ([1, 16] if conc == 8 else [1]):
+                        for batch in ([1, 16] if conc in (8, 64) else [1]):
                             out = asyncio.run(load([s.url for s in servers], conc, seconds, batch, items, 1000))
                             records.append({"kind": "throughput", "model": "gdn", "store": store_name,
                                             "processes": processes, "concurrency": conc, "events_per_request": batch,
@@ -188,6 +210,11 @@ def markdown(records: list[dict]) -> str:
     for r in (r for r in records if r["kind"] == "latency"):
         lines.append(f"| {r['model']} | {r['history']:,} | {r['update_p50_ms']:.2f} / {r['update_p99_ms']:.2f} | "
                      f"{r['recommend_p50_ms']:.2f} / {r['recommend_p99_ms']:.2f} | {r['state_bytes']:,} |")
+    lines += ["", "Median split of one update (ms): decode state / model step / encode state / SQLite commit.", "",
+              "| model | history | decode | model | encode | commit |", "|---|---:|---:|---:|---:|---:|"]
+    for r in (r for r in records if r["kind"] == "latency" and "model_ms" in r):
+        lines.append(f"| {r['model']} | {r['history']:,} | {r['decode_ms']:.2f} | {r['model_ms']:.2f} | "
+                     f"{r['encode_ms']:.2f} | {r['commit_ms']:.2f} |")
     lines += ["", "| store | processes | concurrency | events/request | acked events/s | request p50 / p99 (ms) "
               "| errors |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in (r for r in records if r["kind"] == "throughput"):
@@ -227,6 +254,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_start = [round(x, 2) for x in os.getloadavg()]
     lengths = [100, 1000] if args.quick else [100, 1000, 10_000, 100_000]
     with tempfile.TemporaryDirectory() as tmp:
         runs = {name: make_run(name, Path(tmp)) for name in ("gdn", "sinkrec", "sasrec")}
@@ -235,7 +263,8 @@ def main() -> None:
         records.append(kill_tests(runs["gdn"], 2 if args.quick else args.kills))
     out = ROOT / "benchmarks" / "results"
     load_avg = [round(x, 2) for x in os.getloadavg()]  # other work on the machine inflates every timing
-    write_results("serving", records, extra={"catalogue": N_ITEMS, "d_model": 64, "load_average": load_avg})
+    write_results("serving", records, extra={"catalogue": N_ITEMS, "d_model": 64, "load_average": load_avg,
+                                             "load_average_at_start": load_start})
     (out / "serving.md").write_text(markdown(records))
     plot(records, out / "serving.png")
     print(markdown(records))

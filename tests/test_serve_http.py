@@ -196,14 +196,15 @@ class ServerProcess:
         self.proc.wait(20)
 
 
-def _stream(url: str, items: list[str], user_count: int, start: int, acked: list, stop: threading.Event):
-    """A client posting small batches; an event counts only once its batch got a 200."""
+def _stream(url: str, items: list[str], user_count: int, start: int, acked: list, stop: threading.Event,
+            size: int = 3):
+    """A client posting batches (events of several users each); an event counts only once its batch got a 200."""
     n = start
     with httpx.Client(base_url=url, timeout=5) as http:
         while not stop.is_set():
             batch = [{"user": f"u{(n + j) % user_count}", "item": items[(n + j) % len(items)],
-                      "timestamp": float(n + j), "event_id": f"s{start}-{n + j}"} for j in range(3)]
-            n += 3
+                      "timestamp": float(n + j), "event_id": f"s{start}-{n + j}"} for j in range(size)]
+            n += size
             try:
                 if http.post("/v1/events", json={"events": batch}).status_code == 200:
                     acked.extend((e["user"], e["event_id"]) for e in batch)
@@ -217,10 +218,12 @@ def test_sigkill_loses_no_acknowledged_event(run_folder, tmp_path):
     items = Recommender.from_run(run_folder).item_ids[1:30]
     store = f"sqlite:///{tmp_path / 'state.db'}"
     acked: list = []
-    for repetition in range(3):
+    for repetition in range(4):  # odd repetitions: 8 clients x 12-event calls over 30 users, grouped commits
+        grouped = repetition % 2 == 1
         server, stop = ServerProcess(run_folder, store), threading.Event()
-        clients = [threading.Thread(target=_stream, args=(server.url, items, 5, 10_000 * (4 * repetition + c),
-                                                          acked, stop)) for c in range(4)]
+        users, size, n_clients = (30, 12, 8) if grouped else (5, 3, 4)
+        clients = [threading.Thread(target=_stream, args=(server.url, items, users, 10_000 * (8 * repetition + c),
+                                                          acked, stop, size)) for c in range(n_clients)]
         for c in clients:
             c.start()
         time.sleep(0.6 + 0.3 * repetition)

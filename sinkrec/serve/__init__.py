@@ -5,7 +5,8 @@ Stores (stores.py, redis_store.py) keep each user's event log and state behind o
 """
 
 from .engine import Engine, RecordResult, UnknownUserError
-from .stores import Event, EventConflict, SQLiteStore, Store, StoreUnavailable, open_store
+from .open_store import open_store
+from .stores import Event, EventConflict, SQLiteStore, Store, StoreUnavailable
 
 __all__ = ["Engine", "Event", "EventConflict", "RecordResult", "SQLiteStore", "Store", "StoreUnavailable",
            "UnknownUserError", "open_store"]

@@ -25,8 +25,9 @@ import torch
 from ..batch import Batch
 from ..errors import SinkrecError, UnknownItemError
 from . import state as codec
+from .open_store import open_store
 from .state import StateFormatError, UserState
-from .stores import Event, Store, open_store
+from .stores import Event, Store
 
 # Models whose streaming cache has a fixed size. Sessa also streams, but its cache keeps attention
 # keys/values for every past event (it grows with the history), so it recomputes its window instead.
@@ -94,7 +95,7 @@ class Engine:
     def new_state(self) -> UserState:
         return UserState(checkpoint=self.checkpoint, cache=self.model.new_cache() if self.streaming else None)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def advance(self, state: UserState, indices: list[int], times: list[float]) -> UserState:
         """Apply events in order; streaming models take one O(1) step per event."""
         if not indices:
@@ -112,7 +113,7 @@ class Engine:
         state.n_events += len(indices)
         return state
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def scores(self, state: UserState) -> torch.Tensor:
         """Scores over the catalogue: one product with the item table (streaming), or the window re-encoded."""
         if self.streaming:
@@ -153,18 +154,17 @@ class Engine:
 
     # ---- public operations --------------------------------------------------------------------
     def record(self, events: list[Event]) -> RecordResult:
-        """Record events (durable when this returns) and update each user's state atomically.
+        """Record events (durable when this returns) and update every user's state, all in one transaction.
 
-        All items are checked first, so an unknown item rejects the whole call. Users are updated
-        one after the other: if the store fails midway, retrying the same call is safe (event_id).
+        All items are checked first, so an unknown item rejects the whole call; so does an event_id
+        conflict or a store failure (nothing of the call is kept). Retrying a call is safe (event_id).
         """
         self.item_indices([e.item for e in events])
         by_user: dict[str, list[Event]] = {}
         for event in events:
             by_user.setdefault(event.user, []).append(event)
         result, before = RecordResult(0, 0), self.rebuilds
-        for user, group in by_user.items():
-            fresh, duplicates = self.store.update(user, group, self._step())
+        for fresh, duplicates in self.store.update_many(list(by_user.items()), self._step()):
             result.recorded += len(fresh)
             result.duplicates += duplicates
         result.rebuilt = self.rebuilds - before
@@ -184,7 +184,7 @@ class Engine:
         self.store.update(user, [], self._step())
         return codec.loads(self.store.load(user))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def recommend(self, user: str | None = None, history: list[str] | None = None,
                   timestamps: list[float] | None = None, k: int = 10, filter_seen: bool = True,
                   exclude: Iterable[str] = ()) -> dict:

@@ -27,6 +27,10 @@ ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis
           redis.exceptions.ReadOnlyError, redis.exceptions.ClusterDownError)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class RedisStore(Store):
     kind = "redis"
 
@@ -36,8 +40,8 @@ class RedisStore(Store):
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1,
                                            retry=Retry(NoBackoff(), 0), health_check_interval=10)
         try:
-            config = self.client.config_get("append*")
-            if config.get(b"appendonly") != b"yes" or config.get(b"appendfsync") != b"always":
+            config = {_text(k): _text(v) for k, v in self.client.config_get("append*").items()}
+            if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
                 log.warning("Redis at %s runs without appendonly yes + appendfsync always: an acknowledged "
                             "event can be lost if Redis itself dies", url)
         except redis.exceptions.RedisError:
@@ -47,38 +51,53 @@ class RedisStore(Store):
         base = f"{self.prefix}:{{{user}}}"
         return f"{base}:log", f"{base}:ids", f"{base}:state"
 
-    def update(self, user: str, events: list[Event], step: Step) -> tuple[list[Event], int]:
-        log_key, ids_key, state_key = self._keys(user)
+    def update_many(self, batch: list[tuple[str, list[Event]]], step: Step) -> list[tuple[list[Event], int]]:
+        """All users of a call in one optimistic transaction: WATCH every user's keys, read them in one
+        pipelined round trip, compute the states, then one MULTI/EXEC (one AOF fsync with
+        `appendfsync always`; Redis also shares that fsync among concurrent clients)."""
+        keys = [self._keys(user) for user, _ in batch]
         try:
             with self.client.pipeline() as pipe:
                 for _ in range(self.max_retries):
                     try:
-                        pipe.watch(ids_key, state_key)
-                        ids = [e.event_id for e in events]
-                        found = pipe.hmget(ids_key, ids) if ids else []
-                        known = {i: tuple(json.loads(v)) for i, v in zip(ids, found) if v is not None}
-                        fresh, duplicates = split_new(user, events, known)
-                        old = pipe.get(state_key)
-                        blob = step(old, fresh, lambda: self._decode_log(user, pipe.lrange(log_key, 0, -1)))
-                        if not fresh and blob is None:
+                        pipe.watch(*[k for _, ids_key, state_key in keys for k in (ids_key, state_key)])
+                        reads = self.client.pipeline(transaction=False)  # after WATCH: a later write aborts EXEC
+                        for (_, events), (_, ids_key, state_key) in zip(batch, keys):
+                            if events:
+                                reads.hmget(ids_key, [e.event_id for e in events])
+                            reads.get(state_key)
+                        answers = iter(reads.execute())
+                        results, writes = [], []
+                        for (user, events), (log_key, ids_key, state_key) in zip(batch, keys):
+                            found = next(answers) if events else []
+                            known = {e.event_id: tuple(json.loads(v)) for e, v in zip(events, found) if v is not None}
+                            fresh, duplicates = split_new(user, events, known)
+                            blob = step(next(answers), fresh,
+                                        lambda log_key=log_key, user=user: self._decode_log(
+                                            user, self.client.lrange(log_key, 0, -1)))
+                            results.append((fresh, duplicates))
+                            writes.append((user, fresh, blob, log_key, ids_key, state_key))
+                        if not any(fresh or blob is not None for _, fresh, blob, *_ in writes):
                             pipe.unwatch()
-                            return fresh, duplicates
+                            return results
                         pipe.multi()
-                        if fresh:
-                            pipe.rpush(log_key, *[json.dumps([e.event_id, e.item, float(e.timestamp)])
-                                                  for e in fresh])
-                            pipe.hset(ids_key, mapping={e.event_id: json.dumps([e.item, float(e.timestamp)])
-                                                        for e in fresh})
-                            pipe.sadd(f"{self.prefix}:users", user)
-                        if blob is not None:
-                            pipe.set(state_key, blob)
+                        for user, fresh, blob, log_key, ids_key, state_key in writes:
+                            if fresh:
+                                pipe.rpush(log_key, *[json.dumps([e.event_id, e.item, float(e.timestamp)])
+                                                      for e in fresh])
+                                pipe.hset(ids_key, mapping={e.event_id: json.dumps([e.item, float(e.timestamp)])
+                                                            for e in fresh})
+                                pipe.sadd(f"{self.prefix}:users", user)
+                            if blob is not None:
+                                pipe.set(state_key, blob)
                         pipe.execute()
-                        return fresh, duplicates
+                        return results
                     except redis.exceptions.WatchError:
                         continue
         except ERRORS as exc:
             raise StoreUnavailable(f"Redis at {self.url}: {exc}") from None
-        raise StoreUnavailable(f"user '{user}': {self.max_retries} concurrent updates in a row, try again")
+        users = ", ".join(f"'{u}'" for u, _ in batch[:3])
+        raise StoreUnavailable(f"user {users}: {self.max_retries} concurrent updates in a row, try again")
 
     @staticmethod
     def _decode_log(user: str, rows: list[bytes]) -> list[Event]:

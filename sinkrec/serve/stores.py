@@ -1,9 +1,11 @@
 """Where user state lives: one small interface, an embedded SQLite store and (redis_store.py) Redis.
 
 A store keeps, per user, the ordered log of events (so a state can be rebuilt exactly) and the
-latest state bytes. `update` is the one write path: in one atomic step it drops events already
-recorded (idempotent retries), lets the engine compute the new state from the old one, and
-commits log and state together — a state never runs ahead of or behind its log.
+latest state bytes. `update_many` is the one write path: in one atomic step it drops events already
+recorded (idempotent retries), lets the engine compute each user's new state from the old one, and
+commits logs and states together — a state never runs ahead of or behind its log. All users of one
+call share one transaction (SQLite: one fsync, shared with concurrent calls by group_commit.py;
+Redis: one MULTI/EXEC).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SinkrecError
+from .group_commit import GroupCommitter
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class Store:
 
     def update(self, user: str, events: list[Event], step: Step) -> tuple[list[Event], int]:
         """Atomically record the new events and the state `step` derives; returns (recorded, duplicates)."""
+        return self.update_many([(user, events)], step)[0]
+
+    def update_many(self, batch: list[tuple[str, list[Event]]], step: Step) -> list[tuple[list[Event], int]]:
+        """`update` for several (distinct) users in one atomic, durable transaction."""
         raise NotImplementedError
 
     def load(self, user: str) -> bytes | None:
@@ -93,61 +100,103 @@ CREATE TABLE IF NOT EXISTS states (user TEXT PRIMARY KEY, n_events INTEGER NOT N
 class SQLiteStore(Store):
     """Embedded default: one file in WAL mode, `synchronous=FULL` so a commit is on disk before the ack.
 
-    Several threads (and processes on one machine) may write: `BEGIN IMMEDIATE` serialises writers,
-    so a per-user update is atomic without extra locking.
+    Writes go through a GroupCommitter: one writer thread per store commits all concurrent calls in
+    one transaction (one fsync); states are computed before, outside the write lock (`update_many`).
+    Several processes on one machine may share the file: `BEGIN IMMEDIATE` serialises their writers.
+    `synchronous="NORMAL"` is an explicit opt-out (faster, but a
+    power loss can drop the last acknowledged commits; a process crash cannot) and is never the default.
     """
 
     kind = "sqlite"
 
     def __init__(self, path: str | Path, synchronous: str = "FULL"):
+        if synchronous.upper() not in ("FULL", "EXTRA", "NORMAL"):
+            raise SinkrecError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.synchronous = synchronous
+        self.synchronous = synchronous.upper()
         self._local = threading.local()
         with self._conn() as conn:
             conn.executescript(SCHEMA)
+        self._committer = GroupCommitter(self._connect, self._unavailable)
+        self._planning = threading.Lock()
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed by this store (one per group of concurrent calls)."""
+        return self._committer.commits
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"SQLite store {self.path}: {exc}")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
+        return conn
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
-            self._local.conn = conn
+            conn = self._local.conn = self._connect()
         return conn
 
-    def update(self, user: str, events: list[Event], step: Step) -> tuple[list[Event], int]:
+    def update_many(self, batch: list[tuple[str, list[Event]]], step: Step) -> list[tuple[list[Event], int]]:
+        """Compute outside the write lock, write inside it.
+
+        The new states are computed in the calling thread from a read snapshot (WAL readers do not
+        block the writer, so the model runs while another group fsyncs, and in parallel across
+        processes). The committer then re-reads each user's state row inside the write transaction:
+        unchanged (same event count and bytes) means no event of that user was recorded meanwhile,
+        and the precomputed result is written; otherwise it is recomputed there, under the lock.
+        """
+        with self._planning:  # one model computation at a time per process: threads only fight for the GIL
+            plans = self._read(lambda conn: [self._plan(conn, user, events, step) for user, events in batch])
+        return self._committer.submit(lambda conn: [self._write(conn, user, events, step, plan)
+                                                    for (user, events), plan in zip(batch, plans)])
+
+    def _read(self, fn: Callable[[sqlite3.Connection], object]):
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN")  # one snapshot for every read of the call
             try:
-                ids = [e.event_id for e in events]
-                known = {}
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start:start + 500]
-                    rows = conn.execute(f"SELECT event_id, item, ts FROM events WHERE user = ? AND event_id IN "
-                                        f"({','.join('?' * len(chunk))})", [user, *chunk])
-                    known.update({r[0]: (r[1], r[2]) for r in rows})
-                fresh, duplicates = split_new(user, events, known)
-                row = conn.execute("SELECT n_events, blob FROM states WHERE user = ?", (user,)).fetchone()
-                count = row[0] if row else 0
-                blob = step(row[1] if row else None, fresh, lambda: self._read_log(conn, user))
-                if fresh:
-                    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                                     [(user, count + i, e.event_id, e.item, float(e.timestamp))
-                                      for i, e in enumerate(fresh)])
-                if blob is not None:
-                    conn.execute("INSERT OR REPLACE INTO states VALUES (?, ?, ?)", (user, count + len(fresh), blob))
-                conn.execute("COMMIT")
-                return fresh, duplicates
-            except BaseException:
+                return fn(conn)
+            finally:
                 conn.execute("ROLLBACK")
-                raise
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from None
+
+    def _plan(self, conn: sqlite3.Connection, user: str, events: list[Event], step: Step) -> tuple:
+        """(state row read, new events, duplicates, new state) for one user, from `conn`'s view."""
+        ids = [e.event_id for e in events]
+        known = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = conn.execute(f"SELECT event_id, item, ts FROM events WHERE user = ? AND event_id IN "
+                                f"({','.join('?' * len(chunk))})", [user, *chunk])
+            known.update({r[0]: (r[1], r[2]) for r in rows})
+        fresh, duplicates = split_new(user, events, known)
+        row = conn.execute("SELECT n_events, blob FROM states WHERE user = ?", (user,)).fetchone()
+        blob = step(row[1] if row else None, fresh, lambda: self._read_log(conn, user))
+        return row, fresh, duplicates, blob
+
+    def _write(self, conn: sqlite3.Connection, user: str, events: list[Event], step: Step,
+               plan: tuple) -> tuple[list[Event], int]:
+        """One user's update inside the group's open write transaction."""
+        now = conn.execute("SELECT n_events, blob FROM states WHERE user = ?", (user,)).fetchone()
+        if now != plan[0]:  # written since the snapshot (a concurrent call, or earlier in this group)
+            plan = self._plan(conn, user, events, step)
+        row, fresh, duplicates, blob = plan
+        count = row[0] if row else 0
+        if fresh:
+            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                             [(user, count + i, e.event_id, e.item, float(e.timestamp)) for i, e in enumerate(fresh)])
+        if blob is not None:
+            conn.execute("INSERT OR REPLACE INTO states VALUES (?, ?, ?)", (user, count + len(fresh), blob))
+        return fresh, duplicates
 
     @staticmethod
     def _read_log(conn: sqlite3.Connection, user: str) -> list[Event]:
@@ -180,24 +229,8 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from None
 
     def close(self) -> None:
+        self._committer.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
-
-
-def open_store(spec: str | Store, default_path: str | Path | None = None) -> Store:
-    """'sqlite' (the run's serving folder), 'sqlite:///path/to/file.db' or 'redis://host:port/db'."""
-    if isinstance(spec, Store):
-        return spec
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        from .redis_store import RedisStore
-
-        return RedisStore(spec)
-    if spec == "sqlite":
-        if default_path is None:
-            raise SinkrecError("the sqlite store needs a path: give sqlite:///path/to/state.db")
-        return SQLiteStore(default_path)
-    if spec.startswith("sqlite:///"):
-        return SQLiteStore(spec[len("sqlite:///"):])  # as SQLAlchemy: sqlite:///relative, sqlite:////absolute
-    raise SinkrecError(f"unknown store '{spec}': use sqlite, sqlite:///PATH or redis://HOST:PORT/DB")
