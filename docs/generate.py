@@ -435,10 +435,11 @@ def config_page() -> str:
                          for r in rows])
 
     cfg_cls = config_module.Config
+    described = describe_fields(cfg_cls)
     for field in dataclasses.fields(cfg_cls):
-        rows = [r for r in describe_fields(cfg_cls) if r.name == field.name or r.name.startswith(field.name + ".")]
         if field.name == "model":
             continue
+        rows = [r for r in described if r.name == field.name or r.name.startswith(field.name + ".")]
         lines.append(f"## `{field.name}`\n")
         lines.append(table(rows, ""))
     lines.append("## `model`\n")
@@ -447,8 +448,8 @@ def config_page() -> str:
     for name, options in model_options().items():
         lines.append(f"### `model.name: {name}`\n")
         lines.append(table(describe_fields(options), "model."))
-    aliases = getattr(config_module, "ALIASES", None)
-    if isinstance(aliases, dict) and aliases:
+    aliases = config_module.ALIASES
+    if aliases:
         lines.append("## Aliases\n")
         lines.append("These RecBole names are accepted as keys and mean the same as ours.\n")
         lines.append(md_table(["alias", "key"], [[f"`{a}`", f"`{k}`"] for a, k in aliases.items()]))

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, DataConfig, from_dict, load_yaml, merge, parse_override
-from .errors import ConfigError, SinkrecError
+from .config import Config, DataConfig, from_dict, load_yaml, merge, parse_override, resolve_config_path
+from .errors import SinkrecError
 
 log = logging.getLogger("sinkrec")
 
@@ -37,23 +37,6 @@ DEFAULT_MODEL = "gdn"  # for a user's own data: the most accurate and fastest mo
 RUN_FILES = ("metrics.json", "best.pt", "last.pt")  # any of these: the folder holds a run (last.pt: < 0.2)
 
 
-def _config_file(name: str | Path) -> Path:
-    """A YAML path, or the name of a shipped config (`sinkrec config list`)."""
-    from . import configs
-
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    shipped = configs.locate(str(name))
-    if shipped is not None:
-        return shipped
-    import difflib
-
-    close = difflib.get_close_matches(str(name), configs.names(), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"config '{name}' is neither a file nor a shipped config{hint} (see `sinkrec config list`)")
-
-
 def run_config(data: str | Path | None = None, model: str | None = None, config: str | Path | dict | None = None,
                overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
                output_dir: str | Path | None = None) -> dict[str, Any]:
@@ -67,7 +50,7 @@ def run_config(data: str | Path | None = None, model: str | None = None, config:
     if isinstance(config, dict):
         raw = json.loads(json.dumps(config))
     elif config is not None:
-        raw = load_yaml(_config_file(config))
+        raw = load_yaml(resolve_config_path(config))
     elif data is not None:
         raw = {"model": {"name": DEFAULT_MODEL}}
     else:

@@ -44,11 +44,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import evaluate
-    from .training import runfolder
 
     filter_seen = None if args.filter_seen is None else args.filter_seen == "true"
     metrics = evaluate(args.checkpoint, args.split, filter_seen, args.device or "auto")
-    topk = runfolder.load_model(args.checkpoint)["config"]["eval"]["topk"]
+    # the run's cut-offs, from the metrics themselves (no second read of the checkpoint)
+    topk = [int(key[3:]) for key in metrics if key.startswith("hr@")]
     print(_table([(args.split, metrics)], _metric_keys(topk)))
     print(f"{int(metrics['users'])} users")
     if args.json:

@@ -356,15 +356,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def resolve_config_path(name: str) -> Path:
-    """A path, or a bare name looked up in ./configs/NAME.yaml."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+def resolve_config_path(name: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (`sinkrec config list`), from any working directory."""
+    from . import configs
+
+    path = Path(name).expanduser()
+    if path.is_file():
         return path
-    candidate = Path("configs") / f"{name}.yaml"
-    if candidate.exists():
-        return candidate
-    raise ConfigError(f"config '{name}' not found (looked for {path} and {candidate})")
+    shipped = configs.locate(str(name))
+    if shipped is not None:
+        return shipped
+    close = difflib.get_close_matches(str(name), configs.names(), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"config '{name}' is neither a file nor a shipped config{hint} (see `sinkrec config list`)")
 
 
 def build_config(raw: dict[str, Any]) -> Config:

@@ -20,6 +20,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from .checks import rule_of
+
 
 @dataclass(frozen=True)
 class FieldDoc:
@@ -85,8 +87,8 @@ def _default(field: dataclasses.Field) -> Any:
 def _with_range(text: str, field: dataclasses.Field) -> str:
     """The help text plus the field's allowed range (`sinkrec.checks.option`), so the documented
     range is the checked one; choices are left out, the help already names them."""
-    rule = field.metadata.get("rule") if field.metadata else None
-    if rule is None or getattr(rule, "choices", ()) or rule.text in text or "non-empty" in rule.text:
+    rule = rule_of(field)
+    if rule is None or rule.choices or rule.text in text or "non-empty" in rule.text:
         return text
     return f"{text} ({rule.text})" if text else f"({rule.text})"
 
@@ -148,40 +150,10 @@ def format_options(rows: list[FieldDoc], prefix: str = "") -> str:
 
 
 def model_options() -> dict[str, type]:
-    """Model name -> its options dataclass, read from `sinkrec.models.registry` (imports torch)."""
-    from .models import registry
+    """Model name -> its options dataclass, from `sinkrec.models.registry.MODELS` (imports torch)."""
+    from .models.registry import MODELS
 
-    loader = getattr(registry, "_ensure_loaded", None)
-    if callable(loader):
-        loader()
-    table = getattr(registry, "MODELS", None)
-    if table is None:
-        table = getattr(registry, "REGISTRY", {})
-    items = table.items() if isinstance(table, dict) else ((getattr(e, "name", None), e) for e in table)
-    out: dict[str, type] = {}
-    for name, entry in items:
-        options = _options_of(entry)
-        name = name or getattr(entry, "name", None)
-        if name and options is not None:
-            out[str(name)] = options
-    return dict(sorted(out.items()))
-
-
-def _options_of(entry: Any) -> type | None:
-    """The options dataclass of one registry entry, whatever the entry's shape."""
-    if isinstance(entry, type) and dataclasses.is_dataclass(entry):
-        return entry
-    for attr in ("options", "options_cls", "options_class", "config", "config_cls"):
-        value = getattr(entry, attr, None)
-        if isinstance(value, type) and dataclasses.is_dataclass(value):
-            return value
-    if isinstance(entry, dict):
-        entry = tuple(entry.values())
-    if isinstance(entry, (tuple, list)):
-        for value in entry:
-            if isinstance(value, type) and dataclasses.is_dataclass(value):
-                return value
-    return None
+    return {name: options for name, (_, options) in sorted(MODELS.items())}
 
 
 __all__ = ["FieldDoc", "describe_fields", "format_default", "format_options", "model_options"]

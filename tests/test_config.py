@@ -40,7 +40,7 @@ def test_aliases_and_overrides(tmp_path):
     assert parse_override("data.synthetic.n_users=7") == {"data": {"synthetic": {"n_users": 7}}}
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("train.lr")
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="neither a file nor a shipped config"):
         load_config(str(tmp_path / "missing.yaml"))
 
 

@@ -82,3 +82,15 @@ def test_dispatcher():
         feedback_solve(*ins, impl="nope")
     with pytest.raises(ValueError, match="shape"):
         feedback_solve(ins[0], ins[1][:, :5], ins[2], ins[3])
+
+
+def test_auto_switches_to_the_blocked_solve_past_the_dense_limit(monkeypatch):
+    import sinkrec.ops.feedback_solve as fs
+
+    calls = []
+    monkeypatch.setattr(fs, "AUTO_DENSE_MAX_T", 10)
+    monkeypatch.setattr(fs, "feedback_solve_blocked", lambda *a, **k: calls.append(a[0].shape[1]) or a[0])
+    feedback_solve(*inputs(1, 10, 3, 4, 9))  # at the limit: dense
+    assert calls == []
+    feedback_solve(*inputs(1, 11, 3, 4, 9))  # past it, on the CPU: blocked
+    assert calls == [11]

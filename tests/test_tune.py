@@ -8,6 +8,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from sinkrec.api import train  # noqa: E402
+from sinkrec.errors import ConfigError  # noqa: E402
 from sinkrec.tune import load_space, tune  # noqa: E402
 
 TINY = ["data.synthetic.n_users=60", "data.synthetic.n_items=80", "data.synthetic.n_clusters=4",
@@ -17,8 +18,13 @@ SPACE = "train.lr: {type: categorical, choices: [0.01, 0.00001]}\nmodel.dropout:
 
 
 def test_shipped_spaces_load():
-    for model in ("sasrec", "gdn", "sinkrec", "sessa", "itemknn"):
+    for model in ("sasrec", "gdn", "sinkrec", "sessa"):
         assert load_space(model)
+
+
+def test_counting_baselines_are_not_tuned(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to tune"):
+        tune(None, "itemknn", out=tmp_path)
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path):

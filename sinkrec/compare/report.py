@@ -59,7 +59,7 @@ def summarize(records: list[dict[str, Any]], columns: list[str] = COLUMNS, prima
 
 def markdown(summary: dict[str, Any], protocol: str) -> str:
     columns, rows = summary["columns"], summary["rows"]
-    lines = ["| model | seeds | " + " | ".join(c.upper().replace("NDCG", "NDCG").replace("HR", "HR") for c in columns)
+    lines = ["| model | seeds | " + " | ".join(c.upper() for c in columns)
              + " | epochs | train s | note |", "|---|---|" + "---|" * len(columns) + "---|---|---|"]
     for model, row in rows.items():
         cells = []

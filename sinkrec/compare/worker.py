@@ -42,6 +42,7 @@ def fit_baseline(cfg, folder: Path, dataset=None) -> dict[str, Any]:
     from ..data import load_dataset
     from ..eval.evaluate import evaluate
     from ..models import build_model
+    from ..training import runfolder
 
     data = dataset or load_dataset(cfg.data)
     started = time.perf_counter()
@@ -55,9 +56,7 @@ def fit_baseline(cfg, folder: Path, dataset=None) -> dict[str, Any]:
               "filter_seen": cfg.eval.filter_seen, "fitted": True,
               "history": [{"epoch": 0, f"valid_{metric}": valid[metric]}]}
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(folder / "metrics.json")
+    runfolder.atomic_write(folder / runfolder.MANIFEST, json.dumps(result, indent=2).encode())
     return result
 
 
@@ -99,7 +98,7 @@ def run(spec: dict[str, Any]) -> None:
 
     trainer = timed_trainer(float(minutes))(cfg, load_dataset(cfg.data))
     if resume:
-        trainer.resume(folder / "last.pt")
+        trainer.resume(folder)
     trainer.fit()
 
 

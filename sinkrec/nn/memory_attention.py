@@ -168,7 +168,8 @@ class MemoryAttention(nn.Module):
             if slots.keys is not None:
                 past_mem = cache.memory_valid if cache is not None and cache.memory_valid is not None else \
                     torch.zeros(b, w, dtype=torch.bool, device=x.device)
-                memory_valid = torch.cat([past_mem, slots.valid], 1)[:, t: t + w]
+                if keep:  # only the returned cache needs it
+                    memory_valid = torch.cat([past_mem, slots.valid], 1)[:, t: t + w]
                 keys.append(self._kv(slots.keys.to(q.dtype), past[2], nb, pad))
                 values.append(self._kv(slots.values.to(q.dtype), past[3], nb, pad))
                 masks.append(block_mask(torch.cat([past_mem, slots.valid, tail], 1)))

@@ -67,7 +67,7 @@ class Engine:
         self.streaming = bool(getattr(self.model, "supports_streaming", False)) and (
             type(self.model).__name__ in FIXED_SIZE_CACHE)
         self.n_items = len(recommender.item_ids) - 1
-        self.index = {str(v): i for i, v in enumerate(recommender.item_ids) if i > 0}
+        self.index = recommender.lookup  # item id → index, as Recommender.encode uses it
         self.checkpoint = checkpoint_digest(recommender)
         self.rebuilds = 0
 

@@ -93,9 +93,7 @@ def trial_trainer(trial, metric: str):
 
 def objective(base: dict[str, Any], space: dict[str, dict[str, Any]], out: Path):
     from ..api import make_config
-    from ..compare.worker import fit_baseline
     from ..data import load_dataset
-    from ..models.registry import MODELS
 
     datasets: dict[str, Any] = {}
 
@@ -110,8 +108,6 @@ def objective(base: dict[str, Any], space: dict[str, dict[str, Any]], out: Path)
         metric = cfg.eval.valid_metric
         trial.set_user_attr("run", str(folder))
         trial.set_user_attr("config", raw)
-        if getattr(MODELS[cfg.model["name"]][0], "fitted", False):
-            return fit_baseline(cfg, folder, data)["valid"][metric]
         result = trial_trainer(trial, metric)(cfg, data).fit()
         trial.set_user_attr("epochs", len(result.history))
         return result.valid[metric]
@@ -152,6 +148,11 @@ def tune(data: str | None, model: str, trials: int = 30, space: str | None = Non
          out: str | Path = "runs/tune", config: str | None = None, overrides: list[str] | tuple[str, ...] = (),
          device: str | None = None, seed: int = 0, join: bool = False, pruner_startup: int = 5) -> dict[str, Any]:
     """Create (or join) a study, run `trials` trials over `workers` processes, then report the best."""
+    from ..models.registry import MODELS
+
+    if model in MODELS and getattr(MODELS[model][0], "fitted", False):
+        raise ConfigError(f"model '{model}' is a counting baseline with nothing to tune; compare it with "
+                          "`sinkrec compare --models pop,itemknn,...`")
     optuna = optuna_module()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
