@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SinkrecError
+from ..procs import die_with_parent
 from . import report
 from .worker import finished, read_metrics
 
@@ -118,7 +119,7 @@ def _launch(job: dict, out: Path, env: dict[str, str]) -> int:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "a") as handle:
         proc = subprocess.run([sys.executable, "-m", "sinkrec.compare", str(out / "jobs" / f"{job['name']}.json")],
-                              stdout=handle, stderr=subprocess.STDOUT, env=env)
+                              stdout=handle, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent())
     return proc.returncode
 
 

@@ -103,6 +103,9 @@ def run(spec: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..procs import watch_parent
+
+    watch_parent()  # where the kernel cannot end it with its parent (see sinkrec.procs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     run(json.loads(Path((argv or sys.argv[1:])[0]).read_text()))
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, SinkrecError
+from ..procs import die_with_parent
 
 log = logging.getLogger("sinkrec.tune")
 SPACES = Path(__file__).parent / "spaces"
@@ -178,7 +179,8 @@ def tune(data: str | None, model: str, trials: int = 30, space: str | None = Non
         common += (["--config", str(config)] if config else []) + (["--device", device] if device else [])
         common += [arg for text in overrides for arg in ("--set", text)]
         procs = [subprocess.Popen([sys.executable, "-m", "sinkrec.cli", "tune", *common, "--trials", str(n),
-                                   "--seed", str(seed + k)]) for k, n in enumerate(shares) if n]
+                                   "--seed", str(seed + k)], preexec_fn=die_with_parent())
+                 for k, n in enumerate(shares) if n]
         if any(p.wait() for p in procs):
             log.warning("a worker exited with an error; the report covers the trials that finished")
     return report(the_study, out, metric, search)
