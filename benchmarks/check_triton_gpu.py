@@ -71,13 +71,18 @@ def rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("out", nargs="?")
     parser.add_argument("--git", default="", help="commit of the checked tree (.git may not travel)")
     parser.add_argument("--only", help="run only the cases whose label contains this text")
     parser.add_argument("--part", default="0/1", help="i/n: run only the cases whose index is i mod n")
-    opts = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    opts = build_parser().parse_args()
     part, parts = (int(x) for x in opts.part.split("/"))
     cases = [("B2 T256", (2, 256, 4, 64, 64), {}), ("B1 T1000 (T % 64 ≠ 0)", (1, 1000, 2, 64, 64), {}),
              ("B3 T333 Dv=48", (3, 333, 2, 64, 48), {}), ("B2 T512 Dk=32", (2, 512, 4, 32, 64), {})]

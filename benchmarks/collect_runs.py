@@ -19,13 +19,18 @@ from common import write_results
 PATTERN = re.compile(r"^(?P<dataset>.+?)-(?P<model>sasrec|gdn|sinkrec)(?:-(?P<variant>.+?))?-s(?P<seed>\d+)$")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
     parser.add_argument("--name", required=True)
     parser.add_argument("--machine", default="")
     parser.add_argument("--git", default="")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     records = []
     for path in sorted(args.runs.glob("*.metrics.json")):
         run = path.name.removesuffix(".metrics.json")

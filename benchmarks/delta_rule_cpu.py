@@ -38,14 +38,19 @@ def time_it(fn, repeats):
     return statistics.median(times) * 1000
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--B", type=int, default=8)
     parser.add_argument("--T", type=int, default=1024)
     parser.add_argument("--H", type=int, default=4)
     parser.add_argument("--D", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     inputs = make(args.B, args.T, args.H, args.D, torch.float32)
     records = []
     for impl in ("reference", "chunked"):

@@ -24,7 +24,8 @@ from sinkrec.eval.evaluate import evaluate  # noqa: E402
 from sinkrec.models import build_model  # noqa: E402
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/datasets/ml-1m-sasrec/ml-1m.txt")
     parser.add_argument("--models", default="sasrec")
@@ -32,7 +33,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     store = load_store(args.data)
     split = Split(store)

@@ -119,7 +119,8 @@ def write_config(work: Path, epochs: int) -> Path:
     return config
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--min-kills", type=int, default=50, help="run cycles until this many processes were killed")
     parser.add_argument("--kills", type=int, default=4, help="kills per cycle before the run may finish")
@@ -127,7 +128,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/sinkrec-kill")
     parser.add_argument("--results", help="results JSON (default benchmarks/results/kill_training.json)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     config = write_config(work, args.epochs)

@@ -48,11 +48,16 @@ def summarize(curves: list[list[float]]) -> dict:
             "curve": [round(float(x), 4) for x in mean]}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("metrics", nargs="+", help="metrics.json files of the runs")
     parser.add_argument("--name", default="learning-curves", help="results/<name>.json and .png")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     groups = load_groups(args.metrics)
     records = [{"setting": setting, "model": model, **summarize(curves)}
                for (setting, model), curves in sorted(groups.items())]

@@ -164,7 +164,8 @@ def host_overhead(b=8, t=8192, repeats=20) -> list[dict]:
     return records
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     parser.add_argument("--impls", default="triton,fla,chunked,sdpa")
@@ -172,7 +173,11 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="per-kernel times of the Triton path, then exit")
     parser.add_argument("--sweep", action="store_true", help="time variants of the Triton path, then exit")
     parser.add_argument("--variants", help="--sweep: only variants whose label contains one of these (a,b,…)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.sweep:
         write_results("ops_gpu_sweep", sweep(args.variants), args.out, args.git)
         return

@@ -61,7 +61,8 @@ def summarize(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--study", choices=sorted(STUDIES))
@@ -78,7 +79,11 @@ def main() -> None:
     parser.add_argument("--results", default=None, help="output JSON (default benchmarks/results/quality-<study>.json)")
     parser.add_argument("--machine", default=platform.node())
     parser.add_argument("--git", default="", help="commit to record where the tree travels without .git")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.merge:
         table = summarize([r for f in args.merge for r in json.loads(Path(f).read_text())["records"]])
         if args.results:

@@ -58,7 +58,8 @@ def worker(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", default="1,2")
     parser.add_argument("--models", default="sasrec,sinkrec")
@@ -66,7 +67,11 @@ def main() -> None:
     parser.add_argument("--out")
     parser.add_argument("--git", default="")
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)  # set by the driver for each torchrun
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.worker_out:
         worker(args)
         return

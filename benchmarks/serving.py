@@ -247,12 +247,17 @@ def plot(records: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--redis", help="redis://HOST:PORT/DB for the Redis rows (db is flushed)")
     parser.add_argument("--kills", type=int, default=20)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.set_num_threads(1)
     load_start = [round(x, 2) for x in os.getloadavg()]
     lengths = [100, 1000] if args.quick else [100, 1000, 10_000, 100_000]

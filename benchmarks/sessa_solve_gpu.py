@@ -137,7 +137,8 @@ def profile(b, t):
     print(p.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60), flush=True)
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=None)
     p.add_argument("--git", default="")
@@ -147,7 +148,11 @@ def main(argv=None):
     p.add_argument("--no-check", action="store_true")
     p.add_argument("--sweep", action="store_true", help="pick the Triton leaf and column block first")
     p.add_argument("--profile", action="store_true", help="print a kernel breakdown at B=1, T=32768")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     records: list[dict] = []
     start = time.time()
     config = sweep(records, max(3, args.repeats // 2)) if args.sweep else {}

@@ -26,13 +26,18 @@ from sinkrec.lm.tasks import SOUP_VOCAB, symbol_soup  # noqa: E402
 from sinkrec.training import checkpoint  # noqa: E402
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--checkpoints", default="runs/sessa_tasks")
     parser.add_argument("--length", type=int, default=389)
     parser.add_argument("--out")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     dev = torch.device(args.device)
     tokens = torch.from_numpy(symbol_soup(16, seed=777)[0][:, : args.length]).to(dev)
     records, curves = [], {}

@@ -24,7 +24,8 @@ from common import write_results  # noqa: E402
 from sinkrec.lm.task_training import MIXERS, train_task  # noqa: E402
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="symbolsoup,mqar")
     parser.add_argument("--seeds", default="0,1")
@@ -36,7 +37,11 @@ def main() -> None:
     parser.add_argument("--out", default="runs/sessa_tasks")
     parser.add_argument("--results")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: task,mixer,seed for a worker process
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.one:
         task, mixer, seed = args.one.split(",")
         print(json.dumps(train_task(task, mixer, int(seed), args.steps, args.device, Path(args.out), args.d_model,

@@ -107,7 +107,8 @@ def measure(specs: dict[str, dict], data: Batch, steps: int) -> list[dict]:
     return records
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=200)
@@ -115,7 +116,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument("--models", default=",".join(VARIANTS))
     parser.add_argument("--out", default=None, help="results path (default benchmarks/results/sinkrec_cost.json)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = make_batch(args.batch, args.length)

@@ -129,7 +129,8 @@ def profile(name: str, compiled: bool, forward: bool) -> None:
         print_profile(f"{name}: forward B={b} T={t}", forward_fn(model.encode, batch(b, t)))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     parser.add_argument("--models", default="sasrec,gdn,sinkrec")
@@ -138,7 +139,11 @@ def main() -> None:
     parser.add_argument("--profile-forward", action="store_true", help="--profile of the forward at two shapes")
     parser.add_argument("--compile", action="store_true", help="also time the training step under torch.compile")
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode (e.g. reduce-overhead)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.profile or args.profile_forward:
         for name in args.models.split(","):
             profile(name, args.compile, args.profile_forward)

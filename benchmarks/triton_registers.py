@@ -69,11 +69,16 @@ def compile_report(name: str, dot: str, dk: int = 64, dv: int = 64) -> dict:
             "spill_store_bytes": int(spills.group(1)), "spill_load_bytes": int(spills.group(2))}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--dot", default=tc._dot(torch.bfloat16, 64), help="products of the chunk-parallel kernels")
     parser.add_argument("--out")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     records = [compile_report(name, args.dot) for name in KERNELS]
     print(f"{'kernel':<16}{'dot':<7}{'warps':>6}{'registers':>11}{'spill bytes (st/ld)':>22}")
     for r in records:
