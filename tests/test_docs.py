@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,101 @@ def test_generated_pages_are_current():
                             capture_output=True, text=True)
     assert result.returncode == 0, (
         "generated documentation is stale; run `python docs/generate.py`\n" + result.stdout + result.stderr)
+
+
+def load_generate():
+    spec = importlib.util.spec_from_file_location("docs_generate", DOCS / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tmp_repo(tmp_path, monkeypatch):
+    """docs/generate.py pointed at a small copy of the repository: one results file, its plot, one page."""
+    gen = load_generate()
+    results = tmp_path / "benchmarks" / "results"
+    (tmp_path / "docs").mkdir()
+    results.mkdir(parents=True)
+    for name in ("learning_curves.py", "common.py"):
+        shutil.copy(ROOT / "benchmarks" / name, tmp_path / "benchmarks" / name)
+    shutil.copy(ROOT / "benchmarks" / "results" / "serving.png", results / "serving.png")
+    data = json.loads((ROOT / "benchmarks" / "results" / "serving.json").read_text())
+    (results / "serving.json").write_text(json.dumps({**data, "command": "python benchmarks/learning_curves.py a"}))
+    (tmp_path / "docs" / "page.md").write_text("See `benchmarks/results/serving.json`.\n\n"
+                                               "![plot](../benchmarks/results/serving.png)\n")
+    for name, value in (("ROOT", tmp_path), ("DOCS", tmp_path / "docs"), ("RESULTS", results),
+                        ("README", tmp_path / "README.md")):
+        monkeypatch.setattr(gen, name, value)
+    return gen
+
+
+def write_results(path, command, records):
+    path.write_text(json.dumps({"command": command, "machine": "m", "date": "2026-12-04", "git": "x",
+                                "records": records}))
+
+
+def test_check_accepts_the_clean_copy(tmp_repo):
+    write_results(tmp_repo.RESULTS / "curves.json", "python benchmarks/learning_curves.py a.json --name curves", [])
+    assert tmp_repo.image_problems() == []
+    assert tmp_repo.citation_problems() == []
+    assert tmp_repo.command_problems() == []
+
+
+def test_check_fails_on_a_stale_image(tmp_repo):
+    source = tmp_repo.RESULTS / "serving.json"
+    data = json.loads(source.read_text())
+    data["records"][0] = {**data["records"][0], "planted": 1}
+    source.write_text(json.dumps(data))
+    problems = tmp_repo.image_problems()
+    assert len(problems) == 1 and "stale image" in problems[0] and "serving.png" in problems[0]
+    data["command"] = "python benchmarks/serving.py --quick"  # provenance alone does not change a plot
+    del data["records"][0]["planted"]
+    source.write_text(json.dumps(data))
+    assert tmp_repo.image_problems() == []
+
+
+def test_check_fails_on_an_image_without_a_source(tmp_repo):
+    bare = tmp_repo.DOCS / "bare.png"
+    bare.write_bytes(tmp_repo.PNG_SIGNATURE)  # a PNG of no chunks: no recorded source
+    (tmp_repo.DOCS / "bare.md").write_text("![bare](bare.png)\n")
+    (problem,) = tmp_repo.image_problems()
+    assert problem.startswith("image without a recorded source: docs/bare.png")
+    shutil.copy(tmp_repo.RESULTS / "serving.png", bare)
+    tmp_repo.stamp_png(bare, tmp_repo.RESULTS / "serving.json")
+    assert tmp_repo.image_problems() == []
+
+
+def test_check_fails_on_a_missing_cited_file(tmp_repo):
+    (tmp_repo.DOCS / "page.md").write_text("Run `python benchmarks/gone.py`, see sinkrec/configs/nope.yaml, "
+                                           "not `benchmarks/results/*.json` or `benchmarks/X.py`.\n")
+    write_results(tmp_repo.RESULTS / "r.json", "python benchmarks/learning_curves.py x.json",
+                  [{"config": "sinkrec/configs/missing.yaml"}])
+    problems = tmp_repo.citation_problems()
+    assert sorted(problems) == ["missing cited file: benchmarks/results/r.json names sinkrec/configs/missing.yaml",
+                                "missing cited file: docs/page.md names benchmarks/gone.py",
+                                "missing cited file: docs/page.md names sinkrec/configs/nope.yaml"]
+
+
+def test_check_fails_on_a_command_that_no_longer_parses(tmp_repo):
+    write_results(tmp_repo.RESULTS / "old.json", "python benchmarks/learning_curves.py a.json --smooth 3", [])
+    write_results(tmp_repo.RESULTS / "gone.json", "python benchmarks/gone.py", [])
+    gone, old = tmp_repo.command_problems()
+    assert "old.json" in old and "--smooth" in old and "unrecognized arguments" in old
+    assert "gone.json" in gone and "no benchmark script" in gone
+    data = json.loads((tmp_repo.RESULTS / "old.json").read_text())
+    (tmp_repo.RESULTS / "old.json").write_text(json.dumps({**data, "superseded": True}))
+    assert len(tmp_repo.command_problems()) == 1  # a historical record is not held to HEAD
+
+
+def test_recorded_commands_are_read_with_the_current_parsers():
+    gen = load_generate()
+    assert gen.command_problem("sinkrec train --config ml-1m-sinkrec") is None
+    assert "--no-such-flag" in gen.command_problem("sinkrec train --config ml-1m-sinkrec --no-such-flag")
+    assert "invalid choice" in gen.command_problem("python benchmarks/quality.py --study no-such-study")
+    assert gen.command_problem("python quality.py --merge a.json") is None  # run from inside benchmarks/
+    assert "does not read NOPE" in gen.command_problem("NOPE=1 bash benchmarks/probe_sinkrec_ml1m.sh")
+    assert "not one shell command" in gen.command_problem("python benchmarks/quality.py --machine 'x")
 
 
 def test_no_page_points_outside_the_repository():
