@@ -143,7 +143,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tune(args.data, args.model, trials=args.trials, space=args.space, storage=args.storage, study=args.study,
          workers=args.workers, pruner=args.pruner, budget=args.budget, out=args.out, config=args.config,
          overrides=args.set or [], device=args.device, seed=args.seed, join=args.join,
-         pruner_startup=args.pruner_startup)
+         pruner_startup=args.pruner_startup, worker=args.worker, timeout=args.timeout)
     return 0
 
 
@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "through --storage.")
     p.add_argument("data", nargs="?", help="interaction file or catalogue name (default: the synthetic data)")
     p.add_argument("--model", required=True, help="model to tune")
-    p.add_argument("--trials", type=int, default=30, help="trials in the study in all (shared by all workers)")
+    p.add_argument("--trials", type=int, default=30,
+                   help="trials in the study in all (all workers; a rerun continues to this total)")
     p.add_argument("--space", help="search-space YAML (default: the shipped one for the model)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db); e.g. postgresql://…")
     p.add_argument("--study", help="study name (default MODEL-DATA)")
@@ -304,10 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML or shipped config: the settings the search starts from")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override applied to every trial")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (worker k uses seed + k)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (mixed with the worker and the study's size)")
     p.add_argument("--out", default="runs/tune", help="folder of the trials, best.yaml, trials.md and plots")
     p.add_argument("--join", action="store_true",
                    help="only run trials of an existing study (how another machine joins; no report)")
+    p.add_argument("--timeout", type=float, help="start no new trial after this many seconds (rerun to go on)")
+    p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("datasets", help="list the catalogue of public datasets")

@@ -54,3 +54,97 @@ def test_pruned_trial_is_marked_and_best_config_reproduces(tmp_path):
     rerun = train(str(tmp_path / "t" / "best.yaml"), output_dir=tmp_path / "retrain")
     assert rerun.valid["ndcg@10"] == pytest.approx(result["best_value"], abs=1e-9)
     assert result["test"]["ndcg@10"] == pytest.approx(rerun.test["ndcg@10"], abs=1e-9)
+
+
+def _tune_cmd(out, space, trials, budget="epochs:1"):
+    cmd = [sys.executable, "-m", "sinkrec.cli", "tune", "--model", "sasrec", "--trials", str(trials),
+           "--budget", budget, "--space", str(space), "--out", str(out), "--pruner", "none"]
+    for text in TINY:
+        cmd += ["--set", text]
+    return cmd
+
+
+def _trials(out):
+    return optuna.load_study(study_name="sasrec-synthetic", storage=f"sqlite:///{out / 'study.db'}").get_trials()
+
+
+def _settings(trials):
+    return [tuple(sorted(t.params.items())) for t in trials]
+
+
+def test_rerun_continues_to_the_total_and_never_redraws_settings(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    first = tune(None, "sasrec", trials=2, space=tmp_path / "space.yaml", budget="epochs:1", out=tmp_path / "t",
+                 overrides=TINY, pruner="none")
+    assert first["counts"]["complete"] == 2
+    again = tune(None, "sasrec", trials=4, space=tmp_path / "space.yaml", budget="epochs:1", out=tmp_path / "t",
+                 overrides=TINY, pruner="none")  # same seed: a fresh sampler would redraw trials 0 and 1
+    trials = _trials(tmp_path / "t")
+    assert again["counts"] == {"complete": 4, "pruned": 0, "fail": 0, "running": 0}
+    assert len(set(_settings(trials))) == 4
+    assert tune(None, "sasrec", trials=4, space=tmp_path / "space.yaml", budget="epochs:1", out=tmp_path / "t",
+                overrides=TINY, pruner="none")["counts"]["complete"] == 4  # already at its total: runs nothing
+
+
+def test_duplicate_settings_fail_without_counting(tmp_path):
+    (tmp_path / "space.yaml").write_text("train.lr: {type: categorical, choices: [0.01, 0.001]}\n")
+    tune(None, "sasrec", trials=3, space=tmp_path / "space.yaml", budget="epochs:1", out=tmp_path / "t",
+         overrides=TINY, pruner="none")
+    trials = _trials(tmp_path / "t")
+    finished = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.params["train.lr"] for t in finished) == [0.001, 0.01]  # only two settings exist
+    duplicates = [t for t in trials if "duplicate_of" in t.user_attrs]
+    assert duplicates and all(t.state.name == "FAIL" for t in duplicates)
+
+
+def test_killed_study_marks_its_trial_failed_and_resumes(tmp_path):
+    import os
+    import signal
+    import time
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    out = tmp_path / "study"
+    cmd = _tune_cmd(out, tmp_path / "space.yaml", trials=3, budget="epochs:30")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = f"sqlite:///{out / 'study.db'}"
+    deadline, killed = time.monotonic() + 240, None
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            running = [t for t in optuna.load_study(study_name="sasrec-synthetic", storage=storage).get_trials()
+                       if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2]
+        except Exception:  # the study is not created yet
+            continue
+        if running:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = running[0].number
+            break
+    proc.wait()
+    assert killed is not None, "the study finished or never reported an epoch before the kill"
+    result = subprocess.run(_tune_cmd(out, tmp_path / "space.yaml", trials=3, budget="epochs:2"),
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = optuna.load_study(study_name="sasrec-synthetic", storage=storage).get_trials()
+    assert trials[killed].state.name == "FAIL"
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3 and len(trials) == 4
+    assert len(set(_settings(trials))) == 4  # the rerun drew new settings, also against the killed trial
+    assert "marked failed" in result.stderr
+
+
+def test_study_state_travels_as_json_and_resumes_without_repeats(tmp_path):
+    from sinkrec.tune.transfer import export_trials, import_trials
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    tune(None, "sasrec", trials=2, space=tmp_path / "space.yaml", budget="epochs:2", out=tmp_path / "a",
+         overrides=TINY, pruner="none")
+    rows = export_trials(optuna.load_study(study_name="sasrec-synthetic", storage=f"sqlite:///{tmp_path}/a/study.db"))
+    moved = optuna.create_study(study_name="sasrec-synthetic", storage=f"sqlite:///{tmp_path}/b.db",
+                                direction="maximize")
+    assert import_trials(moved, rows) == 2
+    assert export_trials(moved) == rows
+    tune(None, "sasrec", trials=3, space=tmp_path / "space.yaml", budget="epochs:2", out=tmp_path / "b",
+         storage=f"sqlite:///{tmp_path}/b.db", overrides=TINY, pruner="none")
+    trials = moved.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3 and len(set(_settings(trials))) == 3
+    assert [t.intermediate_values for t in trials[:2]] == [
+        {int(k): v for k, v in r["intermediate"].items()} for r in rows]

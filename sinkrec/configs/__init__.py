@@ -8,7 +8,8 @@ FOLDER = Path(__file__).parent
 
 
 def names() -> list[str]:
-    return sorted(path.stem for path in FOLDER.glob("*.yaml"))
+    """Every shipped config by name; those in sub-folders as `tuned/ml-1m-gdn`."""
+    return sorted(path.relative_to(FOLDER).with_suffix("").as_posix() for path in FOLDER.rglob("*.yaml"))
 
 
 def locate(name: str) -> Path | None:

@@ -90,3 +90,20 @@ def release(folder: str | Path) -> None:
     handle.seek(0)
     handle.truncate()  # the file stays: unlinking it would let two later runs lock two different files
     handle.close()
+
+
+def held_by_live_process(folder: str | Path) -> bool:
+    """Whether some live process holds `folder`'s lock (a killed owner's flock is gone with it)."""
+    path = Path(folder) / LOCK_NAME
+    if str(Path(folder).resolve()) in _held:
+        return True
+    if fcntl is None or not path.is_file():
+        owner = _owner(path)
+        return bool(owner.get("pid")) and owner.get("host") == socket.gethostname() and _alive(int(owner["pid"]))
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False

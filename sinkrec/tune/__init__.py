@@ -5,6 +5,7 @@ validation metric falls behind. Trials never score the test split: once the stud
 best trial's checkpoint is scored on test exactly once. The study lives in an Optuna storage
 (SQLite in OUT by default; any URL, e.g. PostgreSQL, lets machines share it), so several workers
 add trials to one study: `--workers N` here, or `sinkrec tune ... --storage URL --join` elsewhere.
+A study resumes: rerun the same command after a kill and it continues to `--trials` in all (loop.py).
 Outputs: OUT/best.yaml (a config that `sinkrec train --config` reruns), OUT/trials.md and
 trials.csv, OUT/history.png and OUT/importance.png.
 """
@@ -22,6 +23,7 @@ import yaml
 
 from ..errors import ConfigError, SinkrecError
 from ..procs import die_with_parent
+from .loop import check_new_settings, run_trials, trial_folder
 
 log = logging.getLogger("sinkrec.tune")
 SPACES = Path(__file__).parent / "spaces"
@@ -99,8 +101,10 @@ def objective(base: dict[str, Any], space: dict[str, dict[str, Any]], out: Path)
     datasets: dict[str, Any] = {}
 
     def run(trial) -> float:
-        folder = out / "trials" / f"trial-{trial.number:04d}"
-        raw = with_values(dict(base, output_dir=str(folder)), suggest(trial, space))
+        folder = trial_folder(out, trial.number)
+        values = suggest(trial, space)
+        check_new_settings(trial, values)
+        raw = with_values(dict(base, output_dir=str(folder)), values)
         cfg = make_config(raw)
         key = json.dumps(raw["data"], sort_keys=True)
         if key not in datasets:  # one load per process: trials only change model and training options
@@ -116,17 +120,32 @@ def objective(base: dict[str, Any], space: dict[str, dict[str, Any]], out: Path)
     return run
 
 
-def _storage(url: str):
+def _storage(url: str, heartbeat: float = 60.0):
+    """The study's storage; a database one with a heartbeat, so trials of a lost worker end as failed."""
     optuna = optuna_module()
-    if url.startswith("sqlite"):  # writers wait for the file lock instead of failing at once
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return url
+    if "://" not in url:
+        return url
+    import warnings
+
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}  # writers wait for the lock
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeat_interval is marked experimental
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=int(max(1, heartbeat)),
+                                          grace_period=int(max(3, 3 * heartbeat)))
 
 
-def _pruner(name: str, startup: int):
+def _sampler_seed(seed: int, worker: int, trials_so_far: int) -> int:
+    """Differs per worker and per restart, so a resumed study does not redraw its first settings."""
+    import zlib
+
+    return zlib.crc32(f"{seed}/{worker}/{trials_so_far}".encode())
+
+
+def _pruner(name: str, startup: int, epochs: int):
+    """Median pruning acts from a third of the budget on: early epochs under warm-up say little."""
     optuna = optuna_module()
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=max(1, epochs // 3))
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     return optuna.pruners.NopPruner()
@@ -147,8 +166,9 @@ def base_config(data, model, config, overrides, device, budget: str) -> dict[str
 def tune(data: str | None, model: str, trials: int = 30, space: str | None = None, storage: str | None = None,
          study: str | None = None, workers: int = 1, pruner: str = "median", budget: str = "epochs:20",
          out: str | Path = "runs/tune", config: str | None = None, overrides: list[str] | tuple[str, ...] = (),
-         device: str | None = None, seed: int = 0, join: bool = False, pruner_startup: int = 5) -> dict[str, Any]:
-    """Create (or join) a study, run `trials` trials over `workers` processes, then report the best."""
+         device: str | None = None, seed: int = 0, join: bool = False, pruner_startup: int = 5,
+         worker: int = 0, timeout: float | None = None) -> dict[str, Any]:
+    """Create (or join, or resume) a study, run it to `trials` trials in all over `workers` processes, report."""
     from ..models.registry import MODELS
 
     if model in MODELS and getattr(MODELS[model][0], "fitted", False):
@@ -162,25 +182,25 @@ def tune(data: str | None, model: str, trials: int = 30, space: str | None = Non
     base = base_config(data, model, config, overrides, device, budget)
     search = load_space(model, space)
     metric = (base.get("eval") or {}).get("valid_metric", "ndcg@10")
-    sampler = optuna.samplers.TPESampler(seed=seed)
     the_study = optuna.create_study(storage=_storage(storage), study_name=study_name, direction="maximize",
-                                    sampler=sampler, pruner=_pruner(pruner, pruner_startup), load_if_exists=True)
+                                    pruner=_pruner(pruner, pruner_startup, base["train"]["epochs"]),
+                                    load_if_exists=True)
+    the_study.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(seed, worker, len(the_study.trials)))
     the_study.set_user_attr("metric", metric)
     if join or workers <= 1:
-        the_study.optimize(objective(base, search, out), n_trials=trials, catch=(RuntimeError,))
+        run_trials(the_study, objective(base, search, out), trials, out, timeout)
         if join:
             return {"study": the_study}
-    else:  # each worker process runs its share; together exactly `trials` trials
-        shares = [trials // workers + (k < trials % workers) for k in range(workers)]
+    else:  # every worker runs trials until the study holds `trials` in all
         common = ["--model", model, "--budget", budget, "--pruner", pruner, "--pruner-startup", str(pruner_startup),
-                  "--storage", storage,
-                  "--study", study_name, "--out", str(out), "--join"]
+                  "--storage", storage, "--study", study_name, "--out", str(out), "--join", "--trials", str(trials),
+                  "--seed", str(seed)]
         common += ([data] if data else []) + (["--space", str(space)] if space else [])
         common += (["--config", str(config)] if config else []) + (["--device", device] if device else [])
+        common += (["--timeout", str(timeout)] if timeout else [])
         common += [arg for text in overrides for arg in ("--set", text)]
-        procs = [subprocess.Popen([sys.executable, "-m", "sinkrec.cli", "tune", *common, "--trials", str(n),
-                                   "--seed", str(seed + k)], preexec_fn=die_with_parent())
-                 for k, n in enumerate(shares) if n]
+        procs = [subprocess.Popen([sys.executable, "-m", "sinkrec.cli", "tune", *common, "--worker", str(k)],
+                                  preexec_fn=die_with_parent()) for k in range(workers)]
         if any(p.wait() for p in procs):
             log.warning("a worker exited with an error; the report covers the trials that finished")
     return report(the_study, out, metric, search)

@@ -1,0 +1,365 @@
+"""The pre-registered tuned study: SASRec, GDN and SinkRec, each tuned with one budget per dataset.
+
+Plan (fixed before any result): every (dataset, model) pair is a `sinkrec tune` study of TRIALS
+trials over the shipped search space of the model (learning rate, dropout, weight decay and the
+model's own keys; width fixed at 64), each trial trained for the dataset's epoch budget with a cosine
+schedule, median-pruned on validation NDCG@10; then the best trial's config is trained with SEEDS
+seeds and scored once on test. The same dataset settings hold for every model.
+
+The study spans sessions. Its state is JSON under benchmarks/results/study-tuned/ (one file per
+study: its trials and seed runs), committed after each session; `run` rebuilds SQLite studies from
+it, keeps up to --parallel processes busy on one GPU until --minutes pass, and writes the state back.
+A process still running at the deadline is stopped; its trial is recorded as failed and redone.
+
+    python benchmarks/study.py plan
+    python benchmarks/study.py run --minutes 9 --parallel 14 --device cuda --out DIR
+    python benchmarks/study.py report     # results JSON + table; tuned configs of finished studies
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / "benchmarks" / "results" / "study-tuned"
+TUNED = ROOT / "sinkrec" / "configs" / "tuned"
+MODELS = ("sasrec", "gdn", "sinkrec")
+TRIALS = 20
+SEEDS = (0, 1, 2)
+WORKERS_PER_STUDY = 3
+COMMON = ["train.schedule=cosine", "train.warmup_steps=100", "model.d_model=64"]
+# key: (catalogue name, overrides, epoch budget, seconds a trial takes at first guess on a shared H200)
+DATASETS = {
+    "ml-100k": ("ml-100k", ["data.max_len=200", "train.batch_size=32"], 40, 60),
+    "lastfm": ("lastfm", ["data.max_len=200", "train.batch_size=32"], 40, 60),
+    "beauty": ("beauty", ["data.max_len=50", "train.batch_size=128"], 30, 120),
+    "ml-1m-ts-half": ("ml-1m-ts-half", ["data.max_len=200", "train.batch_size=64"], 30, 150),
+    "ml-1m": ("ml-1m-sasrec", ["data.max_len=200", "train.batch_size=128"], 30, 200),
+    "ml-1m-1024": ("ml-1m-sasrec", ["data.max_len=1024", "train.batch_size=64"], 30, 480),
+}
+
+
+@dataclass
+class Study:
+    dataset: str
+    model: str
+    trials: list = field(default_factory=list)
+    seeds: list = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}-{self.model}"
+
+    @property
+    def settings(self) -> tuple[str, list[str], int]:
+        catalogue, overrides, epochs, _ = DATASETS[self.dataset]
+        return catalogue, COMMON + overrides, epochs
+
+    def finished(self) -> list[dict]:
+        return [t for t in self.trials if t["state"] in ("COMPLETE", "PRUNED")]
+
+    def best(self) -> dict | None:
+        complete = [t for t in self.trials if t["state"] == "COMPLETE"]
+        return max(complete, key=lambda t: t["value"]) if complete else None
+
+    def trial_seconds(self) -> float:
+        seconds = [t["seconds"] for t in self.trials if t["state"] == "COMPLETE" and t.get("seconds")]
+        return statistics.median(seconds) if seconds else float(DATASETS[self.dataset][3])
+
+    def state(self) -> dict:
+        catalogue, overrides, epochs = self.settings
+        return {"study": self.name, "dataset": self.dataset, "catalogue": catalogue, "model": self.model,
+                "overrides": overrides, "epochs": epochs, "trials_planned": TRIALS, "seeds_planned": list(SEEDS),
+                "trials": self.trials, "seeds": self.seeds}
+
+
+def load_studies(state: Path) -> list[Study]:
+    studies = []
+    for dataset in DATASETS:
+        for model in MODELS:
+            study = Study(dataset, model)
+            path = state / f"{study.name}.json"
+            if path.is_file():
+                saved = json.loads(path.read_text())
+                study.trials, study.seeds = saved["trials"], saved["seeds"]
+            studies.append(study)
+    return studies
+
+
+def save(study: Study, state: Path) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / f"{study.name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(study.state(), indent=1))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+class Job:
+    """One child process: a tune worker of a study, or one seed of its best config."""
+
+    def __init__(self, study: Study, kind: str, cmd: list[str], log: Path, seed: int | None = None):
+        self.study, self.kind, self.seed, self.started = study, kind, seed, time.monotonic()
+        self.folder = log.parent
+        self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                                     start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def storage(work: Path, study: Study) -> str:
+    return f"sqlite:///{work / study.name / 'study.db'}"
+
+
+def prepare_study(work: Path, study: Study) -> None:
+    """A fresh SQLite study holding the committed trials (the previous machine's files are gone)."""
+    import optuna
+
+    from sinkrec.tune.transfer import import_trials
+
+    (work / study.name).mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    created = optuna.create_study(storage=storage(work, study), study_name=study.name, direction="maximize",
+                                  load_if_exists=True)
+    if not created.get_trials(deepcopy=False):
+        import_trials(created, study.trials)
+
+
+def refresh(work: Path, study: Study) -> None:
+    import optuna
+
+    from sinkrec.tune.transfer import export_trials
+
+    study.trials = export_trials(optuna.load_study(study_name=study.name, storage=storage(work, study)))
+
+
+def tune_cmd(study: Study, work: Path, device: str, timeout: float, worker: int) -> list[str]:
+    catalogue, overrides, epochs = study.settings
+    cmd = [sys.executable, "-m", "sinkrec.cli", "tune", catalogue, "--model", study.model, "--trials", str(TRIALS),
+           "--budget", f"epochs:{epochs}", "--storage", storage(work, study), "--study", study.name,
+           "--out", str(work / study.name), "--join", "--device", device, "--timeout", str(int(timeout)),
+           "--worker", str(worker), "--seed", "0"]
+    return cmd + [a for o in overrides for a in ("--set", o)]
+
+
+def seed_cmd(study: Study, work: Path, device: str, seed: int) -> list[str]:
+    import yaml
+
+    config = dict(study.best()["user_attrs"]["config"])
+    config["output_dir"] = str(work / study.name / f"seed-{seed}")
+    config["train"] = dict(config["train"], seed=seed, progress=False)
+    path = work / study.name / f"best-seed-{seed}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return [sys.executable, "-m", "sinkrec.cli", "train", "--config", str(path), "--device", device, "--overwrite"]
+
+
+def seed_record(study: Study, work: Path, seed: int) -> dict | None:
+    try:
+        metrics = json.loads((work / study.name / f"seed-{seed}" / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not metrics.get("test"):
+        return None
+    return {"seed": seed, "trial": study.best()["number"], "valid": metrics["valid"], "test": metrics["test"],
+            "best_epoch": metrics.get("best_epoch"), "epochs": len(metrics.get("history", [])),
+            "train_seconds": metrics.get("train_seconds")}
+
+
+def next_job(studies: list[Study], jobs: list[Job], work: Path, device: str, remaining: float) -> Job | None:
+    """The cheapest useful job that fits in the time left: seeds of finished studies first, then trials."""
+    for study in studies:
+        active = [j for j in jobs if j.study is study]
+        if len(study.finished()) >= TRIALS and not any(j.kind == "tune" for j in active) and study.best():
+            running = {j.seed for j in active}
+            done = {s["seed"] for s in study.seeds}
+            for seed in SEEDS:
+                if seed not in done and seed not in running and study.trial_seconds() * 1.2 < remaining:
+                    log = work / study.name / f"seed-{seed}.log"
+                    return Job(study, "seed", seed_cmd(study, work, device, seed), log, seed)
+    for study in studies:
+        active = [j for j in jobs if j.study is study and j.kind == "tune"]
+        running_trials = sum(t["state"] == "RUNNING" for t in study.trials)
+        if len(study.finished()) + max(len(active), running_trials) >= TRIALS or len(active) >= WORKERS_PER_STUDY:
+            continue
+        estimate = study.trial_seconds() * 1.2
+        if estimate < remaining:
+            worker = len(active)
+            log = work / study.name / f"worker-{worker}-{int(time.time())}.log"
+            return Job(study, "tune", tune_cmd(study, work, device, remaining - estimate, worker), log)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    state, work = Path(args.state), Path(args.work)
+    studies = [s for s in load_studies(state) if not args.only or s.dataset in args.only.split(",")]
+    for study in studies:
+        prepare_study(work, study)
+    before = {s.name: (len(s.finished()), len(s.seeds)) for s in studies}
+    deadline = time.monotonic() + args.minutes * 60
+    jobs: list[Job] = []
+    print(f"{len(studies)} studies, up to {args.parallel} processes, {args.minutes} minutes", flush=True)
+    while True:
+        remaining = deadline - time.monotonic()
+        for job in [j for j in jobs if j.proc.poll() is not None]:
+            jobs.remove(job)
+            refresh(work, job.study)
+            if job.kind == "seed":
+                record = seed_record(job.study, work, job.seed)
+                if record:
+                    job.study.seeds.append(record)
+            print(f"[{args.minutes * 60 - remaining:6.0f}s] {job.study.name} {job.kind}"
+                  f"{'' if job.seed is None else f' seed {job.seed}'} exited {job.proc.returncode}: "
+                  f"{len(job.study.finished())}/{TRIALS} trials, {len(job.study.seeds)}/{len(SEEDS)} seeds",
+                  flush=True)
+            save(job.study, Path(args.out))
+        if remaining <= 0:
+            break
+        while len(jobs) < args.parallel:
+            job = next_job(studies, jobs, work, args.device, remaining)
+            if job is None:
+                break
+            jobs.append(job)
+            print(f"[{args.minutes * 60 - remaining:6.0f}s] start {job.study.name} {job.kind}"
+                  f"{'' if job.seed is None else f' seed {job.seed}'}", flush=True)
+        if not jobs:
+            break
+        time.sleep(2)
+    for job in jobs:  # past the deadline: their trials become failed ones and are redone next time
+        job.stop()
+    for study in studies:
+        refresh(work, study)
+        save(study, Path(args.out))
+    log_session(Path(args.out), args, studies, before)
+    print(table(studies))
+    return 0
+
+
+def log_session(out: Path, args: argparse.Namespace, studies: list[Study], before: dict[str, tuple[int, int]]) -> None:
+    """sessions.json: when, where and at which commit each stretch of the study ran, and what it added."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.common import machine
+
+    path = out / "sessions.json"
+    sessions = json.loads(path.read_text()) if path.is_file() else []
+    sessions.append({"date": datetime.date.today().isoformat(), "machine": machine(), "git": args.git,
+                     "command": "python benchmarks/study.py " + shlex.join(sys.argv[1:]),
+                     "added": {s.name: [len(s.finished()) - before[s.name][0], len(s.seeds) - before[s.name][1]]
+                               for s in studies if (len(s.finished()), len(s.seeds)) != before[s.name]}})
+    path.write_text(json.dumps(sessions, indent=1))
+
+
+# ---------------------------------------------------------------------------------------- reporting
+
+
+def table(studies: list[Study]) -> str:
+    lines = ["| study | trials done | failed | best valid NDCG@10 | seeds | test NDCG@10 (mean ± std) |",
+             "|---|---|---|---|---|---|"]
+    for s in studies:
+        best = s.best()
+        tests = [r["test"]["ndcg@10"] for r in s.seeds]
+        failed = sum(t["state"] == "FAIL" for t in s.trials)
+        best_text = f"{best['value']:.4f} (trial {best['number']})" if best else "–"
+        test_text = f"{statistics.mean(tests):.4f} ± {statistics.stdev(tests) if len(tests) > 1 else 0:.4f}" \
+            if tests else "–"
+        lines.append(f"| {s.name} | {len(s.finished())}/{TRIALS} | {failed} | {best_text} | "
+                     f"{len(s.seeds)}/{len(SEEDS)} | {test_text} |")
+    return "\n".join(lines)
+
+
+def tuned_config(study: Study, commit: str) -> str:
+    import yaml
+
+    best = study.best()
+    config = dict(best["user_attrs"]["config"])
+    config["output_dir"] = f"runs/tuned-{study.name}"
+    config["train"] = {k: v for k, v in config["train"].items() if k not in ("progress", "device")}
+    tests = [r["test"]["ndcg@10"] for r in study.seeds]
+    valid = [r["valid"]["ndcg@10"] for r in study.seeds]
+    header = [f"# {study.model} on {study.dataset}, tuned by the pre-registered study (benchmarks/study.py).",
+              f"# Date {datetime.date.today().isoformat()}, commit {commit}; best of {len(study.finished())} trials "
+              f"(trial {best['number']}, valid NDCG@10 {best['value']:.4f}).",
+              f"# {len(tests)} seeds: valid NDCG@10 {statistics.mean(valid):.4f}, test NDCG@10 "
+              f"{statistics.mean(tests):.4f} ± {statistics.stdev(tests) if len(tests) > 1 else 0:.4f}.",
+              f"# Command: python benchmarks/study.py run --only {study.dataset}; then python benchmarks/study.py "
+              f"report. Rerun: sinkrec train --config tuned/{study.name}"]
+    return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def report(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.common import write_results
+
+    studies = load_studies(Path(args.state))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    records = []
+    for s in studies:
+        for run_ in s.seeds:
+            for split in ("valid", "test"):
+                records.append({"dataset": s.dataset, "model": s.model, "variant": "tuned", "seed": run_["seed"],
+                                "split": split, "metrics": run_[split], "epochs": run_["epochs"],
+                                "train_seconds": run_["train_seconds"], "trial": run_["trial"]})
+        if len(s.seeds) == len(SEEDS):
+            TUNED.mkdir(parents=True, exist_ok=True)
+            (TUNED / f"{s.name}.yaml").write_text(tuned_config(s, commit))
+    sessions_path = Path(args.state) / "sessions.json"
+    sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
+    write_results("study-tuned", records, host="; ".join(sorted({s["machine"] for s in sessions})),
+                  extra={"sessions": sessions, "progress": {s.name: {"trials": len(s.finished()),
+                                                                      "seeds": len(s.seeds)} for s in studies}})
+    print(table(studies))
+    return 0
+
+
+def plan(args: argparse.Namespace) -> int:
+    print(f"{len(DATASETS)} datasets × {len(MODELS)} models, {TRIALS} trials each, then seeds {list(SEEDS)}")
+    for key, (catalogue, overrides, epochs, _) in DATASETS.items():
+        print(f"  {key:<14} {catalogue:<14} epochs {epochs:<3} {' '.join(COMMON + overrides)}")
+    print("search spaces: sinkrec/tune/spaces/{" + ",".join(MODELS) + "}.yaml")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("plan", help="print the pre-registered plan").set_defaults(func=plan)
+    p = sub.add_parser("run", help="continue the study for a while on this machine")
+    p.add_argument("--minutes", type=float, default=9.0, help="stop every process after this long")
+    p.add_argument("--parallel", type=int, default=12, help="processes at a time (they share the GPU)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--only", help="comma-separated dataset keys (default: all, cheapest first)")
+    p.add_argument("--state", default=str(STATE), help="folder of the committed study state (read)")
+    p.add_argument("--out", default=str(STATE), help="folder the updated state is written to")
+    p.add_argument("--work", default="/tmp/sinkrec-study", help="SQLite studies and run folders")
+    p.add_argument("--git", default="", help="commit of the code that ran (where the tree travelled without .git)")
+    p.set_defaults(func=run)
+    p = sub.add_parser("report", help="results JSON, table, and tuned configs of studies with every seed")
+    p.add_argument("--state", default=str(STATE))
+    p.set_defaults(func=report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    print("$ python benchmarks/study.py " + shlex.join(argv if argv is not None else sys.argv[1:]), flush=True)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The trial loop that makes a study resumable: `--trials` is a total, killed trials fail, no settings twice.
+
+A study may be stopped at any moment (a SIGKILL, a lost machine) and started again with the same
+command. Three rules make that safe:
+- the total counts finished trials (complete or pruned) and trials some live worker is running;
+  a worker takes its next trial under a file lock, so workers on one machine never overshoot;
+- a trial whose worker died is marked failed: each running trial holds the lock of its run folder,
+  and a lock nobody holds means its process is gone (workers elsewhere: Optuna's heartbeat);
+- a trial whose settings equal an earlier trial's (any state) fails as a duplicate and does not count,
+  and the sampler's seed mixes in the study's size, so a rerun does not redraw the same sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..errors import SinkrecError
+from ..training import lock
+
+try:
+    import fcntl
+except ImportError:  # Windows: one worker per study
+    fcntl = None
+
+log = logging.getLogger("sinkrec.tune")
+MAX_DUPLICATES = 20  # consecutive duplicate draws before the space counts as exhausted
+
+
+class DuplicateSettings(SinkrecError):
+    """The sampler proposed settings an earlier trial already had."""
+
+
+def trial_folder(out: Path, number: int) -> Path:
+    return out / "trials" / f"trial-{number:04d}"
+
+
+@contextlib.contextmanager
+def study_lock(out: Path) -> Iterator[None]:
+    """Serialises 'count the trials, then take one' across the worker processes of one machine."""
+    with open(out / "study.lock", "a+") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def fail_dead_trials(study, out: Path) -> list[int]:
+    """Mark failed the running trials whose run folder no live process holds; their numbers."""
+    import optuna
+
+    dead = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if not lock.held_by_live_process(trial_folder(out, trial.number)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            dead.append(trial.number)
+    with warnings.catch_warnings():  # trials of workers on other machines: Optuna's heartbeat
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+    if dead:
+        log.warning("marked failed: trial(s) %s, whose worker was killed", ", ".join(map(str, dead)))
+    return dead
+
+
+def counted(study) -> int:
+    """Trials that count towards the total: finished (complete or pruned) and running."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    return len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING)))
+
+
+def check_new_settings(trial, values: dict) -> None:
+    """Raise DuplicateSettings when another trial of the study already had exactly these values."""
+    for other in trial.study.get_trials(deepcopy=False):
+        if other.number != trial.number and other.params == values:
+            trial.set_user_attr("duplicate_of", other.number)
+            raise DuplicateSettings(f"settings of trial {other.number} drawn again")
+
+
+def run_trials(study, objective: Callable, total: int, out: Path, timeout: float | None = None) -> int:
+    """Run trials until the study holds `total` counted ones (or `timeout` s pass); trials run here."""
+    started, ran, duplicates = time.monotonic(), 0, 0
+    while timeout is None or time.monotonic() - started < timeout:
+        taken: list[int] = []
+        with contextlib.ExitStack() as held:
+            held.enter_context(study_lock(out))
+
+            def locked_objective(trial, taken=taken, held=held):
+                try:  # the trial is running (so counted) and its folder held before other workers look
+                    lock.acquire(trial_folder(out, trial.number))
+                    taken.append(trial.number)
+                finally:
+                    held.close()
+                try:
+                    return objective(trial)
+                finally:
+                    lock.release(trial_folder(out, trial.number))
+
+            fail_dead_trials(study, out)
+            if counted(study) >= total:
+                break
+            study.optimize(locked_objective, n_trials=1, catch=(RuntimeError, DuplicateSettings))
+        ran += 1
+        last = next((t for t in study.get_trials(deepcopy=False) if taken and t.number == taken[0]), None)
+        duplicates = duplicates + 1 if last is not None and "duplicate_of" in last.user_attrs else 0
+        if duplicates >= MAX_DUPLICATES:
+            log.warning("%d draws in a row repeated earlier settings: the space looks exhausted; stopping",
+                        duplicates)
+            break
+    return ran
