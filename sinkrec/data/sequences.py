@@ -112,55 +112,83 @@ def keep_rated(events: Interactions, threshold: float) -> Interactions:
         raise DataError(f"{events.source}: data.min_rating is set but the file has no rating column (map one "
                         "with data.columns.rating, or leave data.min_rating empty)")
     keep = events.ratings >= threshold
-    notes = list(events.notes)
+    out = events.select(keep)
     if (~keep).any():
-        note(notes, events.source, f"min_rating {threshold:g}: dropped {int((~keep).sum())} of {len(keep)} events")
-    return Interactions(users=events.users[keep], items=events.items[keep],
-                        timestamps=None if events.timestamps is None else events.timestamps[keep],
-                        source=events.source, notes=notes, ratings=events.ratings[keep])
+        note(out.notes, events.source, f"min_rating {threshold:g}: dropped {int((~keep).sum())} of {len(keep)} events")
+    return out
+
+
+def id_order(vocab: list[str]) -> np.ndarray:
+    """The positions of `vocab` (distinct ids) in the order `unique_ids` gives them.
+
+    Sorted as Python strings (code points, as numpy sorts them), so no fixed-width array of
+    every id is needed; numerically when every id is a plain integer.
+    """
+    values = [_canonical_int(token) for token in vocab]
+    key = values.__getitem__ if vocab and all(v is not None for v in values) else vocab.__getitem__
+    return np.asarray(sorted(range(len(vocab)), key=key), dtype=np.int64)
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
 
 
 def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
-    """Group events by user, order each history stably by (timestamp, file order), remap ids."""
+    """Group events by user, order each history stably by (timestamp, file order), remap ids.
+
+    Works on the events' id codes: the only strings handled are the distinct ids.
+    """
     if min_events < 1:
         raise ValueError("min_events must be ≥ 1")
-    user_ids, user_index = unique_ids(events.users)
-    file_order = np.arange(len(events))
-    if events.timestamps is not None:
-        order = np.lexsort((file_order, events.timestamps, user_index))
-    else:
-        order = np.lexsort((file_order, user_index))
-    user_index = user_index[order]
-    raw_items = events.items[order]
-    times = None if events.timestamps is None else events.timestamps[order]
+    user_order = id_order(events.user_vocab)
+    user_index = _ranks(user_order).astype(np.int32)[events.user_codes]
+    raw_items, times = events.item_codes, events.timestamps
+    # stable sorts, by time then by user, so ties keep file order; none for a file already grouped
+    if times is not None or not (user_index[1:] >= user_index[:-1]).all():
+        order = None if times is None else np.argsort(times, kind="stable")
+        by_user = np.argsort(user_index if order is None else user_index[order], kind="stable")
+        order = by_user if order is None else order[by_user]
+        del by_user
+        user_index, raw_items = user_index[order], raw_items[order]
+        times = None if times is None else times[order]
+        del order
 
-    counts = np.bincount(user_index, minlength=len(user_ids))
+    counts = np.bincount(user_index, minlength=len(user_order))
     keep_user = counts >= min_events
     notes = list(events.notes)
     dropped = int((~keep_user).sum())
     if dropped:
         note(notes, events.source, f"dropped {dropped} user(s) with fewer than {min_events} events "
                                    f"({int(counts[~keep_user].sum())} events)")
-    keep_event = keep_user[user_index]
-    raw_items = raw_items[keep_event]
-    times = None if times is None else times[keep_event]
+    if dropped:
+        keep_event = keep_user[user_index]
+        raw_items = raw_items[keep_event]
+        times = None if times is None else times[keep_event]
+    del user_index
     counts = counts[keep_user]
     if counts.size == 0:
         raise DataError(f"{events.source}: no user has at least {min_events} events "
-                        f"({len(user_ids)} user(s) in the file); nothing to train on")
+                        f"({len(user_order)} user(s) in the file); nothing to train on")
 
-    item_ids, item_index = unique_ids(raw_items)
-    if len(item_ids) < 2:
-        raise DataError(f"{events.source}: only one distinct item ({str(item_ids[0])!r}) is left; "
+    present = np.flatnonzero(np.bincount(raw_items, minlength=len(events.item_vocab)))
+    vocab = [events.item_vocab[code] for code in present.tolist()]
+    item_order = id_order(vocab)
+    if len(vocab) < 2:
+        raise DataError(f"{events.source}: only one distinct item ({vocab[0]!r}) is left; "
                         "there is nothing to rank")
+    index_of = np.zeros(len(events.item_vocab), dtype=np.int32)  # item code → store index (1-based)
+    index_of[present[item_order]] = np.arange(1, len(vocab) + 1, dtype=np.int32)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
+    kept_users = user_order[keep_user].tolist()
     return SequenceStore(
         offsets=offsets,
-        items=(item_index + 1).astype(np.int32),
+        items=index_of[raw_items],
         timestamps=times,
-        user_ids=user_ids[keep_user],
-        item_ids=np.concatenate([np.array([""]), item_ids]),
+        user_ids=np.asarray([events.user_vocab[code] for code in kept_users], dtype=str),
+        item_ids=np.asarray([""] + [vocab[i] for i in item_order.tolist()], dtype=str),
         notes=notes,
     )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ...errors import DataFormatError
 from .lines import _lines, first_line
-from .text import decide_shape
+from .text import Shapes
 
 EXTENSIONS = {".inter": "recbole", ".dat": "movielens-dat", ".parquet": "parquet", ".pq": "parquet",
               ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "csv"}
@@ -30,12 +30,11 @@ def detect_format(path: Path) -> str:
     fmt = _by_extension(path)
     if fmt is not None:
         return fmt
-    numbers, widths = [], []
+    shapes = Shapes()
     for number, line in _lines(path, []):
         width = len(line.split())
         if width >= 2:
-            numbers.append(number)
-            widths.append(width)
-    if not widths:
+            shapes.add(number, width)
+    if not shapes.lines:
         raise DataFormatError(path, None, "empty file, or no line with 2 fields: cannot detect its format")
-    return decide_shape(path, numbers, widths)
+    return shapes.decide(path)

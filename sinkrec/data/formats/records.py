@@ -6,7 +6,7 @@ A parser takes one token with its file and line, and raises `DataFormatError` na
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from array import array
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,47 +17,117 @@ from ...errors import DataError, DataFormatError
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Interactions:
-    """Raw events in file order: user/item ids as str arrays and optional timestamps.
+class Ids:
+    """Interns id tokens as they are read: each distinct token gets the next int32 code.
 
-    Integer id arrays (e.g. from the synthetic generator) are turned into their decimal text, so
-    every consumer sees one id type.
+    A file of many events then costs 4 bytes per event plus one string per distinct id, instead
+    of one fixed-width numpy string per event (one 500-character id would widen every row).
     """
 
-    users: np.ndarray
-    items: np.ndarray
-    timestamps: np.ndarray | None
-    source: str
-    notes: list[str] = field(default_factory=list)
-    ratings: np.ndarray | None = None  # float64 per event, where the file has a rating column (data.min_rating)
+    __slots__ = ("codes", "index")
 
-    def __post_init__(self) -> None:
-        self.users = as_tokens(self.users, self.source, "user")
-        self.items = as_tokens(self.items, self.source, "item")
-        if len(self.users) != len(self.items) or (
-                self.timestamps is not None and len(self.timestamps) != len(self.users)):
-            raise DataError(f"{self.source}: users, items and timestamps differ in length")
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.codes = array("i")
+
+    def add(self, token: str, repeat: int = 1) -> None:
+        code = self.index.get(token)
+        if code is None:
+            code = self.index[token] = len(self.index)
+        if repeat == 1:
+            self.codes.append(code)
+        else:
+            self.codes.extend([code] * repeat)
 
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.codes)
+
+    def vocab(self) -> list[str]:
+        return list(self.index)  # dicts keep insertion order: position == code
+
+
+def intern(tokens: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(int32 code per token, distinct tokens) for a str array."""
+    if tokens.size == 0:
+        return np.empty(0, dtype=np.int32), []
+    vocab, codes = np.unique(tokens, return_inverse=True)
+    return codes.reshape(-1).astype(np.int32), vocab.tolist()
+
+
+class Interactions:
+    """Raw events in file order: user/item ids as codes into their distinct tokens, optional timestamps.
+
+    `users` and `items` give the tokens per event as str arrays (built on request: readers and
+    `build_store` work on the codes). Integer id arrays (e.g. from the synthetic generator) are
+    turned into their decimal text, so every consumer sees one id type.
+    """
+
+    def __init__(self, users: object, items: object, timestamps: np.ndarray | None, source: str,
+                 notes: list[str] | None = None, ratings: np.ndarray | None = None) -> None:
+        user_codes, user_vocab = intern(as_tokens(users, source, "user"))
+        item_codes, item_vocab = intern(as_tokens(items, source, "item"))
+        self._set(user_codes, user_vocab, item_codes, item_vocab, timestamps, source, notes, ratings)
+
+    @classmethod
+    def from_codes(cls, user_codes: np.ndarray, user_vocab: list[str], item_codes: np.ndarray,
+                   item_vocab: list[str], timestamps: np.ndarray | None, source: str,
+                   notes: list[str] | None = None, ratings: np.ndarray | None = None) -> Interactions:
+        events = cls.__new__(cls)
+        events._set(user_codes, user_vocab, item_codes, item_vocab, timestamps, source, notes, ratings)
+        return events
+
+    def _set(self, user_codes, user_vocab, item_codes, item_vocab, timestamps, source, notes, ratings) -> None:
+        self.user_codes, self.user_vocab = np.asarray(user_codes), list(user_vocab)
+        self.item_codes, self.item_vocab = np.asarray(item_codes), list(item_vocab)
+        self.timestamps, self.ratings = timestamps, ratings  # float64 per event, or None
+        self.source, self.notes = source, list(notes or [])
+        n = len(self.user_codes)
+        if len(self.item_codes) != n or any(x is not None and len(x) != n for x in (timestamps, ratings)):
+            raise DataError(f"{source}: users, items, timestamps and ratings differ in length")
+
+    @property
+    def users(self) -> np.ndarray:
+        return _tokens(self.user_vocab, self.user_codes)
+
+    @property
+    def items(self) -> np.ndarray:
+        return _tokens(self.item_vocab, self.item_codes)
+
+    def select(self, keep: np.ndarray) -> Interactions:
+        """The events where `keep` is true (same vocabularies)."""
+        return Interactions.from_codes(self.user_codes[keep], self.user_vocab, self.item_codes[keep],
+                                       self.item_vocab, _maybe(self.timestamps, keep), self.source, self.notes,
+                                       _maybe(self.ratings, keep))
+
+    def __len__(self) -> int:
+        return len(self.user_codes)
+
+
+def _maybe(values: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+    return None if values is None else values[keep]
+
+
+def _tokens(vocab: list[str], codes: np.ndarray) -> np.ndarray:
+    if len(codes) == 0:
+        return np.empty(0, dtype=str)
+    return np.asarray(vocab, dtype=str)[codes]
 
 
 def as_tokens(values: object, source: str, what: str) -> np.ndarray:
     """Ids → a numpy str array; integers become decimal text, anything else is refused."""
-    array = np.asarray(values)
-    if array.size == 0:
+    array_ = np.asarray(values)
+    if array_.size == 0:
         return np.empty(0, dtype=str)
-    if array.dtype.kind == "U":
-        return array
-    if array.dtype.kind in "iu":
-        return array.astype(str)
-    if array.dtype.kind == "O":
-        tokens = [value for value in array.tolist() if isinstance(value, str)
+    if array_.dtype.kind == "U":
+        return array_
+    if array_.dtype.kind in "iu":
+        return array_.astype(str)
+    if array_.dtype.kind == "O":
+        tokens = [value for value in array_.tolist() if isinstance(value, str)
                   or (isinstance(value, int) and not isinstance(value, bool))]
-        if len(tokens) == array.size:
+        if len(tokens) == array_.size:
             return np.asarray([str(value) for value in tokens], dtype=str)
-    raise DataError(f"{source}: {what} ids must be strings or integers, got {array.dtype}")
+    raise DataError(f"{source}: {what} ids must be strings or integers, got {array_.dtype}")
 
 
 def note(notes: list[str], source: object, message: str, level: int = logging.WARNING) -> None:
@@ -108,15 +178,15 @@ def parse_time(token: str, path: Path, number: int) -> float:
     return value
 
 
-def _finish(path: Path, users: list[str], items: list[str], times: list[float] | None,
-            notes: list[str], ratings: list[float] | None = None) -> Interactions:
-    if not users:
+def _finish(path: Path, users: Ids, items: Ids, times: array | None, notes: list[str],
+            ratings: array | None = None) -> Interactions:
+    """The events read, as codes; the code arrays share memory with the readers' buffers."""
+    if not len(users):
         raise DataFormatError(path, None, "no interactions found (empty file?)")
-    return Interactions(
-        users=np.asarray(users, dtype=str),
-        items=np.asarray(items, dtype=str),
-        timestamps=None if times is None else np.asarray(times, dtype=np.float64),
-        source=str(path),
-        notes=notes,
-        ratings=None if ratings is None else np.asarray(ratings, dtype=np.float64),
-    )
+    return Interactions.from_codes(np.frombuffer(users.codes, dtype=np.intc), users.vocab(),
+                                   np.frombuffer(items.codes, dtype=np.intc), items.vocab(),
+                                   _floats(times), str(path), notes, _floats(ratings))
+
+
+def _floats(values: array | None) -> np.ndarray | None:
+    return None if values is None else np.frombuffer(values, dtype=np.float64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from ...errors import DataFormatError
 from .lines import first_line, text_lines
-from .records import Interactions, _finish, _id, _show, note, parse_rating, parse_time
+from .records import Ids, Interactions, _finish, _id, _show, note, parse_rating, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _read_delimited(path: Path, columns: dict[str, str], delimiter: str, header:
         index = {key: int(value) for key, value in want.items()}
     else:
         index, width, reference = _header_index(path, rows, want, set(optional), type_suffix)
-    users, items, times, ratings = [], [], [], []
+    users, items, times, ratings = Ids(), Ids(), array("d"), array("d")
     for number, row in rows:
         if width is None:
             width, reference = len(row), number
@@ -87,8 +88,8 @@ def _read_delimited(path: Path, columns: dict[str, str], delimiter: str, header:
         if len(row) != width:
             raise DataFormatError(path, number, f"expected {width} fields (as on line {reference}), "
                                                 f"got {len(row)}")
-        users.append(_id(row[index["user"]], path, number, "user"))
-        items.append(_id(row[index["item"]], path, number, "item"))
+        users.add(_id(row[index["user"]], path, number, "user"))
+        items.add(_id(row[index["item"]], path, number, "item"))
         if "timestamp" in index:
             times.append(parse_time(row[index["timestamp"]], path, number))
         if "rating" in index:

@@ -5,40 +5,66 @@ from __future__ import annotations
 import ast
 import json
 import logging
+from array import array
 from pathlib import Path
-
-import numpy as np
 
 from ...errors import DataFormatError
 from .lines import _lines
-from .records import Interactions, _finish, _id, _show, note, parse_rating, parse_time
+from .records import Ids, Interactions, _finish, _id, _show, note, parse_rating, parse_time
 from .tabular import _mapping
 
 log = logging.getLogger(__name__)
 
 
 # ---- whitespace-separated: SASRec and S3-Rec --------------------------------------------
-def decide_shape(path: Path, numbers: list[int], widths: list[int]) -> str:
-    """'sasrec' if every line has 2 fields, 's3rec' if every line has more; a mix is refused.
+class Shapes:
+    """A running tally of fields per line: enough to tell 'sasrec' from 's3rec' and to explain a mix,
+    without keeping a number per line."""
 
-    Guessing would be wrong either way: one stray 3-field line in a `user item` file would
-    otherwise turn the whole file into a different data set.
-    """
-    more = np.asarray(widths) > 2
-    change = np.flatnonzero(more != more[0])
-    if change.size == 0:
-        return "s3rec" if more[0] else "sasrec"
-    first = int(change[0])
-    start, end = numbers[0], numbers[first - 1]
-    lines = f"line {start} has" if start == end else f"lines {start}-{end} have"
-    kind = "more than 2 fields" if more[0] else "2 fields"
-    n_more = int(more.sum())
-    raise DataFormatError(
-        path, numbers[first],
-        f"mixed field counts: {lines} {kind}, line {numbers[first]} has {widths[first]} "
-        f"({len(widths) - n_more} line(s) with 2 fields, {n_more} with more); a 'user item' file "
-        "(format 'sasrec') has 2 on every line: fix the file, or set format 's3rec' if it is "
-        "'user item item …'")
+    def __init__(self) -> None:
+        self.lines = self.more = 0
+        self.start = self.end = 0  # the first run of lines of one kind
+        self.first_more: bool | None = None
+        self.change: tuple[int, int] | None = None  # (line, fields) of the first line of the other kind
+        self.low = self.high = 0
+
+    def add(self, number: int, width: int) -> None:
+        more = width > 2
+        if self.first_more is None:
+            self.first_more, self.start, self.low, self.high = more, number, width, width
+        elif self.change is None and more != self.first_more:
+            self.change = (number, width)
+        self.low, self.high = min(self.low, width), max(self.high, width)
+        if self.change is None:
+            self.end = number
+        self.lines += 1
+        self.more += more
+
+    def decide(self, path: Path) -> str:
+        """'sasrec' if every line has 2 fields, 's3rec' if every line has more; a mix is refused.
+
+        Guessing would be wrong either way: one stray 3-field line in a `user item` file would
+        otherwise turn the whole file into a different data set.
+        """
+        if self.change is None:
+            return "s3rec" if self.first_more else "sasrec"
+        number, width = self.change
+        lines = f"line {self.start} has" if self.start == self.end else f"lines {self.start}-{self.end} have"
+        kind = "more than 2 fields" if self.first_more else "2 fields"
+        raise DataFormatError(
+            path, number,
+            f"mixed field counts: {lines} {kind}, line {number} has {width} "
+            f"({self.lines - self.more} line(s) with 2 fields, {self.more} with more); a 'user item' file "
+            "(format 'sasrec') has 2 on every line: fix the file, or set format 's3rec' if it is "
+            "'user item item …'")
+
+
+def decide_shape(path: Path, numbers: list[int], widths: list[int]) -> str:
+    """`Shapes.decide` for lists of line numbers and their field counts (lines with ≥ 2 fields)."""
+    shapes = Shapes()
+    for number, width in zip(numbers, widths):
+        shapes.add(number, width)
+    return shapes.decide(path)
 
 
 SHAPES = {"sasrec": "'user item' (2 fields)", "s3rec": "'user item [item …]' (at least 2 fields)",
@@ -48,25 +74,23 @@ SHAPES = {"sasrec": "'user item' (2 fields)", "s3rec": "'user item [item …]' (
 def read_fields(path: Path, fmt: str = "auto") -> Interactions:
     """`user item` (sasrec) or `user item item …` (s3rec) lines; 'auto' decides from field counts."""
     notes: list[str] = []
-    users: list[str] = []
-    items: list[str] = []
-    numbers: list[int] = []
-    widths: list[int] = []
+    users, items, shapes = Ids(), Ids(), Shapes()
+    add_user, add_item = users.add, items.add
     for number, line in _lines(path, notes):
         parts = line.split()
         width = len(parts)
         if width != 2 and (width < 2 or fmt == "sasrec"):
             hint = "; for 'user item item …' use format 's3rec'" if width > 2 else ""
             raise DataFormatError(path, number, f"expected {SHAPES[fmt]}, got {width} field(s){hint}")
-        numbers.append(number)
-        widths.append(width)
-        users.extend([parts[0]] * (width - 1))
-        items.extend(parts[1:])
-    if fmt == "auto" and users:
-        fmt = decide_shape(path, numbers, widths)
+        shapes.add(number, width)
+        add_user(parts[0], width - 1)
+        for token in parts[1:]:
+            add_item(token)
+    if fmt == "auto" and len(users):
+        fmt = shapes.decide(path)
         log.info("%s: read as format '%s' (%s)", path, fmt, SHAPES[fmt])
-        if fmt == "s3rec" and len(widths) >= 10 and min(widths) == max(widths):
-            note(notes, path, f"every line has {widths[0]} fields: read as 'user item item …' (s3rec); "
+        if fmt == "s3rec" and shapes.lines >= 10 and shapes.low == shapes.high:
+            note(notes, path, f"every line has {shapes.low} fields: read as 'user item item …' (s3rec); "
                               "for a table such as user, item, rating, time use format 'csv'")
     return _finish(path, users, items, None, notes)
 
@@ -84,14 +108,14 @@ def read_s3rec(path: Path) -> Interactions:
 def read_movielens_dat(path: Path) -> Interactions:
     """MovieLens `UserID::MovieID::Rating::Timestamp` (ratings.dat, optionally gzipped)."""
     notes: list[str] = []
-    users, items, times, ratings = [], [], [], []
+    users, items, times, ratings = Ids(), Ids(), array("d"), array("d")
     for number, line in _lines(path, notes):
         parts = line.strip().split("::")
         if len(parts) != 4:
             raise DataFormatError(path, number,
                                   f"expected 'UserID::MovieID::Rating::Timestamp', got {_show(line.strip())}")
-        users.append(_id(parts[0], path, number, "user"))
-        items.append(_id(parts[1], path, number, "item"))
+        users.add(_id(parts[0], path, number, "user"))
+        items.add(_id(parts[1], path, number, "item"))
         times.append(parse_time(parts[3], path, number))
         ratings.append(parse_rating(parts[2], path, number))
     return _finish(path, users, items, times, notes, ratings)
@@ -147,13 +171,13 @@ def read_jsonl(path: Path, columns: dict[str, str] | None = None) -> Interaction
     """One JSON (or Python-literal, as in the Steam dump) object per line, with a field mapping."""
     cols, optional = _mapping(columns)
     notes: list[str] = []
-    users, items, times = [], [], []
+    users, items, times = Ids(), Ids(), array("d")
     # a mapped timestamp is required on every record; the default one only if the first has it
     timed = None if "timestamp" in optional else bool(cols.get("timestamp"))
     for number, line in _lines(path, notes):
         record = _record(line, path, number)
-        users.append(_json_id(_field(record, cols["user"], "user", path, number), path, number, "user"))
-        items.append(_json_id(_field(record, cols["item"], "item", path, number), path, number, "item"))
+        users.add(_json_id(_field(record, cols["user"], "user", path, number), path, number, "user"))
+        items.add(_json_id(_field(record, cols["item"], "item", path, number), path, number, "item"))
         if timed is None:
             timed = cols["timestamp"] in record
         if timed:

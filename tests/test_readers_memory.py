@@ -1,0 +1,27 @@
+"""Readers intern ids: memory follows the events and the distinct ids, not rows × the longest id."""
+
+import tracemalloc
+
+from sinkrec.data.formats import read_interactions
+from sinkrec.data.sequences import build_store
+
+
+def test_one_long_id_does_not_widen_every_row(tmp_path):
+    rows = 200_000
+    path = tmp_path / "events.txt"
+    long_id = "x" * 500
+    lines = [f"{n // 50} {n % 300}" for n in range(rows)]
+    lines[7] = f"0 {long_id}"
+    path.write_text("\n".join(lines) + "\n")
+    tracemalloc.start()
+    try:
+        events = read_interactions(path)
+        read_peak = tracemalloc.get_traced_memory()[1]
+        store = build_store(events, min_events=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # one fixed-width string per row would be rows × 500 chars × 4 bytes = 400 MB
+    assert read_peak < 40 << 20 and peak < 60 << 20, (read_peak, peak)
+    assert len(events) == rows and events.items[7] == long_id and events.users[-1] == str((rows - 1) // 50)
+    assert store.decode_items(store.sequence(0))[7] == long_id
