@@ -78,14 +78,19 @@ def measure(path: Path, trace: bool, code: str | None) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script, importable without running it (docs/generate.py --check)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--kinds", nargs="+", default=["sasrec", "csv"], choices=["sasrec", "csv"])
     parser.add_argument("--trace-lines", type=int, default=1_000_000, help="tracemalloc for files up to this")
     parser.add_argument("--code", help="PYTHONPATH of another sinkrec checkout to measure instead")
     parser.add_argument("--out", help="results file (default benchmarks/results/reader_memory.json)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     from common import write_results
 
     records = []

@@ -616,6 +616,8 @@ def render_block(kind: str, args: dict[str, str]) -> str:
              -- mean ± std over the seeds of all the files together
     records  file=A.json [FIELD=V1,V2 ...]  -- the generic table of one file's records whose FIELD is
              one of the values
+    options  model=NAME [preset=CONFIG]  -- every option of a model with its default (from the code),
+             and the value a shipped config gives it
     """
     if kind == "quality":
         names = args["files"].split(",")
@@ -638,7 +640,36 @@ def render_block(kind: str, args: dict[str, str]) -> str:
             if key != "file":
                 records = [r for r in records if str(r.get(key)) in value.split(",")]
         return "\n" + generic_tables(records) + "\nFrom:\n\n" + provenance([name]) + "\n"
+    if kind == "options":
+        return "\n" + options_table(args["model"], args.get("preset")) + "\n"
     raise SystemExit(f"docs/generate.py: unknown block kind 'gen:{kind}'")
+
+
+def options_table(model: str, preset: str | None = None) -> str:
+    """Every option of `model`, its default read from the code and, given a shipped config, that config's value."""
+    from sinkrec import configs
+    from sinkrec.config import load_yaml
+    from sinkrec.describe import describe_fields, format_default, model_options
+
+    rows = describe_fields(model_options()[model])
+    values: dict[str, Any] = {}
+    header = ["key", "default"]
+    if preset:
+        path = configs.locate(preset)
+        if path is None:
+            raise SystemExit(f"docs/generate.py: gen:options preset={preset} is not a shipped config")
+        values = {k: v for k, v in (load_yaml(path).get("model") or {}).items() if k != "name"}
+        unknown = sorted(set(values) - {r.name for r in rows})
+        if unknown:
+            raise SystemExit(f"docs/generate.py: {preset} sets keys {model} does not have: {unknown}")
+        header.append(f"`{preset}`")
+    table = []
+    for r in rows:
+        row = [f"`{r.name}`", f"`{format_default(r.default)}`"]
+        if preset:
+            row.append(f"`{format_default(values[r.name])}`" if r.name in values else "")
+        table.append(row + [r.help])
+    return md_table(header + ["meaning"], table)
 
 
 def fill_blocks(text: str) -> str:

@@ -52,6 +52,7 @@ class SinkRecConfig(MemoryOptions, TDGDOptions):
     attn_memory_kv: bool = True  # memory key/value pair per position in the attention
     prototype_levels: int = option(1, at_least(0))  # prototype slots = codes of the first N levels (0: none)
     time_unit: float = option(3600.0, above(0))  # seconds per unit of the gap feature δ = log1p(gap / unit)
+    embed_scale: bool = True  # scale item embeddings by √d_model before the blocks (false: h⁰ = E[x])
 
     def check(self) -> None:
         heads_fit(self)
@@ -170,7 +171,9 @@ class SinkRec(SequentialRecommender):
 
     def _run(self, items: torch.Tensor, timestamps: torch.Tensor | None, cache: SinkRecCache | None
              ) -> tuple[torch.Tensor, MemoryReadout | None]:
-        emb = self.item_embedding(items) * self.d_model ** 0.5
+        emb = self.item_embedding(items)
+        if self.options.embed_scale:
+            emb = emb * self.d_model ** 0.5
         ctx, readout = self._context(emb, items, timestamps, cache)
         x = self.drop(emb)
         slot = 0

@@ -8,6 +8,8 @@ chunked kernels stay exact:
 3. write suppression  β' = β(1 − c);  decay suppression  log α' = (1 − c) log α
 4. differential readout  q' = q − λ k̂^m,  λ = λ_max tanh(w_λᵀ h)   (w_λ = 0 at init: λ starts at 0)
 So at initialisation every memory path is an exact no-op: TDGD computes what plain GDN computes.
+The spec's forms, c = σ(κ·cos + b_c) and λ = λ_max σ(w_λᵀ h), are options (`coverage_gain: false`,
+`readout_form: sigmoid`); they do not start as a no-op.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..checks import Checked, at_least, finite, option
+from ..checks import Checked, at_least, finite, one_of, option
 from .gated_deltanet import DeltaCache, DeltaInputs, GatedDeltaNet
 from .memory import memory_head_keys, own_rng
 
@@ -33,6 +35,8 @@ class TDGDOptions(Checked):
     lambda_max: float = option(0.5, at_least(0))  # λ_max of the differential readout
     coverage_scale: float = option(5.0, finite())  # κ initial value (learned)
     coverage_bias: float = option(-3.0, finite())  # b_c initial value (learned)
+    coverage_gain: bool = True  # learned amplitude tanh(a_c) on the coverage, 0 at init (false: c = σ(κ·cos + b_c))
+    readout_form: str = option("tanh", one_of("tanh", "sigmoid"))  # λ_max·tanh(w_λᵀh), 0 at init | sigmoid: λ_max·σ(…)
 
 
 class TDGD(nn.Module):
@@ -58,17 +62,26 @@ class TDGD(nn.Module):
             if needs_memory and options.write_suppression:
                 self.kappa = nn.Parameter(torch.full((h,), options.coverage_scale))
                 self.coverage_bias = nn.Parameter(torch.full((h,), options.coverage_bias))
-                self.coverage_gain = nn.Parameter(torch.zeros(h))  # a_c: coverage amplitude tanh(a_c), 0 at init
+                # a_c: coverage amplitude tanh(a_c), 0 at init
+                self.coverage_gain = nn.Parameter(torch.zeros(h)) if options.coverage_gain else None
             if needs_memory and options.diff_readout:
                 self.readout_gate = nn.Linear(d_model, h, bias=False)
-                nn.init.zeros_(self.readout_gate.weight)  # λ = λ_max tanh(0) = 0 at init
+                nn.init.zeros_(self.readout_gate.weight)  # tanh form: λ = λ_max tanh(0) = 0 at init
 
     def coverage(self, k: torch.Tensor, memory_keys: torch.Tensor, dtype: torch.dtype,
                  recurs: torch.Tensor | None = None) -> torch.Tensor:
-        """c = tanh(a_c)·σ(κ·cos(k, k̂^m) + b_c)·r [B, T, H]: how much of this write the memory already holds."""
+        """c = tanh(a_c)·σ(κ·cos(k, k̂^m) + b_c)·r [B, T, H] (no tanh(a_c) without `coverage_gain`): how much
+        of this write the memory already holds."""
         cos = (k * memory_keys).sum(-1).to(dtype)
-        c = torch.tanh(self.coverage_gain.to(dtype)) * torch.sigmoid(self.kappa * cos + self.coverage_bias)
+        c = torch.sigmoid(self.kappa * cos + self.coverage_bias)
+        if self.coverage_gain is not None:
+            c = torch.tanh(self.coverage_gain.to(dtype)) * c
         return c if recurs is None else c * recurs[..., None].to(dtype)
+
+    def readout_lambda(self, x: torch.Tensor) -> torch.Tensor:
+        """λ [B, T, H] of the differential readout: λ_max·tanh(w_λᵀh), or λ_max·σ(w_λᵀh) (`readout_form`)."""
+        z = self.readout_gate(x)
+        return self.options.lambda_max * (torch.sigmoid(z) if self.options.readout_form == "sigmoid" else torch.tanh(z))
 
     def prepare(self, memory: torch.Tensor) -> torch.Tensor | None:
         """Per-head memory keys k̂^m [B, T, H, Dk]: memory-only, so a looped block computes them once."""
@@ -94,7 +107,7 @@ class TDGD(nn.Module):
                     if opts.decay_suppression:
                         g = g * (1 - coverage)
                 if opts.diff_readout:
-                    lam = opts.lambda_max * torch.tanh(self.readout_gate(x))
+                    lam = self.readout_lambda(x)
                     changes["q"] = inputs.q - lam[..., None].to(inputs.q.dtype) * km.to(inputs.q.dtype)
             changes["g"] = g
             return inputs.replace(**changes)
