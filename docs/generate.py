@@ -862,11 +862,20 @@ def citation_problems() -> list[str]:
         data = json.loads((RESULTS / name).read_text())
         if not is_historical(data):
             sources.append((f"benchmarks/results/{name}", "\n".join(strings_in(data))))
+    from sinkrec import configs
+
     for where, text in sources:
         for path in sorted(set(cited_paths(text))):
             if not (ROOT / path).exists():
                 problems.append(f"missing cited file: {where} names {path}")
+        if where.endswith(".md"):  # a page's `--config NAME` must be a shipped config (or a repository file)
+            for name in sorted(set(CONFIG_NAME.findall(text))):
+                if configs.locate(name) is None and not (ROOT / name).is_file():
+                    problems.append(f"missing cited config: {where} names --config {name}")
     return problems
+
+
+CONFIG_NAME = re.compile(r"--config[ =]([a-z][\w.-]*(?:/[\w.-]+)*)")  # not placeholders such as FILE or OUT/…
 
 
 ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")

@@ -87,11 +87,14 @@ def test_check_fails_on_an_image_without_a_source(tmp_repo):
 
 def test_check_fails_on_a_missing_cited_file(tmp_repo):
     (tmp_repo.DOCS / "page.md").write_text("Run `python benchmarks/gone.py`, see sinkrec/configs/nope.yaml, "
-                                           "not `benchmarks/results/*.json` or `benchmarks/X.py`.\n")
+                                           "not `benchmarks/results/*.json` or `benchmarks/X.py`. "
+                                           "`sinkrec train --config ml-1m-gdn`, `--config no-such-config`, "
+                                           "`--config FILE`.\n")
     write_results(tmp_repo.RESULTS / "r.json", "python benchmarks/learning_curves.py x.json",
                   [{"config": "sinkrec/configs/missing.yaml"}])
     problems = tmp_repo.citation_problems()
-    assert sorted(problems) == ["missing cited file: benchmarks/results/r.json names sinkrec/configs/missing.yaml",
+    assert sorted(problems) == ["missing cited config: docs/page.md names --config no-such-config",
+                                "missing cited file: benchmarks/results/r.json names sinkrec/configs/missing.yaml",
                                 "missing cited file: docs/page.md names benchmarks/gone.py",
                                 "missing cited file: docs/page.md names sinkrec/configs/nope.yaml"]
 
