@@ -811,7 +811,8 @@ def image_problems() -> list[str]:
     for png in published_images():
         name = png.relative_to(ROOT).as_posix() if png.is_relative_to(ROOT) else str(png)
         if not png.is_file():
-            continue  # a missing file: reported by citation_problems
+            problems.append(f"missing image: a page links {name}")
+            continue
         stamp = png_source(png)
         if stamp is None:
             problems.append(f"image without a recorded source: {name} (draw it from a results file, then "
@@ -914,7 +915,7 @@ def parse_error(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
 def command_problem(command: str) -> str | None:
     """Why a recorded command would not run today, or None.
 
-    Understood: `sinkrec …` (the CLI's parser), `python [benchmarks/]X.py …` (the script's
+    Understood: `sinkrec …` or `python -m sinkrec.cli …` (the CLI's parser), `python [benchmarks/]X.py …` (the script's
     `build_parser()`; a bare name was run from inside benchmarks/), `[VAR=v …] bash benchmarks/X.sh`
     (the script exists and reads each VAR).
     """
@@ -927,10 +928,11 @@ def command_problem(command: str) -> str | None:
         env.append(argv.pop(0).split("=", 1)[0])
     if not argv:
         return "no command"
-    if argv[0] == "sinkrec" and not env:
+    if argv[:1] == ["sinkrec"] or argv[:3] in (["python", "-m", "sinkrec.cli"], ["python", "-m", "sinkrec"]):
         from sinkrec import cli
 
-        return parse_error(cli.build_parser(), argv[1:])
+        return "environment variables cannot be checked" if env else parse_error(
+            cli.build_parser(), argv[1 if argv[0] == "sinkrec" else 3:])
     if len(argv) < 2:
         return f"'{argv[0]}' is not sinkrec, python benchmarks/X.py or bash benchmarks/X.sh"
     script = ROOT / argv[1] if "/" in argv[1] else RESULTS.parent / argv[1]

@@ -80,6 +80,9 @@ def test_check_fails_on_an_image_without_a_source(tmp_repo):
     (tmp_repo.DOCS / "bare.md").write_text("![bare](bare.png)\n")
     (problem,) = tmp_repo.image_problems()
     assert problem.startswith("image without a recorded source: docs/bare.png")
+    (tmp_repo.DOCS / "gone.md").write_text("![gone](gone.png)\n")
+    assert "missing image: a page links docs/gone.png" in tmp_repo.image_problems()
+    (tmp_repo.DOCS / "gone.md").unlink()
     shutil.copy(tmp_repo.RESULTS / "serving.png", bare)
     tmp_repo.stamp_png(bare, tmp_repo.RESULTS / "serving.json")
     assert tmp_repo.image_problems() == []
@@ -110,9 +113,20 @@ def test_check_fails_on_a_command_that_no_longer_parses(tmp_repo):
     assert len(tmp_repo.command_problems()) == 1  # a historical record is not held to HEAD
 
 
+def test_historical_results_stay_off_the_results_pages(tmp_repo):
+    write_results(tmp_repo.RESULTS / "old.json", "python benchmarks/gone.py", [{"op": "x", "ms": 1.0}])
+    assert tmp_repo.result_files() == ["old.json", "serving.json"]
+    data = json.loads((tmp_repo.RESULTS / "old.json").read_text())
+    (tmp_repo.RESULTS / "old.json").write_text(json.dumps({**data, "superseded": True, "superseded_reason": "why"}))
+    assert tmp_repo.result_files() == ["serving.json"] and tmp_repo.result_files(historical=True) == ["old.json"]
+    pages = {path.name: text for path, text in tmp_repo.results_pages().items()}
+    assert "- `old.json`: why" in pages["index.md"] and "## old" not in pages["speed.md"]
+
+
 def test_recorded_commands_are_read_with_the_current_parsers():
     gen = load_generate()
     assert gen.command_problem("sinkrec train --config ml-1m-sinkrec") is None
+    assert "--no-such-flag" in gen.command_problem("python -m sinkrec.cli train --no-such-flag")
     assert "--no-such-flag" in gen.command_problem("sinkrec train --config ml-1m-sinkrec --no-such-flag")
     assert "invalid choice" in gen.command_problem("python benchmarks/quality.py --study no-such-study")
     assert gen.command_problem("python quality.py --merge a.json") is None  # run from inside benchmarks/
