@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, shorten
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,8 @@ def closest(value: Any, choices: tuple[str, ...] | list[str]) -> str:
 
 
 def show(value: Any, limit: int = 80) -> str:
-    """A value for an error message: its repr, shortened (a huge int or a long list stays readable)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int with more digits than Python prints
-        text = f"<an integer of about {value.bit_length() * 3 // 10} digits>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """A value for an error message: its repr, shortened, without formatting all of a huge value."""
+    return shorten(value, limit)
 
 
 def _number(value: Any) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from .checks import (
     option,
     show,
 )
-from .errors import ConfigError
+from .errors import ConfigError, cut, shorten
 
 SCHEDULES = ("constant", "cosine")
 LOSSES = ("ce", "sampled")
@@ -328,29 +329,98 @@ def _nest(dotted: str, value: Any) -> dict[str, Any]:
     return node
 
 
+# A config is a few hundred values: these bounds only stop crafted files (a YAML alias "billion
+# laughs" loads as a small graph of shared lists but expands exponentially once walked).
+MAX_CONFIG_BYTES = 1 << 20  # SINKREC_MAX_CONFIG_BYTES overrides
+MAX_CONFIG_VALUES = 100_000  # values counted as if every alias were written out
+MAX_CONFIG_DEPTH = 32
+
+
+def max_config_bytes() -> int:
+    text = os.environ.get("SINKREC_MAX_CONFIG_BYTES", "")
+    if not text:
+        return MAX_CONFIG_BYTES
+    if not text.isdigit():
+        raise ConfigError(f"SINKREC_MAX_CONFIG_BYTES must be a number of bytes, got {shorten(text)}")
+    return int(text)
+
+
+def check_structure(value: Any, where: str = "config") -> None:
+    """Refuse a value nested deeper than MAX_CONFIG_DEPTH, referring to itself, or holding more than
+    MAX_CONFIG_VALUES values once aliases (shared lists and mappings) are expanded.
+
+    Shared nodes are counted once each and multiplied by their uses, so the check itself stays
+    linear in the loaded graph, whatever it expands to.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list, tuple)):
+            return 1
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{where}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{where}: a value contains itself (a recursive YAML alias)")
+        active.add(key)
+        children = [v for pair in node.items() for v in pair] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_CONFIG_VALUES:
+                raise ConfigError(f"{where}: more than {MAX_CONFIG_VALUES} values once its YAML aliases are "
+                                  "expanded (an alias bomb?)")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(value, 0)
+
+
+def _safe_load(text: str, where: str) -> Any:
+    """yaml.safe_load (plain data only: no tags that build objects), then `check_structure`."""
+    try:
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise ConfigError(f"{where}: not valid YAML: {cut(str(exc))}") from None
+    check_structure(value, where)
+    return value
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """`train.lr=3e-4` → {"train": {"lr": 0.0003}} (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"--set expects key=value, got '{text}'")
+        raise ConfigError(f"--set expects key=value, got {shorten(text)}")
     key, raw = text.split("=", 1)
     key = ALIASES.get(key.strip(), key.strip())
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise ConfigError(f"--set {key}: value '{raw}' is not valid YAML: {exc}") from None
+    if len(raw) > max_config_bytes():
+        raise ConfigError(f"--set {shorten(key)}: value of {len(raw)} characters is longer than a config file may be")
+    value = _safe_load(raw, f"--set {shorten(key)}") if raw.strip() else ""
     return _nest(key, value)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping; its size is checked before it is read (SINKREC_MAX_CONFIG_BYTES)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    limit = max_config_bytes()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+        raise ConfigError(f"{path}: cannot read the config file: {cut(str(exc))}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{path}: larger than {limit} bytes, too large for a config file "
+                          "(set SINKREC_MAX_CONFIG_BYTES to allow it)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    raw = _safe_load(text, str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return raw
@@ -379,6 +449,7 @@ def build_config(raw: dict[str, Any]) -> Config:
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping, got {show(raw)}")
+    check_structure(raw)  # e.g. a checkpoint's config: a pickle can share lists like YAML aliases
     raw = _expand_aliases(raw)
     model = raw.pop("model", None)
     model = {} if model is None else model

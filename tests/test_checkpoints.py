@@ -175,3 +175,62 @@ def test_fuzz_crafted_archives(tmp_path_factory, members, evil):
     MARKER.unlink(missing_ok=True)
     assert load_outcome(path) is None
     assert not MARKER.exists()
+
+
+# ---- crafted sizes: refused before the file is read or the model is allocated -------------------------------
+def test_file_and_pickle_size_caps_with_overrides(run_dir, monkeypatch):
+    path = run_dir / "best.pt"
+    monkeypatch.setenv("SINKREC_MAX_CHECKPOINT_BYTES", str(path.stat().st_size - 1))
+    with pytest.raises(CheckpointError, match="SINKREC_MAX_CHECKPOINT_BYTES"):
+        checkpoint.read(path)
+    monkeypatch.setenv("SINKREC_MAX_CHECKPOINT_BYTES", str(path.stat().st_size))
+    monkeypatch.setenv("SINKREC_MAX_CHECKPOINT_PICKLE_BYTES", "100")
+    with pytest.raises(CheckpointError, match="SINKREC_MAX_CHECKPOINT_PICKLE_BYTES"):
+        checkpoint.read(path)
+    monkeypatch.delenv("SINKREC_MAX_CHECKPOINT_PICKLE_BYTES")
+    assert checkpoint.read(path)["n_items"] > 0
+
+
+def test_config_asking_for_a_huge_model_is_refused_before_it_is_built(run_dir, tmp_path, monkeypatch):
+    import sinkrec.models
+
+    devices = []
+    real_build = sinkrec.models.build_model
+
+    def spy(*args, **kwargs):
+        devices.append(torch.empty(0).device.type)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(sinkrec.models, "build_model", spy)
+    payload = runfolder.load_model(run_dir)
+    payload["config"]["model"]["d_model"] = 8192  # several GB of weights if it were allocated
+    (tmp_path / "m.pt").write_bytes(checkpoint.to_bytes(payload))
+    with pytest.raises(CheckpointError, match="d_model") as info:
+        Recommender.from_run(tmp_path / "m.pt")
+    assert devices == ["meta"] and len(str(info.value)) <= 1000
+    devices.clear()
+    Recommender.from_run(run_dir / "best.pt")  # a real file: checked on meta, then built once
+    assert devices == ["meta", "cpu"]
+
+
+@pytest.mark.parametrize("change", ["version_str", "version_list", "dtype", "key"])
+def test_crafted_values_give_short_one_line_errors(run_dir, tmp_path, change):
+    payload = runfolder.load_model(run_dir)
+    name = next(iter(payload["model"]))
+    if change == "version_str":
+        payload["version"] = "v\n" * 1_000_000
+    elif change == "version_list":
+        payload["version"] = list(range(1_000_000))
+    elif change == "dtype":
+        payload["model"][name] = payload["model"][name].double()
+    else:
+        payload["model"]["k" * 1_000_000] = payload["model"].pop(name)
+    path = tmp_path / "m.pt"
+    path.write_bytes(checkpoint.to_bytes(payload))
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.model_from_checkpoint(checkpoint.read(path), str(path))
+    message = str(info.value)
+    assert "\n" not in message and len(message) <= 1000
+    expected = {"version_str": "version", "version_list": "version [0, 1, 2, 3, ...]", "dtype": "float64",
+                "key": "unexpected"}
+    assert expected[change] in message

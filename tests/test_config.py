@@ -1,6 +1,6 @@
 import pytest
 
-from sinkrec.config import build_config, parse_override
+from sinkrec.config import build_config, load_raw, parse_override
 from sinkrec.errors import ConfigError
 from sinkrec.experiment import load_config, make_config
 
@@ -168,3 +168,68 @@ def test_environment_checks_name_the_problem(tmp_path, monkeypatch, capsys):
         check_output_dir(blocker)
     check_output_dir(tmp_path / "new" / "deeper")  # creatable: fine, and nothing is created yet
     assert not (tmp_path / "new").exists()
+
+
+# ---- crafted files: sizes, alias bombs and huge values are refused before they cost memory ---------------
+LEVELS = ["&a [" + ", ".join(["lol"] * 9) + "]"] + [f"&{c} [{', '.join([f'*{p}'] * 9)}]"
+                                                    for p, c in zip("abcdefgh", "bcdefghi")]
+BOMB = "data: {split_times: [[" + ", ".join(LEVELS) + "]]}\n"  # 9**9 = 387M values once walked (e.g. printed)
+
+REFUSE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # a regression fails here instead of eating the machine
+from sinkrec.config import build_config, load_raw
+from sinkrec.errors import ConfigError
+try:
+    build_config(load_raw(sys.argv[1]))
+except ConfigError as exc:
+    print("refused:", exc)
+"""
+
+
+def refused(path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", REFUSE, str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-500:]
+    return out.stdout
+
+
+def test_yaml_alias_bomb_is_refused(tmp_path):
+    (tmp_path / "bomb.yaml").write_text(BOMB)
+    text = refused(tmp_path / "bomb.yaml")
+    assert "refused:" in text and "alias" in text and len(text) < 300
+
+
+def test_recursive_and_deep_yaml_are_refused(tmp_path):
+    (tmp_path / "loop.yaml").write_text("data: &x {dataset: ml-1m, more: *x}\n")
+    with pytest.raises(ConfigError, match="contains itself"):
+        load_raw(str(tmp_path / "loop.yaml"))
+    (tmp_path / "deep.yaml").write_text("model: " + "[" * 40 + "]" * 40 + "\n")
+    with pytest.raises(ConfigError, match="levels deep"):
+        load_raw(str(tmp_path / "deep.yaml"))
+    shared = "a: &a [1, 2]\ndata: {split_times: *a}\neval: {topk: *a}\n"  # ordinary aliases stay fine
+    (tmp_path / "shared.yaml").write_text(shared)
+    assert load_raw(str(tmp_path / "shared.yaml"))["eval"]["topk"] == [1, 2]
+
+
+def test_config_file_size_is_checked_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "big.yaml"
+    path.write_text("train: {epochs: 3}\n# " + "x" * 2_000_000 + "\n")
+    with pytest.raises(ConfigError, match="SINKREC_MAX_CONFIG_BYTES"):
+        load_raw(str(path))
+    monkeypatch.setenv("SINKREC_MAX_CONFIG_BYTES", str(4 << 20))
+    assert load_raw(str(path)) == {"train": {"epochs": 3}}
+
+
+def test_huge_values_make_short_one_line_messages(tmp_path):
+    for raw in ({"train": {"epochs": "9" * 100_000}}, {"data": {"dataset": ["x" * 10_000] * 5_000}},
+                {"train": {"lr": "a\n" * 50_000}}, {"model": {"name": "z" * 1_000_000}}):
+        with pytest.raises(ConfigError) as info:
+            make_config(raw)
+        message = str(info.value)
+        assert "\n" not in message and len(message) <= 1000, message[:2000]
+    with pytest.raises(ConfigError) as info:
+        parse_override("train.lr=" + "[" * 5 + "x" * 3_000_000)
+    assert len(str(info.value)) < 400

@@ -41,7 +41,8 @@ class MemoryReadout:
 def own_rng() -> Iterator[None]:
     """Parameters created inside draw from a stream of their own, seeded from (not advancing) the
     global one: the layers created after them get the same initial values with or without them."""
-    seed = int(torch.randint(0, 2 ** 62, (), generator=torch.Generator().set_state(torch.get_rng_state())))
+    seed = int(torch.randint(0, 2 ** 62, (), generator=torch.Generator().set_state(torch.get_rng_state()),
+                             device="cpu"))  # a CPU generator; also under a meta/cuda default device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed ^ 0x5EED)
         yield

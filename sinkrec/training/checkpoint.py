@@ -15,6 +15,7 @@ conversion would have to unpickle, i.e. trust, the file).
 from __future__ import annotations
 
 import io
+import os
 import random
 import zipfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, SinkrecError
+from ..errors import CheckpointError, SinkrecError, cut, shorten
 
 MODEL_FORMAT, STATE_FORMAT, VERSION = "sinkrec-model", "sinkrec-state", 2
 OLD_FORMAT = ("it holds pickled Python objects, as checkpoints of sinkrec < 0.2 did, and cannot be loaded "
@@ -75,24 +76,44 @@ def to_bytes(payload: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+# Caps checked before anything is loaded, so a crafted file costs no memory to refuse. The archive
+# is not read into memory whole; its pickle (config, ids, structure) is bounded separately since
+# unpickled objects take several times their pickled size.
+MAX_CHECKPOINT_BYTES = 16 << 30  # SINKREC_MAX_CHECKPOINT_BYTES overrides
+MAX_PICKLE_BYTES = 256 << 20  # SINKREC_MAX_CHECKPOINT_PICKLE_BYTES overrides: ~10M item ids
+
+
+def _limit(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit():
+        raise CheckpointError(f"{name} must be a number of bytes, got {shorten(text)}")
+    return int(text)
+
+
 def read(path: str | Path, kind: str | None = MODEL_FORMAT) -> dict[str, Any]:
     """A checkpoint's payload, or CheckpointError saying why not. `kind` None: any safe torch archive."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
-    _check_archive(path, data)
+    limit = _limit("SINKREC_MAX_CHECKPOINT_BYTES", MAX_CHECKPOINT_BYTES)
+    if size > limit:
+        raise CheckpointError(f"{path}: {size} bytes, more than the {limit} a checkpoint may have "
+                              "(set SINKREC_MAX_CHECKPOINT_BYTES to allow it)")
+    _check_archive(path, size)
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever the unpickler says, the file is not usable
-        text = str(exc)
+        text = str(exc)[:5000]  # the unpickler may quote names from the file
         if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
             raise CheckpointError(f"{path}: {OLD_FORMAT}") from None
         raise CheckpointError(f"{path}: damaged or not a sinkrec checkpoint ({type(exc).__name__}: "
-                              f"{text[:200]})") from None
+                              f"{cut(text, 200)})") from None
     if kind is None:
         if not isinstance(payload, dict):
             raise CheckpointError(f"{path}: not a checkpoint (holds {type(payload).__name__}, not a mapping)")
@@ -101,18 +122,25 @@ def read(path: str | Path, kind: str | None = MODEL_FORMAT) -> dict[str, Any]:
         older = isinstance(payload, dict) and "model" in payload and "format" not in payload
         raise CheckpointError(f"{path}: " + (OLD_FORMAT if older else f"not a {kind} file"))
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: {kind} version {payload.get('version')!r}; this sinkrec reads {VERSION}")
+        raise CheckpointError(f"{path}: {kind} version {shorten(payload.get('version'))}; this sinkrec reads {VERSION}")
     _check_fields(path, payload, kind)
     return payload
 
 
-def _check_archive(path: Path, data: bytes) -> None:
-    """torch's reader skips the zip CRCs: check them here, so a damaged file is an error, not bad weights."""
+def _check_archive(path: Path, size: int) -> None:
+    """Member sizes and CRCs, read from the file in blocks (torch's reader skips the CRCs: a damaged
+    file must be an error, not bad weights); the pickle's size is capped before it is unpickled."""
+    pickle_limit = _limit("SINKREC_MAX_CHECKPOINT_PICKLE_BYTES", MAX_PICKLE_BYTES)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-            if any(m.compress_type != zipfile.ZIP_STORED or m.file_size > len(data) for m in members):
+            if any(m.compress_type != zipfile.ZIP_STORED for m in members) or \
+                    sum(m.file_size for m in members) > size:
                 raise CheckpointError(f"{path}: not a sinkrec checkpoint (compressed archive members)")
+            pickled = sum(m.file_size for m in members if m.filename.endswith(".pkl"))
+            if pickled > pickle_limit:
+                raise CheckpointError(f"{path}: its pickled part has {pickled} bytes, more than the {pickle_limit} "
+                                      "allowed (set SINKREC_MAX_CHECKPOINT_PICKLE_BYTES to allow it)")
             bad = archive.testzip()
     except CheckpointError:
         raise
@@ -120,7 +148,7 @@ def _check_archive(path: Path, data: bytes) -> None:
         raise CheckpointError(f"{path}: damaged, truncated or not a sinkrec checkpoint "
                               f"(not a readable torch archive: {type(exc).__name__})") from None
     if bad is not None:
-        raise CheckpointError(f"{path}: damaged checkpoint (checksum mismatch in {bad})")
+        raise CheckpointError(f"{path}: damaged checkpoint (checksum mismatch in {shorten(bad)})")
 
 
 FIELDS = {MODEL_FORMAT: {"config": dict, "model": dict, "n_items": int, "item_ids": list, "epoch": int,
@@ -142,35 +170,58 @@ def _check_fields(path: Path, payload: dict[str, Any], kind: str) -> None:
 
 
 def model_from_checkpoint(payload: dict[str, Any], where: str = "checkpoint"):
-    """Rebuild the model (on CPU) and its config from a model file's payload."""
+    """Rebuild the model (on CPU) and its config from a model file's payload.
+
+    The weights are checked against the shapes the config implies, taken from the model built on
+    the meta device (no memory), before the real model is allocated: a crafted config that asks
+    for a huge model fails here instead of exhausting memory.
+    """
     from ..experiment import make_config
     from ..models import build_model
 
     try:
         cfg = make_config(payload["config"])
-        model = build_model(cfg.model, payload["n_items"], cfg.data.max_len)
+        with torch.device("meta"):
+            expected = build_model(cfg.model, payload["n_items"], cfg.data.max_len).state_dict()
     except SinkrecError as exc:
         raise CheckpointError(f"{where}: its config is not valid here ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - a damaged config must not surface as a traceback
-        raise CheckpointError(f"{where}: cannot build its model ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{where}: cannot build its model ({type(exc).__name__}: {cut(str(exc))})") from None
+    check_weights(expected, payload["model"], where)
+    try:
+        model = build_model(cfg.model, payload["n_items"], cfg.data.max_len)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{where}: cannot build its model ({type(exc).__name__}: {cut(str(exc))})") from None
     load_weights(model, payload["model"], where)
     model.eval()
     return model, cfg
 
 
+def check_weights(expected: dict[str, torch.Tensor], weights: dict[str, Any], where: str) -> None:
+    """Every saved tensor has the name, shape and dtype the model expects; mismatches named briefly."""
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{where}: the saved weights do not fit the model config: missing "
+                              f"{shorten(missing[:3])}, unexpected {shorten(extra[:3])} (another model or version?)")
+    for key, want in expected.items():
+        got = weights[key]
+        if not isinstance(got, torch.Tensor):
+            raise CheckpointError(f"{where}: damaged model file ({shorten(key)} is not a tensor)")
+        if got.shape != want.shape:
+            n = sum(1 for k, v in expected.items()
+                    if isinstance(weights[k], torch.Tensor) and weights[k].shape != v.shape)
+            raise CheckpointError(f"{where}: the saved weights do not fit the model config: {n} shape(s) differ, "
+                                  f"e.g. {shorten(key)} {shorten(tuple(got.shape))} vs {tuple(want.shape)} (saved vs "
+                                  "this config; was model.d_model or another size changed?)")
+        if got.dtype != want.dtype:
+            raise CheckpointError(f"{where}: {shorten(key)} is saved as {got.dtype}, the model expects {want.dtype}")
+
+
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:
     """load_state_dict, with a mismatch named by key and shape instead of a size-mismatch traceback."""
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in weights and weights[k].shape != v.shape]
-    if missing or extra or shapes:
-        detail = (f"{len(shapes)} shape(s) differ, e.g. {shapes[0]} (saved vs this config; was model.d_model "
-                  f"or another size changed?)" if shapes else
-                  f"missing {missing[:3]}, unexpected {extra[:3]} (another model or version?)")
-        raise CheckpointError(f"{where}: the saved weights do not fit the model config: {detail}")
+    check_weights(model.state_dict(), weights, where)
     try:
         model.load_state_dict(weights)
     except Exception as exc:  # noqa: BLE001 - e.g. a dtype that cannot be copied
-        raise CheckpointError(f"{where}: cannot load its weights ({type(exc).__name__}: {exc})") from None
-
+        raise CheckpointError(f"{where}: cannot load its weights ({type(exc).__name__}: {cut(str(exc))})") from None
