@@ -813,7 +813,11 @@ def image_problems() -> list[str]:
         if not png.is_file():
             problems.append(f"missing image: a page links {name}")
             continue
-        stamp = png_source(png)
+        try:
+            stamp = png_source(png)
+        except (ValueError, struct.error) as exc:
+            problems.append(f"not a readable PNG: {name} ({exc})")
+            continue
         if stamp is None:
             problems.append(f"image without a recorded source: {name} (draw it from a results file, then "
                             f"`python docs/generate.py --stamp {name} benchmarks/results/X.json`)")

@@ -83,6 +83,8 @@ def test_check_fails_on_an_image_without_a_source(tmp_repo):
     (tmp_repo.DOCS / "gone.md").write_text("![gone](gone.png)\n")
     assert "missing image: a page links docs/gone.png" in tmp_repo.image_problems()
     (tmp_repo.DOCS / "gone.md").unlink()
+    bare.write_bytes(b"GIF89a")
+    assert tmp_repo.image_problems() == ["not a readable PNG: docs/bare.png (not a PNG file)"]
     shutil.copy(tmp_repo.RESULTS / "serving.png", bare)
     tmp_repo.stamp_png(bare, tmp_repo.RESULTS / "serving.json")
     assert tmp_repo.image_problems() == []
