@@ -176,3 +176,23 @@ def test_paper_preset_builds_and_runs_float64():
     assert model.memory.from_quantized is None and model.memory.rvq.codes == 256
     assert model.memory.prototypes(3).shape == (3 * 256, 64)
     assert model.blocks[0].tdgd.coverage_gain is None
+
+
+def test_spec_forms_stream_like_the_full_forward_float64():
+    """The spec's switches, on a small model: one event at a time gives the full forward's outputs."""
+    spec_forms = {k: SPEC[k] for k in ("coverage_gain", "readout_form", "embed_scale", "recur_share",
+                                       "quantized_to_memory", "pattern_detach")}
+    small = {"name": "sinkrec", "d_model": 16, "rvq_codes": 8, "window": 4, "code_dim": 8, "prototype_levels": 2}
+    torch.manual_seed(0)
+    model = build_model({**small, **spec_forms}, 40, 50).double()
+    gen = torch.Generator().manual_seed(2)
+    items = torch.randint(1, 41, (2, 15), generator=gen)
+    times = torch.cumsum(torch.rand(2, 15, generator=gen, dtype=torch.float64) * 1e4, 1)
+    model.train()
+    model.encode(Batch(items=items, lengths=torch.full((2,), 15), timestamps=times))  # k-means init
+    model.eval()
+    full = model.encode(Batch(items=items, lengths=torch.full((2,), 15), timestamps=times)).hidden
+    cache = model.new_cache()
+    steps = [model.encode_step(items[:, :5], cache, times[:, :5])]
+    steps += [model.encode_step(items[:, t:t + 1], cache, times[:, t:t + 1]) for t in range(5, 15)]
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-10)
