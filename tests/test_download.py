@@ -1,7 +1,12 @@
 import hashlib
 import http.server
 import io
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from functools import partial
 
@@ -173,3 +178,110 @@ def test_subset_is_cut_from_its_parent(server, tmp_path, monkeypatch):
     register(monkeypatch, DatasetInfo(name="toy-half", url=f"{url}/toy.zip", licence="test",
                                       format="movielens-dat", subset_of="toy", max_user=0))
     assert prepare("toy-half", root=tmp_path / "cache", progress=False).read_text() == ""
+
+
+# ---- kills: temporary files are removed by the killed process (SIGTERM) or by the next prepare (SIGKILL) ----
+SLOW_BYTES = 4 << 20
+
+
+class SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one zip; while `slow` is set, it trickles out so a download can be killed midway."""
+
+    body = b""
+    slow = threading.Event()
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        step = 64 << 10
+        try:
+            for start in range(0, len(self.body), step):
+                self.wfile.write(self.body[start: start + step])
+                if self.slow.is_set():
+                    time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_server():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        lines = "".join(f"{u}::{i}::5::{100 + i}\n" for u in range(1, 40) for i in range(1, 30))
+        archive.writestr("toy/ratings.dat", lines)
+        archive.writestr("toy/padding.bin", os.urandom(SLOW_BYTES))  # makes the download take seconds
+    SlowHandler.body = buffer.getvalue()
+    SlowHandler.slow.set()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/toy.zip"
+    httpd.shutdown()
+
+
+PREPARE = """
+import sys
+from sinkrec.data import catalog
+url, root = sys.argv[1], sys.argv[2]
+catalog.CATALOG["toy"] = catalog.DatasetInfo(name="toy", url=url, licence="test", format="movielens-dat",
+                                             member="toy/ratings.dat")
+catalog.prepare("toy", root=__import__("pathlib").Path(root), progress=False)
+"""
+
+
+def temporaries(folder):
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".part", ".download", ".tmp")) \
+        if folder.is_dir() else []
+
+
+def start_and_kill(url, root, sig):
+    """Start a prepare in a child process, kill it with `sig` once its download has begun."""
+    child = subprocess.Popen([sys.executable, "-c", PREPARE, url, str(root)])
+    folder = root / "toy"
+    deadline = time.monotonic() + 60
+    while not any(p.stat().st_size > 0 for p in folder.glob("*.download")) if folder.is_dir() else True:
+        assert child.poll() is None and time.monotonic() < deadline, "the download never started"
+        time.sleep(0.05)
+    child.send_signal(sig)
+    child.wait()
+    return child
+
+
+def test_sigkilled_prepare_leaves_temporaries_that_the_next_prepare_sweeps(slow_server, tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    start_and_kill(slow_server, root, signal.SIGKILL)
+    left = temporaries(root / "toy")
+    assert left and left[0].startswith("toy.zip.") and left[0].endswith(".download")  # what a kill leaves
+    SlowHandler.slow.clear()
+    register(monkeypatch, DatasetInfo(name="toy", url=slow_server, licence="test", format="movielens-dat",
+                                      member="toy/ratings.dat"))
+    path = prepare("toy", root=root, progress=False)
+    assert temporaries(root / "toy") == []
+    assert path.read_text().startswith("1::1::5::101") and catalog._marked(path)
+
+
+def test_sigterm_removes_the_temporaries_at_once(slow_server, tmp_path):
+    root = tmp_path / "cache"
+    child = start_and_kill(slow_server, root, signal.SIGTERM)
+    assert child.returncode == 128 + signal.SIGTERM
+    assert temporaries(root / "toy") == []
+
+
+def test_sweep_touches_only_our_names_of_dead_processes(tmp_path):
+    info = DatasetInfo(name="toy", url="http://x/toy.zip", licence="test", format="movielens-dat",
+                       member="toy/ratings.dat")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    stale = [f"ratings.dat.{dead.pid}.part", f"toy.zip.{dead.pid}.download", f".prepared.json.{dead.pid}.tmp"]
+    kept = [f"ratings.dat.{os.getppid()}.part",  # a live process's download in progress
+            f"other.txt.{dead.pid}.part", "ratings.dat", "notes.part", f"ratings.dat.{dead.pid}.partial"]
+    for name in stale + kept:
+        (folder / name).write_text("x")
+    removed = catalog.sweep(folder, info)
+    assert sorted(p.name for p in removed) == sorted(stale)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(kept)

@@ -8,6 +8,10 @@
 3. a download: streamed to a temporary file, verified before anything reads it, extracted to a
    temporary path, renamed into place, and the marker written last. A kill at any step leaves
    nothing that a later `prepare` mistakes for a finished file.
+
+Temporary files carry the pid of the process that writes them (`NAME.PID.part`, `.download`,
+`.tmp`). They are removed on errors, Ctrl-C and SIGTERM; after a SIGKILL the next `prepare` of
+the dataset removes those whose process is gone (`sweep`).
 """
 
 from __future__ import annotations
@@ -16,9 +20,13 @@ import gzip
 import json
 import logging
 import os
+import re
+import signal
+import threading
 import urllib.error
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,9 +252,12 @@ def _marked(target: Path) -> bool:
 def _mark(target: Path, sha256: str, source: str) -> None:
     marker = target.parent / MARKER
     tmp = marker.with_name(f"{MARKER}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"file": target.name, "bytes": target.stat().st_size, "sha256": sha256,
-                               "source": source}, indent=1))
-    os.replace(tmp, marker)
+    try:
+        tmp.write_text(json.dumps({"file": target.name, "bytes": target.stat().st_size, "sha256": sha256,
+                                   "source": source}, indent=1))
+        os.replace(tmp, marker)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _install(tmp: Path, target: Path, info: DatasetInfo, source: str) -> Path:
@@ -277,6 +288,60 @@ def local_copy(info: DatasetInfo) -> Path | None:
     return None
 
 
+# ---- temporary files: named with their writer's pid, swept once that process is gone --------------
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def sweep(folder: Path, info: DatasetInfo) -> list[Path]:
+    """Remove this dataset's temporary files whose writing process is gone; returns what was removed.
+
+    Only our own names are touched (the dataset's file or download name, or the marker, then
+    `.PID.part`, `.PID.download` or `.PID.tmp`), and only when no process with that pid is alive.
+    """
+    stems = "|".join(re.escape(n) for n in {info.filename, Path(info.url).name, MARKER})
+    pattern = re.compile(rf"(?:{stems})\.(\d{{1,10}})\.(?:part|download|tmp)")
+    removed = []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        match = pattern.fullmatch(path.name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            try:
+                path.unlink()
+            except FileNotFoundError:  # another prepare swept it first
+                continue
+            removed.append(path)
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by a killed prepare", info.name, len(removed))
+    return removed
+
+
+@contextmanager
+def _cleanup_on_sigterm():
+    """SIGTERM raises SystemExit while a prepare writes, so its `finally` removes the temporary files
+    (only in the main thread, and only where SIGTERM still has its default action)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def prepare(name: str, root: Path | None = None, progress: bool = True, file: str | Path | None = None) -> Path:
     """The verified interaction file of catalogue dataset `name` (see the module docstring)."""
     info = lookup(name)
@@ -288,6 +353,14 @@ def prepare(name: str, root: Path | None = None, progress: bool = True, file: st
         log.info("%s: using %s (from SINKREC_DATA_PATH)", name, found)
         return found
     folder.mkdir(parents=True, exist_ok=True)
+    sweep(folder, info)
+    with _cleanup_on_sigterm():
+        return _prepare(info, folder, target, progress, file, root)
+
+
+def _prepare(info: DatasetInfo, folder: Path, target: Path, progress: bool, file: str | Path | None,
+             root: Path | None) -> Path:
+    name = info.name
     tmp = folder / f"{info.filename}.{os.getpid()}.part"
     try:
         if file is not None:  # a copy the user downloaded by hand: verify, then register in the cache
