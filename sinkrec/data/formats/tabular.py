@@ -174,9 +174,9 @@ def read_csv(path: Path, columns: dict[str, str] | None = None) -> Interactions:
 
 
 # ---- Parquet -----------------------------------------------------------------------------
-def _parquet_ids(values: np.ndarray, path: Path, what: str) -> list[str]:
-    """A Parquet id column as tokens: integers and non-empty strings only."""
-    tokens = []
+def _parquet_ids(values: np.ndarray, path: Path, what: str) -> Ids:
+    """A Parquet id column as interned tokens: integers and non-empty strings only."""
+    tokens = Ids()
     for row, value in enumerate(values.tolist()):
         if isinstance(value, bytes):
             try:
@@ -189,7 +189,7 @@ def _parquet_ids(values: np.ndarray, path: Path, what: str) -> list[str]:
         token = str(value).strip()
         if not token or "\x00" in token:
             raise DataFormatError(path, None, f"row {row + 1}: {what} id {_show(token)} is empty or has NUL")
-        tokens.append(token)
+        tokens.add(token)
     return tokens
 
 
@@ -229,6 +229,7 @@ def read_parquet(path: Path, columns: dict[str, str] | None = None) -> Interacti
     times = None
     if cols.get("timestamp") in frame.columns:
         times = _parquet_times(frame[cols["timestamp"]], path)
-    return Interactions(users=np.asarray(_parquet_ids(frame[cols["user"]].to_numpy(), path, "user"), dtype=str),
-                        items=np.asarray(_parquet_ids(frame[cols["item"]].to_numpy(), path, "item"), dtype=str),
-                        timestamps=times, source=str(path))
+    users = _parquet_ids(frame[cols["user"]].to_numpy(), path, "user")
+    items = _parquet_ids(frame[cols["item"]].to_numpy(), path, "item")
+    return Interactions.from_codes(np.frombuffer(users.codes, dtype=np.intc), users.vocab(),
+                                   np.frombuffer(items.codes, dtype=np.intc), items.vocab(), times, str(path))
