@@ -25,3 +25,20 @@ def test_one_long_id_does_not_widen_every_row(tmp_path):
     assert read_peak < 40 << 20 and peak < 60 << 20, (read_peak, peak)
     assert len(events) == rows and events.items[7] == long_id and events.users[-1] == str((rows - 1) // 50)
     assert store.decode_items(store.sequence(0))[7] == long_id
+
+
+def test_a_line_without_end_is_refused_before_it_is_held_whole(tmp_path, monkeypatch):
+    import pytest
+
+    from sinkrec.data.formats import lines
+    from sinkrec.errors import DataFormatError
+
+    monkeypatch.setattr(lines, "CHUNK", 1 << 10)
+    monkeypatch.setenv("SINKREC_MAX_LINE_BYTES", str(1 << 16))
+    path = tmp_path / "events.txt"
+    path.write_text("u1 i1\nu1 i2\n" + "x" * (1 << 20))  # 1 MiB with no line break
+    with pytest.raises(DataFormatError, match=r"line 3: longer than 65536 bytes") as info:
+        read_interactions(path, "sasrec")
+    assert len(str(info.value)) < 300
+    path.write_text("u1 i1\nu1 " + "i" * 60_000 + "\n")  # long, but under the limit
+    assert read_interactions(path, "sasrec").items[1] == "i" * 60_000

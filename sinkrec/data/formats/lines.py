@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,21 +49,41 @@ def _decode(block: bytes, path: Path, lines_before: int, offset: int, compressed
     return text
 
 
+MAX_LINE_BYTES = 64 << 20  # SINKREC_MAX_LINE_BYTES overrides: a file without line breaks is not held whole
+
+
+class _LongLine(Exception):
+    pass
+
+
+def _max_line_bytes() -> int:
+    text = os.environ.get("SINKREC_MAX_LINE_BYTES", "")
+    return int(text) if text.isdigit() else MAX_LINE_BYTES
+
+
 def _blocks(handle: IO[bytes]) -> Iterator[bytes]:
-    """The stream cut into blocks that end at a line break (the last one may not)."""
-    pending = b""
+    """The stream cut into blocks that end at a line break (the last one may not).
+
+    Raises `_LongLine` when a line grows past SINKREC_MAX_LINE_BYTES before its line break.
+    """
+    limit = _max_line_bytes()
+    pending: list[bytes] = []
+    size = 0
     while True:
         block = handle.read(CHUNK)
         if not block:
             break
         cut = block.rfind(b"\n") + 1
         if cut == 0:
-            pending += block
+            pending.append(block)
+            size += len(block)
+            if size > limit:
+                raise _LongLine(limit)
             continue
-        yield pending + block[:cut]
-        pending = block[cut:]
-    if pending:
-        yield pending
+        yield b"".join([*pending, block[:cut]])
+        pending, size = [block[cut:]], len(block) - cut
+    if size:
+        yield b"".join(pending)
 
 
 def text_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -87,6 +108,10 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
                     number += 1
                     yield number, line
                 offset += len(block)
+    except _LongLine as exc:
+        raise DataFormatError(path, number + 1, f"longer than {exc.args[0]} bytes without a line break: not a "
+                                                "text file of interactions? (SINKREC_MAX_LINE_BYTES allows more)"
+                              ) from None
     except (OSError, EOFError, zlib.error) as exc:
         where = f" after line {number}" if number else ""
         raise DataFormatError(path, None, f"cannot read the file{where}: {exc}") from None
