@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
                 if record:
                     job.study.seeds.append(record)
             print(f"[{args.minutes * 60 - remaining:6.0f}s] {job.study.name} {job.kind}"
-                  f"{'' if job.seed is None else f' seed {job.seed}'} exited {job.proc.returncode}: "
+                  f"{'' if job.seed is None else f' {job.seed}'} exited {job.proc.returncode}: "
                   f"{len(job.study.finished())}/{TRIALS} trials, {len(job.study.seeds)}/{len(SEEDS)} seeds",
                   flush=True)
             save(job.study, Path(args.out))
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
                 break
             jobs.append(job)
             print(f"[{args.minutes * 60 - remaining:6.0f}s] start {job.study.name} {job.kind}"
-                  f"{'' if job.seed is None else f' seed {job.seed}'}", flush=True)
+                  f"{'' if job.seed is None else f' {job.seed}'}", flush=True)
         if not jobs:
             break
         time.sleep(2)
@@ -282,7 +282,7 @@ def table(studies: list[Study]) -> str:
     return "\n".join(lines)
 
 
-def tuned_config(study: Study, commit: str) -> str:
+def tuned_config(study: Study, sessions: list[dict]) -> str:
     import yaml
 
     best = study.best()
@@ -292,12 +292,12 @@ def tuned_config(study: Study, commit: str) -> str:
     tests = [r["test"]["ndcg@10"] for r in study.seeds]
     valid = [r["valid"]["ndcg@10"] for r in study.seeds]
     header = [f"# {study.model} on {study.dataset}, tuned by the pre-registered study (benchmarks/study.py).",
-              f"# Date {datetime.date.today().isoformat()}, commit {commit}; best of {len(study.finished())} trials "
+              f"# Best of {len(study.finished())} trials "
               f"(trial {best['number']}, valid NDCG@10 {best['value']:.4f}).",
               f"# {len(tests)} seeds: valid NDCG@10 {statistics.mean(valid):.4f}, test NDCG@10 "
               f"{statistics.mean(tests):.4f} ± {statistics.stdev(tests) if len(tests) > 1 else 0:.4f}.",
-              f"# Command: python benchmarks/study.py run --only {study.dataset}; then python benchmarks/study.py "
-              f"report. Rerun: sinkrec train --config tuned/{study.name}"]
+              *[f"# Ran: {s['command']} ({s['date']}, {s['git']})" for s in sessions if study.name in s["added"]],
+              f"# Then: python benchmarks/study.py report. Rerun: sinkrec train --config tuned/{study.name}"]
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
@@ -306,8 +306,8 @@ def report(args: argparse.Namespace) -> int:
     from benchmarks.common import write_results
 
     studies = load_studies(Path(args.state))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    sessions_path = Path(args.state) / "sessions.json"
+    sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
     records = []
     for s in studies:
         for run_ in s.seeds:
@@ -317,9 +317,7 @@ def report(args: argparse.Namespace) -> int:
                                 "train_seconds": run_["train_seconds"], "trial": run_["trial"]})
         if len(s.seeds) == len(SEEDS):
             TUNED.mkdir(parents=True, exist_ok=True)
-            (TUNED / f"{s.name}.yaml").write_text(tuned_config(s, commit))
-    sessions_path = Path(args.state) / "sessions.json"
-    sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
+            (TUNED / f"{s.name}.yaml").write_text(tuned_config(s, sessions))
     write_results("study-tuned", records, host="; ".join(sorted({s["machine"] for s in sessions})),
                   extra={"sessions": sessions, "progress": {s.name: {"trials": len(s.finished()),
                                                                       "seeds": len(s.seeds)} for s in studies}})
