@@ -896,6 +896,7 @@ def benchmark_parser(script: Path) -> argparse.ArgumentParser:
                 sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(f"_checked_{script.stem}", script)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
         spec.loader.exec_module(module)
         if not hasattr(module, "build_parser"):
             raise ValueError(f"{script.relative_to(ROOT)} has no build_parser()")
