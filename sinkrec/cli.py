@@ -78,7 +78,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.rebuild:
         print(f"rebuilt {server.rebuild(args.run, args.store)} user states")
         return 0
-    server.serve(args.run, args.store, args.host, args.port, args.threads, args.log_level)
+    from .serve.limits import Limits
+
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_events=args.max_events, max_queries=args.max_queries,
+                    max_history=args.max_history, max_history_total=args.max_history_total, max_k=args.max_k,
+                    time_budget_s=args.time_budget, max_concurrency=args.max_concurrency, max_queue=args.max_queue)
+    server.serve(args.run, args.store, args.host, args.port, args.threads, args.log_level, workers=args.workers,
+                 token_file=args.token_file, insecure=args.insecure, open_metrics=args.open_metrics, limits=limits)
     return 0
 
 
@@ -235,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="a plain GDN checkpoint trained on the same data, probed the same way")
     p.add_argument("--users", type=int, default=32)
     p.add_argument("--length", type=int, help="history length (default data.max_len)")
+    p.add_argument("--workers", type=int, default=None, help="server processes (default: one per core)")
+    p.add_argument("--token-file", help="file of SCOPE:TOKEN lines (scopes read, write); also SINKREC_SERVE_TOKENS")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without any token")
+    p.add_argument("--open-metrics", action="store_true", help="serve /metrics without a token")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
+    p.add_argument("--max-events", type=int, default=1000, help="events per POST /v1/events")
+    p.add_argument("--max-queries", type=int, default=64, help="queries per POST /v1/recommend")
+    p.add_argument("--max-history", type=int, default=1000, help="items of one explicit history")
+    p.add_argument("--max-history-total", type=int, default=2000, help="history items over one recommend call")
+    p.add_argument("--max-k", type=int, default=1000)
+    p.add_argument("--time-budget", type=float, default=5.0, help="seconds per request, queueing included (503)")
+    p.add_argument("--max-concurrency", type=int, default=4, help="/v1 requests running at once per process")
+    p.add_argument("--max-queue", type=int, default=64, help="/v1 requests waiting per process; more get 429")
     p.add_argument("--top", type=float, default=0.1, help="repetitive set: top fraction of prototypes")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/diagnose")

@@ -40,9 +40,9 @@ def free_port() -> int:
 class ThreadServer:
     """uvicorn in a thread of the test process, on a free loopback port."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, **options):
         self.port = free_port()
-        config = uvicorn.Config(create_app(engine), host="127.0.0.1", port=self.port, log_level="error")
+        config = uvicorn.Config(create_app(engine, **options), host="127.0.0.1", port=self.port, log_level="error")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -175,11 +175,12 @@ def run_folder(tmp_path_factory):
 
 
 class ServerProcess:
-    def __init__(self, run, store: str, port: int | None = None):
+    def __init__(self, run, store: str, port: int | None = None, args: tuple = ("--workers", "1"),
+                 env: dict | None = None):
         self.port = port or free_port()
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "sinkrec.cli", "serve", str(run), "--store", store,
-                                      "--port", str(self.port)], env=env, cwd=ROOT)
+                                      "--port", str(self.port), *args], env=env, cwd=ROOT)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -1,12 +1,12 @@
 """The HTTP layer: FastAPI routes that validate, call the engine, and map its errors to status codes.
 
-Routes are plain `def` functions: FastAPI runs them in its thread pool, so a model step or a store
-commit never blocks the event loop. Error bodies are always {"error": {"code", "message"}}.
+Routes that touch the model or the store are plain `def` functions: FastAPI runs them in its thread
+pool, so a model step or a store commit never blocks the event loop (/healthz is async: it answers
+even when every thread is busy). Auth, body size and admission are plain ASGI layers (asgi.py)
+around the app. Error bodies are always {"error": {"code", "message"}}.
 """
 
 from __future__ import annotations
-
-import time
 
 from fastapi import FastAPI, Path, Request
 from fastapi.encoders import jsonable_encoder
@@ -15,7 +15,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import SinkrecError, UnknownItemError
+from .asgi import Admit, Authenticate, LimitBody, Observe
+from .auth import Tokens
 from .engine import Engine, UnknownUserError
+from .limits import Limits, TimeBudgetExceeded, TooLarge, check_deadline
 from .metrics import Metrics
 from .schemas import (
     ID_PATTERN,
@@ -29,8 +32,7 @@ from .schemas import (
 )
 from .stores import Event, EventConflict, StoreUnavailable
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 409, 422, 503)}
-ENDPOINTS = ("/v1/events", "/v1/recommend", "/healthz", "/readyz", "/metrics")
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
 def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -46,23 +48,18 @@ def _handler(status: int, code: str):
     return handle
 
 
-def create_app(engine: Engine | None) -> FastAPI:
-    """The app over one engine; `engine=None` builds it only for its OpenAPI schema."""
+def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: Limits | None = None,
+               open_metrics: bool = False) -> FastAPI:
+    """The app over one engine, wrapped in its ASGI layers; `engine=None` builds it only for its schema.
+
+    `tokens=None` serves without auth (the loopback default; server.py refuses it on other hosts).
+    """
+    limits = limits or Limits()
     app = FastAPI(title="sinkrec serve", version="1",
                   description="Streaming recommendations with durable per-user state (docs/serving.md).")
     metrics = Metrics(engine)
     app.state.engine, app.state.metrics = engine, metrics
     store_kind = engine.store.kind if engine is not None else "none"
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        path = request.url.path
-        endpoint = path if path in ENDPOINTS else "/v1/users/{user}" if path.startswith("/v1/users/") else "other"
-        start = time.perf_counter()
-        response = await call_next(request)
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
-        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -75,25 +72,34 @@ def create_app(engine: Engine | None) -> FastAPI:
         metrics.store_errors.labels(store_kind).inc()
         return _error(503, "store_unavailable", str(exc), {"Retry-After": "1"})
 
+    @app.exception_handler(TimeBudgetExceeded)
+    async def too_slow(request: Request, exc: TimeBudgetExceeded):
+        return _error(503, "time_budget_exceeded", str(exc), {"Retry-After": "1"})
+
     for error, status, code in ((UnknownItemError, 422, "unknown_item"), (UnknownUserError, 404, "unknown_user"),
-                                (EventConflict, 409, "event_conflict"), (SinkrecError, 400, "bad_request")):
+                                (EventConflict, 409, "event_conflict"), (TooLarge, 413, "too_large"),
+                                (SinkrecError, 400, "bad_request")):
         app.add_exception_handler(error, _handler(status, code))
 
     @app.post("/v1/events", response_model=EventsResponse, responses=ERRORS,
               summary="Record events; each user's state is updated before the answer")
-    def post_events(body: EventsRequest) -> EventsResponse:
-        result = engine.record([Event(e.user, e.item, e.timestamp, e.event_id) for e in body.events])
+    def post_events(body: EventsRequest, request: Request) -> EventsResponse:
+        limits.check_events(len(body.events))
+        result = engine.record([Event(e.user, e.item, e.timestamp, e.event_id) for e in body.events],
+                               deadline=request.state.deadline)
         metrics.events.labels("recorded").inc(result.recorded)
         metrics.events.labels("duplicate").inc(result.duplicates)
         return EventsResponse(recorded=result.recorded, duplicates=result.duplicates)
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERRORS,
               summary="Top-k items for stored users or explicit histories (a batch of queries)")
-    def post_recommend(body: RecommendRequest) -> RecommendResponse:
-        results = []
+    def post_recommend(body: RecommendRequest, request: Request) -> RecommendResponse:
+        limits.check_recommend(body.requests)
+        results, deadline = [], request.state.deadline
         for q in body.requests:
+            check_deadline(deadline)
             out = engine.recommend(user=q.user, history=q.history, timestamps=q.timestamps, k=q.k,
-                                   filter_seen=q.filter_seen, exclude=q.exclude)
+                                   filter_seen=q.filter_seen, exclude=q.exclude, deadline=deadline)
             results.append(Recommendation(user=q.user, items=out["items"], scores=out["scores"]))
         return RecommendResponse(checkpoint=engine.checkpoint, results=results)
 
@@ -102,7 +108,7 @@ def create_app(engine: Engine | None) -> FastAPI:
         return UserInfo(**engine.user_info(user))
 
     @app.get("/healthz", summary="The process is up")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         return {"status": "ok"}
 
     @app.get("/readyz", responses={503: {"model": ErrorResponse}}, summary="Model loaded and store reachable")
@@ -114,6 +120,11 @@ def create_app(engine: Engine | None) -> FastAPI:
     def prometheus() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # add_middleware puts each layer outside the previous one: Observe ends up outermost.
+    app.add_middleware(Admit, limits=limits)
+    app.add_middleware(LimitBody, max_bytes=limits.max_body_bytes)
+    app.add_middleware(Authenticate, tokens=tokens, open_metrics=open_metrics)
+    app.add_middleware(Observe, metrics=metrics)
     return app
 
 

@@ -25,6 +25,7 @@ import torch
 from ..batch import Batch
 from ..errors import SinkrecError, UnknownItemError
 from . import state as codec
+from .limits import check_deadline
 from .open_store import open_store
 from .state import StateFormatError, UserState
 from .stores import Event, Store
@@ -96,12 +97,16 @@ class Engine:
         return UserState(checkpoint=self.checkpoint, cache=self.model.new_cache() if self.streaming else None)
 
     @torch.inference_mode()
-    def advance(self, state: UserState, indices: list[int], times: list[float]) -> UserState:
-        """Apply events in order; streaming models take one O(1) step per event."""
+    def advance(self, state: UserState, indices: list[int], times: list[float],
+                deadline: float | None = None) -> UserState:
+        """Apply events in order; streaming models take one O(1) step per event.
+
+        Past `deadline` (time.monotonic()) it raises TimeBudgetExceeded between steps."""
         if not indices:
             return state
         if self.streaming:
             for index, when in zip(indices, times):
+                check_deadline(deadline)
                 hidden = self.model.encode_step(torch.tensor([[index]]), state.cache,
                                                 torch.tensor([[when]], dtype=torch.float64))
                 state.hidden = hidden[0, -1].float().clone()
@@ -128,7 +133,7 @@ class Engine:
         state = self.new_state()
         return self.advance(state, [self.index[e.item] for e in known], [e.timestamp for e in known])
 
-    def _step(self, force: bool = False) -> Callable:
+    def _step(self, force: bool = False, deadline: float | None = None) -> Callable:
         def step(old: bytes | None, fresh: list[Event], read_log: Callable[[], list[Event]]) -> bytes | None:
             state = None
             if old is not None and not force:
@@ -147,24 +152,25 @@ class Engine:
                 state = self.replay(log)
             elif not fresh:
                 return None
-            self.advance(state, [self.index[e.item] for e in fresh], [e.timestamp for e in fresh])
+            self.advance(state, [self.index[e.item] for e in fresh], [e.timestamp for e in fresh], deadline)
             return codec.dumps(state)
 
         return step
 
     # ---- public operations --------------------------------------------------------------------
-    def record(self, events: list[Event]) -> RecordResult:
+    def record(self, events: list[Event], deadline: float | None = None) -> RecordResult:
         """Record events (durable when this returns) and update every user's state, all in one transaction.
 
         All items are checked first, so an unknown item rejects the whole call; so does an event_id
-        conflict or a store failure (nothing of the call is kept). Retrying a call is safe (event_id).
+        conflict, a store failure or running past `deadline` (nothing of the call is kept). Retrying
+        a call is safe (event_id).
         """
         self.item_indices([e.item for e in events])
         by_user: dict[str, list[Event]] = {}
         for event in events:
             by_user.setdefault(event.user, []).append(event)
         result, before = RecordResult(0, 0), self.rebuilds
-        for fresh, duplicates in self.store.update_many(list(by_user.items()), self._step()):
+        for fresh, duplicates in self.store.update_many(list(by_user.items()), self._step(deadline=deadline)):
             result.recorded += len(fresh)
             result.duplicates += duplicates
         result.rebuilt = self.rebuilds - before
@@ -187,7 +193,7 @@ class Engine:
     @torch.inference_mode()
     def recommend(self, user: str | None = None, history: list[str] | None = None,
                   timestamps: list[float] | None = None, k: int = 10, filter_seen: bool = True,
-                  exclude: Iterable[str] = ()) -> dict:
+                  exclude: Iterable[str] = (), deadline: float | None = None) -> dict:
         """Top-k by a stored user's state, or by an explicit history (replayed like a log, not stored)."""
         if k < 1:
             raise SinkrecError(f"k must be ≥ 1, got {k}")
@@ -202,7 +208,7 @@ class Engine:
                 raise SinkrecError(f"{len(timestamps)} timestamps for {len(history)} history items")
             indices = self.item_indices(history, "history item")
             times = timestamps if timestamps is not None else [float(i) for i in range(len(history))]
-            state = self.advance(self.new_state(), indices, list(times))
+            state = self.advance(self.new_state(), indices, list(times), deadline)
         if state.n_events == 0 or (self.streaming and state.hidden is None):
             raise UnknownUserError(f"user '{user}' has no event with an item of this model's catalogue")
         blocked = state.seen_indices() if filter_seen else []

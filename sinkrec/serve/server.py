@@ -1,28 +1,90 @@
-"""Run the service with uvicorn, or rebuild every stored state for the run's checkpoint."""
+"""Run the service with uvicorn (one worker process per core by default), or rebuild every stored state.
+
+Worker processes are uvicorn's: they share the listening socket and build their own app from the
+settings passed in the environment (`SINKREC_SERVE_SETTINGS`, JSON without any token: workers
+read tokens from the same file or variable as the parent). Each worker exits soon after its parent.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import os
 from pathlib import Path
 
 import torch
 
+from ..errors import SinkrecError
+from .auth import Tokens
+from .limits import Limits
+
 log = logging.getLogger("sinkrec.serve")
+SETTINGS_ENV = "SINKREC_SERVE_SETTINGS"
 
 
-def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port: int = 8000,
-          threads: int = 1, log_level: str = "warning") -> None:
-    """One server process. Scale out with N of these behind a load balancer over one Redis."""
-    import uvicorn
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
+
+def check_exposure(host: str, tokens: Tokens | None, insecure: bool) -> None:
+    """Refuse to listen beyond this machine without auth, unless asked to in so many words."""
+    if tokens is None and not is_loopback(host) and not insecure:
+        raise SinkrecError(f"refusing to serve on {host} without auth: give --token-file (or set "
+                           "SINKREC_SERVE_TOKENS), or pass --insecure to expose the service to anyone who can "
+                           "reach it")
+
+
+def build_app(settings: dict):
+    """The app of one worker process, from the JSON-able settings `serve` passes on."""
     from .app import create_app
     from .engine import Engine
 
-    torch.set_num_threads(threads)  # per-event steps are tiny: threads fight more than they help
-    engine = Engine.from_run(run, store)
-    log.info("serving %s (checkpoint %s, %s store) on http://%s:%d", run, engine.checkpoint, engine.store.kind,
-             host, port)
-    uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level, access_log=False)
+    torch.set_num_threads(settings["threads"])  # per-event steps are tiny: threads fight more than they help
+    engine = Engine.from_run(settings["run"], settings["store"])
+    tokens = Tokens.load(settings.get("token_file"))
+    log.info("serving %s (checkpoint %s, %s store, auth %s)", settings["run"], engine.checkpoint,
+             engine.store.kind, "on" if tokens else "off")
+    return create_app(engine, tokens=tokens, limits=Limits(**settings["limits"]),
+                      open_metrics=settings["open_metrics"])
+
+
+def worker_app():
+    """uvicorn's factory in each worker process: settings from the environment; exits with the parent."""
+    from ..procs import watch_parent
+
+    settings = json.loads(os.environ[SETTINGS_ENV])
+    watch_parent(settings["parent"], every=0.5)  # a SIGKILLed parent leaves no worker serving
+    return build_app(settings)
+
+
+def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port: int = 8000,
+          threads: int = 1, log_level: str = "warning", *, workers: int | None = None,
+          token_file: str | Path | None = None, insecure: bool = False, open_metrics: bool = False,
+          limits: Limits | None = None) -> None:
+    """Serve `run`. Several workers share one store: SQLite (one file, writers serialised by its lock)
+    or Redis; each worker keeps its own process, model and committer."""
+    import uvicorn
+
+    workers = workers or os.cpu_count() or 1
+    check_exposure(host, Tokens.load(token_file), insecure)
+    settings = {"run": str(run), "store": store, "threads": threads, "open_metrics": open_metrics,
+                "token_file": str(token_file) if token_file else None, "limits": (limits or Limits()).to_dict()}
+    if store.startswith("sqlite:///:memory:") and workers > 1:
+        raise SinkrecError("an in-memory SQLite store cannot be shared by workers: use --workers 1")
+    if workers == 1:
+        app = build_app(settings)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        return
+    os.environ[SETTINGS_ENV] = json.dumps({**settings, "parent": os.getpid()})
+    log.info("serving %s on http://%s:%d with %d worker processes", run, host, port, workers)
+    uvicorn.run("sinkrec.serve.server:worker_app", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, access_log=False)
 
 
 def rebuild(run: str | Path, store: str = "sqlite") -> int:

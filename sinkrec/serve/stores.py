@@ -84,8 +84,9 @@ def split_new(user: str, events: list[Event], known: dict[str, tuple[str, float]
             fresh.append(event)
             continue
         if previous != (event.item, float(event.timestamp)):
-            raise EventConflict(f"event_id '{event.event_id}' of user '{user}' was recorded with item "
-                                f"'{previous[0]}' at {previous[1]}; a retry must repeat the same event")
+            # Only that the id is taken: what the other event holds is not the caller's to read.
+            raise EventConflict(f"event_id '{event.event_id}' of user '{user}' is already taken by a different "
+                                "event; a retry must repeat the same event, a new event needs a new id")
         duplicates += 1
     return fresh, duplicates
 
@@ -102,14 +103,17 @@ class SQLiteStore(Store):
 
     Writes go through a GroupCommitter: one writer thread per store commits all concurrent calls in
     one transaction (one fsync); states are computed before, outside the write lock (`update_many`).
-    Several processes on one machine may share the file: `BEGIN IMMEDIATE` serialises their writers.
+    Several processes on one machine may share the file: `BEGIN IMMEDIATE` serialises their writers,
+    and each re-reads a user's state row inside its write transaction (`_write`).
+    WAL checkpoints run in a background thread (PASSIVE, every `checkpoint_every` s), never inside a
+    commit: the writer connection has `wal_autocheckpoint=0`.
     `synchronous="NORMAL"` is an explicit opt-out (faster, but a
     power loss can drop the last acknowledged commits; a process crash cannot) and is never the default.
     """
 
     kind = "sqlite"
 
-    def __init__(self, path: str | Path, synchronous: str = "FULL"):
+    def __init__(self, path: str | Path, synchronous: str = "FULL", checkpoint_every: float = 0.5):
         if synchronous.upper() not in ("FULL", "EXTRA", "NORMAL"):
             raise SinkrecError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
         self.path = Path(path)
@@ -118,8 +122,30 @@ class SQLiteStore(Store):
         self._local = threading.local()
         with self._conn() as conn:
             conn.executescript(SCHEMA)
-        self._committer = GroupCommitter(self._connect, self._unavailable)
+        self._committer = GroupCommitter(self._connect_writer, self._unavailable)
         self._planning = threading.Lock()
+        self.checkpoints = 0  # background WAL checkpoints run
+        self._stop = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_every,),
+                                              name="sinkrec-wal-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints belong to the background thread
+        return conn
+
+    def _checkpoint_loop(self, every: float) -> None:
+        conn = None
+        while not self._stop.wait(every):
+            try:
+                conn = conn or self._connect()
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.checkpoints += 1
+            except (sqlite3.Error, StoreUnavailable):
+                pass  # busy or unavailable now: the next round tries again
+        if conn is not None:
+            conn.close()
 
     @property
     def commits(self) -> int:
@@ -229,6 +255,7 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from None
 
     def close(self) -> None:
+        self._stop.set()
         self._committer.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
