@@ -181,3 +181,15 @@ def test_mkdocs_build_strict(tmp_path):
     result = subprocess.run(["mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the repository's history")
+def test_numbers_older_than_their_model_code_are_stale():
+    gen = load_generate()
+    last = subprocess.run(["git", "log", "-1", "--format=%h", "--", *gen.MODEL_CODE["gdn"]], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    before = subprocess.run(["git", "rev-parse", "--short", f"{last}^"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    assert gen.stale_model_runs("gdn", last) is None
+    assert gen.stale_model_runs("gdn", "HEAD") is None
+    assert f"changed at {last}" in gen.stale_model_runs("gdn", before)
