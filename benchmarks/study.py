@@ -320,7 +320,8 @@ def report(args: argparse.Namespace) -> int:
             for split in ("valid", "test"):
                 records.append({"dataset": s.dataset, "model": s.model, "variant": "tuned", "seed": run_["seed"],
                                 "split": split, "metrics": run_[split], "epochs": run_["epochs"],
-                                "train_seconds": run_["train_seconds"], "trial": run_["trial"]})
+                                "train_seconds": run_["train_seconds"], "best_epoch": run_["best_epoch"],
+                                "trial": run_["trial"]})
         if len(s.seeds) == len(SEEDS):
             TUNED.mkdir(parents=True, exist_ok=True)
             (TUNED / f"{s.name}.yaml").write_text(tuned_config(s, sessions))
