@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError, SinkrecError
 from ..procs import die_with_parent
 from .loop import check_new_settings, run_trials, trial_folder
@@ -44,7 +42,9 @@ def load_space(model: str, path: str | Path | None = None) -> dict[str, dict[str
         shipped = ", ".join(sorted(p.stem for p in SPACES.glob("*.yaml")))
         raise ConfigError(f"no search space {file}" + ("" if path else f" for '{model}' (shipped: {shipped}; "
                                                                        "pass --space FILE)"))
-    space = yaml.safe_load(file.read_text()) or {}
+    from ..config import load_yaml
+
+    space = load_yaml(file)  # size, alias and depth checks before anything is built from it
     for key, spec in space.items():
         if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical") or (
                 spec["type"] == "categorical" and not spec.get("choices")) or (
