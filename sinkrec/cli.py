@@ -9,15 +9,17 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import SinkrecError
 
 log = logging.getLogger("sinkrec")
 
 def _table(rows: list[tuple[str, dict[str, float]]], keys: list[str]) -> str:
-    head = f"{'split':<8}" + "".join(f"{k:>10}" for k in keys)
+    width = max(8, *(len(name) + 2 for name, _ in rows))
+    head = f"{'split':<{width}}" + "".join(f"{k:>10}" for k in keys)
     lines = [head, "-" * len(head)]
     for name, metrics in rows:
-        lines.append(f"{name:<8}" + "".join(f"{metrics.get(k, float('nan')):>10.4f}" for k in keys))
+        lines.append(f"{name:<{width}}" + "".join(f"{metrics.get(k, float('nan')):>10.4f}" for k in keys))
     return "\n".join(lines)
 
 
@@ -29,16 +31,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .api import train
 
     run = train(args.config, data=args.data, model=args.model, overrides=args.set or [], device=args.device,
-                output_dir=args.output, overwrite=args.overwrite, resume=args.resume or False)
+                output_dir=args.output, overwrite=args.overwrite, resume=args.resume or False,
+                baselines=not args.no_baselines)
     if int(os.environ.get("RANK", "0")) > 0:
         return 0
     rows = [("valid", run.valid), ("test", run.test)]
     if run.oracle:
-        rows.append(("oracle", run.oracle["test"]))
+        rows.append(("oracle test", run.oracle["test"]))
+    rows += [(f"{name} test", scores["test"]) for name, scores in (run.baselines or {}).items()]
     print(_table(rows, _metric_keys(run.config.eval.topk)))
     seen = "seen items filtered" if run.config.eval.filter_seen else "seen items ranked"
-    print(f"{run.config.model['name']} on {run.config.data.dataset}: best epoch {run.best_epoch} ({seen}); "
+    print(f"{run.config.model['name']} on {Path(run.config.data.dataset).name}: best epoch {run.best_epoch} ({seen}); "
           f"checkpoint {run.path / 'best.pt'}, metrics {run.path / 'metrics.json'}")
+    for text in run.warnings:
+        print(f"warning: {text}")
     return 0
 
 
@@ -46,7 +52,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import evaluate
 
     filter_seen = None if args.filter_seen is None else args.filter_seen == "true"
-    metrics = evaluate(args.checkpoint, args.split, filter_seen, args.device or "auto")
+    metrics = evaluate(args.checkpoint, args.split, filter_seen, args.device or "auto", data=args.data)
     # the run's cut-offs, from the metrics themselves (no second read of the checkpoint)
     topk = [int(key[3:]) for key in metrics if key.startswith("hr@")]
     print(_table([(args.split, metrics)], _metric_keys(topk)))
@@ -137,7 +143,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     result = compare(args.data, models, seeds=args.seeds, budget=args.budget, parallel=args.parallel,
                      device=args.device, out=args.out, config=args.config, overrides=args.set or [])
     return 1 if result["failed"] else 0
@@ -146,7 +152,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
-    tune(args.data, args.model, trials=args.trials, space=args.space, storage=args.storage, study=args.study,
+    tune(args.data, args.model.lower(), trials=args.trials, space=args.space, storage=args.storage, study=args.study,
          workers=args.workers, pruner=args.pruner, budget=args.budget, out=args.out, config=args.config,
          overrides=args.set or [], device=args.device, seed=args.seed, join=args.join,
          pruner_startup=args.pruner_startup, worker=args.worker, timeout=args.timeout)
@@ -189,6 +195,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sinkrec", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"sinkrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (no arguments: the built-in synthetic demo)",
@@ -205,12 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a run already in the output folder (default: write to a fresh numbered folder)")
     p.add_argument("--resume", nargs="?", const="auto",
                    help="continue a run exactly (default: the run in OUTPUT; or a run folder)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip fitting the pop and itemknn baselines (their rows; for very large data)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="full-ranking evaluation of a checkpoint")
     p.add_argument("checkpoint", help="run folder (its best epoch) or model file")
     p.add_argument("--split", choices=["valid", "test"], default="test")
     p.add_argument("--filter-seen", choices=["true", "false"], help="override eval.filter_seen")
+    p.add_argument("--data", help="the run's data file, moved (default: the absolute path the run recorded)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)

@@ -1,7 +1,9 @@
 """The README's tour runs as written, on tiny data: every `sinkrec` command and the Python example.
 
 Training commands get `train.epochs` lowered (and a catalogue run a short history) so the tour
-takes seconds; everything else runs exactly as the README shows it.
+takes seconds; everything else runs exactly as the README shows it. The tour runs twice: on a
+file in the README's own shape, and on a file laid out like a public dataset a newcomer brings
+(MovieLens' ratings.csv: userId,movieId,rating,timestamp; skewed popularity, unix times).
 """
 
 import re
@@ -45,10 +47,34 @@ def write_ratings(folder: Path, users: int = 40, length: int = 12) -> None:
     (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
 
 
+def write_public_style(path: Path, users: int = 50, length: int = 14, seed: int = 0) -> Path:
+    """A MovieLens-latest-style ratings.csv: userId,movieId,rating,timestamp, Zipf-skewed popularity."""
+    rng = np.random.default_rng(seed)
+    pool = np.array([1193, 661, 914, *range(2000, 2297)])
+    weights = 1.0 / np.arange(1, len(pool) + 1) ** 1.2
+    rows = ["userId,movieId,rating,timestamp"]
+    for user in range(1, users + 1):
+        start = int(rng.integers(1_200_000_000, 1_500_000_000))
+        for step, item in enumerate(rng.choice(pool, size=length, replace=False, p=weights / weights.sum())):
+            rows.append(f"{user},{item},{rng.integers(1, 11) / 2},{start + 3600 * step}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
 @pytest.fixture
 def tour_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # conftest points SINKREC_DATA_PATH at the research datasets, if present
     write_ratings(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(params=["readme-shape", "public-style"])
+def any_tour_dir(request, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if request.param == "public-style":
+        write_public_style(tmp_path / "ratings.csv")
+    else:
+        write_ratings(tmp_path)
     return tmp_path
 
 
@@ -74,7 +100,8 @@ def shrink(args: list[str]) -> list[str]:
     return args + FAST
 
 
-def test_readme_tour_commands(tour_dir, capsys):
+def test_readme_tour_commands(any_tour_dir, capsys):
+    tour_dir = any_tour_dir
     commands = tour_commands()
     assert len(commands) >= 8, "the README tour lost its commands"
     catalogue = {"prepare", "datasets"}
@@ -87,6 +114,8 @@ def test_readme_tour_commands(tour_dir, capsys):
         assert code == 0, f"`sinkrec {' '.join(args)}` failed: {out.err[-500:]}"
         if args[0] == "recommend":
             assert len(out.out.strip().splitlines()) == 10
+        if args[0] == "train":  # the floor to beat, in every run's table
+            assert "pop test" in out.out and "itemknn test" in out.out
         if args[0] not in catalogue:
             assert out.out.strip(), f"`sinkrec {' '.join(args)}` printed nothing"
     assert (tour_dir / "runs" / "ratings-gdn" / "best.pt").is_file()

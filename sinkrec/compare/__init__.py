@@ -148,6 +148,29 @@ def _units(job: dict) -> tuple[int, int]:
     return min(total, len(metrics.get("history") or [])), total
 
 
+class LogTail:
+    """New per-epoch lines of the running workers' logs, for the console while models train."""
+
+    def __init__(self, out: Path):
+        self.out, self.offsets = out, {}
+
+    def lines(self, name: str) -> list[str]:
+        path = self.out / "logs" / f"{name}.log"
+        if name not in self.offsets:  # a rerun appends to the log: show only what this run writes
+            self.offsets[name] = path.stat().st_size if path.is_file() else 0
+            return []
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(self.offsets[name])
+                text = handle.read()
+        except OSError:
+            return []
+        complete = text[: text.rfind(b"\n") + 1]  # a half-written line waits for the next look
+        self.offsets[name] += len(complete)
+        return [line.split(" INFO ", 1)[1] for line in complete.decode(errors="replace").splitlines()
+                if " INFO epoch " in line]
+
+
 def run_jobs(jobs: list[dict], out: Path, parallel: int, device: str | None, progress: bool = True) -> list[str]:
     """Run every unfinished job, `parallel` at a time; returns the names of failed jobs."""
     from tqdm import tqdm
@@ -163,6 +186,9 @@ def run_jobs(jobs: list[dict], out: Path, parallel: int, device: str | None, pro
     total = sum(_units(j)[1] for j in jobs)
     bar_on = progress and sys.stderr.isatty()  # in a log file, one line per finished run instead
     reported = {j["name"] for j in jobs if finished(Path(j["folder"]))}
+    tail = LogTail(out)
+    for job in pending:
+        tail.lines(job["name"])  # the log's current end: earlier runs' lines are not shown again
     with ThreadPoolExecutor(parallel) as pool, tqdm(total=total, desc="compare", disable=not bar_on,
                                                    unit="epoch") as bar:
         def work(job: dict) -> None:
@@ -174,14 +200,19 @@ def run_jobs(jobs: list[dict], out: Path, parallel: int, device: str | None, pro
                 free.append(slot)
 
         futures = [pool.submit(work, j) for j in pending]
-        while not all(f.done() for f in futures):
-            time.sleep(1.0)
+        last_pass = False
+        while not last_pass:
+            last_pass = all(f.done() for f in futures)  # after the last worker ends: one more look at its log
+            if not last_pass:
+                time.sleep(1.0)
             bar.n = sum(_units(j)[0] for j in jobs)
             running = [j["name"] for j in pending if not finished(Path(j["folder"])) and Path(j["folder"]).exists()]
             bar.set_postfix_str(f"done {sum(finished(Path(j['folder'])) for j in jobs)}/{len(jobs)}; "
                                 f"running {', '.join(running[:4])}")
             bar.refresh()
             for job in pending:
+                for line in tail.lines(job["name"]) if progress else []:
+                    tqdm.write(f"  {job['name']}: {line}")
                 if job["name"] not in reported and finished(Path(job["folder"])):
                     reported.add(job["name"])
                     test = (read_metrics(Path(job["folder"])) or {}).get("test") or {}
@@ -223,6 +254,7 @@ def compare(data: str | None, models: list[str], seeds: int | list[int] = 3, bud
             overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a comparison and write its table; returns the summary with the output paths."""
     out = Path(out)
+    models = [name.lower() for name in models]
     plan_budget = Budget.parse(budget)
     jobs, notes = plan(data, models, seeds, plan_budget, out, config, overrides, device)
     for job in jobs:

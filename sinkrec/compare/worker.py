@@ -3,7 +3,8 @@
 A run is finished when its metrics.json has test metrics; one with metrics.json but no test
 metrics was stopped mid-training and is resumed from its checkpoint (`sinkrec.api.train`,
 resume=True); one without metrics.json starts over. Baselines (`pop`, `itemknn`) are fitted in
-one pass on the training split and scored by the same full-ranking evaluator.
+one pass on the training split and scored by the same full-ranking evaluator
+(`sinkrec.training.baselines`, which `sinkrec train` uses for its baseline rows too).
 """
 
 from __future__ import annotations
@@ -31,30 +32,19 @@ def finished(folder: Path) -> bool:
     return bool(metrics and metrics.get("test"))
 
 
-def training_sequences(split) -> list:
-    """Each user's training events (the part before the validation target), for fitted baselines."""
-    store = split.store
-    return [store.items[store.offsets[u]: split.train_end(u)] for u in range(store.n_users)]
-
-
 def fit_baseline(cfg, folder: Path, dataset=None) -> dict[str, Any]:
-    """Fit a counting baseline on the training split and score valid and test like any model."""
+    """Fit a counting baseline on the training split, score it like any model, write its metrics.json."""
     from ..data import load_dataset
-    from ..eval.evaluate import evaluate
-    from ..models import build_model
     from ..training import runfolder
+    from ..training.baselines import fit_and_score
 
     data = dataset or load_dataset(cfg.data)
-    started = time.perf_counter()
-    model = build_model(cfg.model, data.store.n_items, cfg.data.max_len).fit(training_sequences(data.split))
-    seconds = time.perf_counter() - started
-    valid = evaluate(model, data.split, "valid", cfg.eval, cfg.data.max_len)
-    test = evaluate(model, data.split, "test", cfg.eval, cfg.data.max_len)
+    scored = fit_and_score(cfg.model, data, cfg)
     metric = cfg.eval.valid_metric
     result = {"dataset": data.name, "model": cfg.model["name"], "seed": cfg.train.seed, "best_epoch": 0,
-              "valid": valid, "test": test, "epochs": 0, "train_seconds": round(seconds, 2),
+              "valid": scored["valid"], "test": scored["test"], "epochs": 0, "train_seconds": scored["fit_seconds"],
               "filter_seen": cfg.eval.filter_seen, "fitted": True,
-              "history": [{"epoch": 0, f"valid_{metric}": valid[metric]}]}
+              "history": [{"epoch": 0, f"valid_{metric}": scored["valid"][metric]}]}
     folder.mkdir(parents=True, exist_ok=True)
     runfolder.atomic_write(folder / runfolder.MANIFEST, json.dumps(result, indent=2).encode())
     return result
@@ -92,7 +82,7 @@ def run(spec: dict[str, Any]) -> None:
     resume = read_metrics(folder) is not None
     minutes = spec.get("budget", {}).get("minutes")
     if minutes is None:
-        train(raw, output_dir=folder, overwrite=not resume, resume=resume)
+        train(raw, output_dir=folder, overwrite=not resume, resume=resume, baselines=False)  # pop/itemknn: own jobs
         return
     from ..data import load_dataset
 

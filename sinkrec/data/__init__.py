@@ -11,6 +11,7 @@ import numpy as np
 from ..config import DataConfig
 from . import filters
 from .sequences import SequenceStore, Split, build_store, load_store
+from .timecheck import timestamp_problems
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     path, fmt, columns, name = resolve_data_file(cfg)
     store = filters.apply(load_store(path, fmt, columns, cfg.min_events, min_rating=cfg.min_rating), cfg)
     log.info("%s: %d users, %d items, %d events", name, store.n_users, store.n_items, len(store.items))
+    problem = timestamp_problems(store.timestamps, store.offsets)
+    if problem and store.timestamps is None:
+        log.info("%s: %s", name, problem)
+    elif problem:
+        log.warning("%s: %s", name, problem)
+        store.notes.append(problem)
     return Dataset(name, store, Split(store))
 
 

@@ -21,14 +21,37 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from . import checkpoint
+from . import checkpoint, lock
 
 MANIFEST, BEST_LINK = "metrics.json", "best.pt"
 _fault_count = 0
+
+
+@contextmanager
+def claimed(folder: str | Path, main: bool = True) -> Iterator[None]:
+    """Hold `folder`'s lock while a run writes to it (on the main process only).
+
+    A folder this call created that holds nothing but the lock when the run ends (it failed
+    before its first epoch was committed) is removed, so a failed command leaves no empty run.
+    """
+    folder = Path(folder)
+    existed = folder.exists()
+    if main:
+        lock.acquire(folder)
+    try:
+        yield
+    finally:
+        if main:
+            if not existed and folder.is_dir() and {p.name for p in folder.iterdir()} <= {lock.LOCK_NAME}:
+                (folder / lock.LOCK_NAME).unlink(missing_ok=True)  # still held: no other run can be in it
+                folder.rmdir()
+            lock.release(folder)
 
 
 def fault_point() -> None:

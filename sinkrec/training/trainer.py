@@ -96,6 +96,10 @@ class Trainer:
                                            weight_decay=cfg.train.weight_decay)
         self.users = trainable_users(data.split)
         self.steps_per_epoch = max(1, math.ceil(len(self.users) / cfg.train.batch_size))
+        self.warnings = [few] if (few := few_steps(len(self.users), cfg.train.batch_size)) else []
+        for text in self.warnings if self.dist.main else []:
+            log.warning(text)
+        self.baselines: dict[str, Any] | None = None  # pop / itemknn scores (api.train), kept in metrics.json
         total = self.steps_per_epoch * cfg.train.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.train.schedule, cfg.train.warmup_steps, total))
@@ -334,9 +338,26 @@ class Trainer:
                   "filter_seen": self.cfg.eval.filter_seen, "history": self.history}
         if self.oracle is not None:
             result["oracle"] = self.oracle
+        if self.baselines is not None:
+            result["baselines"] = self.baselines
         result["config"] = self.cfg.to_dict()
         result["fingerprint"] = self.fingerprint
         return checkpoint.plain(result)
+
+
+MIN_STEPS = 20  # fewer optimiser steps per epoch than this: a model barely moves from its initialisation
+
+
+def few_steps(users: int, batch_size: int) -> str | None:
+    """A one-line warning when an epoch has fewer than MIN_STEPS optimiser steps, with a batch size that fixes it."""
+    steps = max(1, math.ceil(users / batch_size))
+    if steps >= MIN_STEPS:
+        return None
+    better = 2 ** max(0, int(math.log2(max(1, users // MIN_STEPS))))
+    advice = (f"try --set train.batch_size={better} (≥ {MIN_STEPS} steps per epoch)" if better < batch_size
+              else "more epochs may help; there are too few users for a smaller batch to fix it")
+    return (f"an epoch is only {steps} optimiser step(s) ({users} training users / train.batch_size "
+            f"{batch_size}): the model will barely learn; {advice}")
 
 
 def oracle_metrics(data: Dataset, cfg: Config) -> dict[str, dict[str, float]]:

@@ -53,7 +53,7 @@ def write_report(study, out: Path, metric: str, space: dict[str, Any]) -> dict[s
     test = evaluate(best.user_attrs["run"], "test")  # the only time the test split is scored
     header = (f"# Best of study '{study.study_name}' (trial {best.number} of {len(rows)}): validation {metric} "
               f"{best.value:.4f}, test {metric} {test.get(metric, float('nan')):.4f} (scored once).\n"
-              f"# Rerun: sinkrec train --config best.yaml\n")
+              f"# Rerun: sinkrec train --config {(out / 'best.yaml').resolve()}\n")
     (out / "best.yaml").write_text(header + yaml.safe_dump(config, sort_keys=False))
     (out / "best.json").write_text(json.dumps({"trial": best.number, "params": best.params, "valid": best.value,
                                                "metric": metric, "test": test, "run": best.user_attrs["run"]},
