@@ -4,9 +4,15 @@ and repeated SIGKILL tests. Writes benchmarks/results/serving.{json,md,png}.
     python benchmarks/serving.py            # the full run recorded in docs/serving.md
     python benchmarks/serving.py --quick    # a smoke run
 
-Models are d=64 runs trained one epoch on a synthetic log with a 3,416-item catalogue (timings do not
-depend on how well trained the weights are). A history of length n is loaded by one chunked pass
-(`encode_step` over the whole prefix), then single events are timed on top of it.
+Models are d=64 runs trained one epoch on a synthetic log whose generator draws from 3,416 items;
+the catalogue served is what training kept (recorded as `catalogue`). Timings do not depend on how
+well trained the weights are. A history of n events is prefilled for real: the n events go into the
+store's log and the state is computed from them by chunked passes (`encode_step` over the prefix),
+then single events are timed on top of it.
+
+Throughput is counted from the server side: the events the store holds before and after each
+configuration (and the `recorded` field of the answers), with event ids unique across the whole run,
+so a duplicate is never counted as a new event.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -51,9 +59,11 @@ def pct(values: list[float], q: float) -> float:
 
 @torch.no_grad()
 def prefill(engine: Engine, user: str, n: int) -> None:
-    """Store a state with an n-event history, built by chunked passes (not one step per event)."""
+    """Store an n-event log and the state it gives, built by chunked passes (not one step per event)."""
     rng = random.Random(n)
     items = [rng.randint(1, engine.n_items) for _ in range(n)]
+    names = [str(i) for i in engine.rec.item_ids]
+    events = [Event(user, names[i], 60.0 * t, f"p{t}") for t, i in enumerate(items)]
     state = engine.new_state()
     if engine.streaming:
         for start in range(0, n, 4096):
@@ -67,7 +77,8 @@ def prefill(engine: Engine, user: str, n: int) -> None:
     else:
         state = engine.advance(state, items, [60.0 * t for t in range(n)])
     blob = codec.dumps(state)
-    engine.store.update(user, [], lambda old, fresh, log: blob)
+    engine.store.update(user, events, lambda old, fresh, log: blob)
+    assert len(engine.store.events(user)) == n
 
 
 def latency(runs: dict[str, Path], lengths: list[int], repeats: int) -> list[dict]:
@@ -118,23 +129,27 @@ def split(engine: Engine, item_ids: list[str], n: int, repeats: int) -> dict:
     return {f"{key}_ms": pct(values, .5) for key, values in parts.items()}
 
 
-async def load(urls: list[str], concurrency: int, seconds: float, batch: int, items: list[str], users: int) -> dict:
-    """Closed loop: `concurrency` clients, each with one request in flight (bounded load)."""
-    acked, latencies, errors, counter = 0, [], 0, [0]
+async def load(urls: list[str], concurrency: int, seconds: float, batch: int, items: list[str], users: int,
+               tag: str) -> dict:
+    """Closed loop: `concurrency` clients, each with one request in flight (bounded load).
+
+    Event ids are `tag`-prefixed: `tag` is unique per configuration and run, so every event is new."""
+    acked, recorded, latencies, errors, counter = 0, 0, [], 0, [0]
     deadline = time.perf_counter() + seconds
 
     async def client(c: int, http: httpx.AsyncClient):
-        nonlocal acked, errors
+        nonlocal acked, recorded, errors
         while time.perf_counter() < deadline:
             n = counter[0]
             counter[0] += batch
             body = {"events": [{"user": f"u{(n + j) % users}", "item": items[(n + j) % len(items)],
-                                "timestamp": float(n + j), "event_id": f"l{n + j}"} for j in range(batch)]}
+                                "timestamp": float(n + j), "event_id": f"{tag}-{n + j}"} for j in range(batch)]}
             t = time.perf_counter()
             r = await http.post(urls[c % len(urls)] + "/v1/events", json=body)
             latencies.append((time.perf_counter() - t) * 1e3)
             if r.status_code == 200:
                 acked += batch
+                recorded += r.json()["recorded"]
             else:
                 errors += 1
 
@@ -143,8 +158,21 @@ async def load(urls: list[str], concurrency: int, seconds: float, batch: int, it
         start = time.perf_counter()
         await asyncio.gather(*(client(c, http) for c in range(concurrency)))
         elapsed = time.perf_counter() - start
-    return {"events_per_s": acked / elapsed, "request_p50_ms": pct(latencies, .5),
+    return {"acked": acked, "answered_recorded": recorded, "seconds": elapsed, "request_p50_ms": pct(latencies, .5),
             "request_p99_ms": pct(latencies, .99), "errors": errors}
+
+
+def stored_events(spec: str) -> int:
+    """Events the store holds (the server's own record, read from the store itself)."""
+    from sinkrec.serve import open_store
+
+    store = open_store(spec)
+    try:
+        if store.kind == "sqlite":
+            return int(store._query("SELECT COUNT(*) FROM events", ())[0][0])
+        return sum(int(store.client.llen(store._keys(u)[0])) for u in store.users())
+    finally:
+        store.close()
 
 
 def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: list[int]) -> list[dict]:
@@ -153,6 +181,7 @@ def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: 
     items = [str(i) for i in Engine.from_run(run, "sqlite:///:memory:").rec.item_ids[1:]]
     records = []
     stores = [("sqlite", None)] + ([("redis", redis_url)] if redis_url else [])
+    run_tag = uuid.uuid4().hex[:8]
     for store_name, url in stores:
         for processes in (1, 2):
             with tempfile.TemporaryDirectory() as tmp:
@@ -161,18 +190,20 @@ def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: 
                     import redis
 
                     redis.Redis.from_url(url).flushdb()
-                servers = [ServerProcess(run, spec) for _ in range(processes)]
+                server = ServerProcess(run, spec, args=("--workers", str(processes)))
                 try:
                     for conc in concurrencies:
                         for batch in ([1, 16] if conc in (8, 64) else [1]):
-                            out = asyncio.run(load([s.url for s in servers], conc, seconds, batch, items, 1000))
+                            tag = f"{run_tag}-{store_name}-{processes}-{conc}-{batch}"
+                            before = stored_events(spec)
+                            out = asyncio.run(load([server.url], conc, seconds, batch, items, 1000, tag))
+                            new = stored_events(spec) - before
                             records.append({"kind": "throughput", "model": "gdn", "store": store_name,
                                             "processes": processes, "concurrency": conc, "events_per_request": batch,
-                                            **out})
+                                            "new_events_stored": new, "events_per_s": new / out["seconds"], **out})
                             print(json.dumps(records[-1]), flush=True)
                 finally:
-                    for s in servers:
-                        s.stop()
+                    server.stop()
     return records
 
 
@@ -183,12 +214,16 @@ def kill_tests(run: Path, repetitions: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         store, acked = f"sqlite:///{tmp}/k.db", []
         for rep in range(repetitions):
-            server, stop = ServerProcess(run, store), threading.Event()
+            server, stop = ServerProcess(run, store, args=("--workers", "2")), threading.Event()
+            workers = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", "spawn_main"], capture_output=True,
+                                     text=True).stdout.split()
             clients = [threading.Thread(target=_stream, args=(server.url, items, 20, 100_000 * (4 * rep + c), acked,
                                                               stop)) for c in range(4)]
             for c in clients:
                 c.start()
             time.sleep(random.Random(rep).uniform(0.3, 1.2))
+            for pid in workers:  # the parent and its worker processes, all at once
+                os.kill(int(pid), signal.SIGKILL)
             server.stop(signal.SIGKILL)
             stop.set()
             for c in clients:
@@ -198,8 +233,8 @@ def kill_tests(run: Path, repetitions: int) -> dict:
         lost = len(set(acked) - recorded)
         equal = all(codec.dumps(engine.state(u)) == codec.dumps(engine.replay(engine.store.events(u)))
                     for u in engine.store.users())
-    out = {"kind": "kill", "repetitions": repetitions, "acknowledged": len(set(acked)), "recorded": len(recorded),
-           "lost": lost, "states_equal_replay": equal}
+    out = {"kind": "kill", "repetitions": repetitions, "workers": 2, "acknowledged": len(set(acked)),
+           "recorded": len(recorded), "lost": lost, "states_equal_replay": equal}
     print(json.dumps(out), flush=True)
     return out
 
@@ -215,12 +250,12 @@ def markdown(records: list[dict]) -> str:
     for r in (r for r in records if r["kind"] == "latency" and "model_ms" in r):
         lines.append(f"| {r['model']} | {r['history']:,} | {r['decode_ms']:.2f} | {r['model_ms']:.2f} | "
                      f"{r['encode_ms']:.2f} | {r['commit_ms']:.2f} |")
-    lines += ["", "| store | processes | concurrency | events/request | acked events/s | request p50 / p99 (ms) "
-              "| errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| store | processes | concurrency | events/request | new events stored/s | acked / stored "
+              "| request p50 / p99 (ms) | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in (r for r in records if r["kind"] == "throughput"):
         lines.append(f"| {r['store']} | {r['processes']} | {r['concurrency']} | {r['events_per_request']} | "
-                     f"{r['events_per_s']:,.0f} | {r['request_p50_ms']:.1f} / {r['request_p99_ms']:.1f} | "
-                     f"{r['errors']} |")
+                     f"{r['events_per_s']:,.0f} | {r['acked']:,} / {r['new_events_stored']:,} | "
+                     f"{r['request_p50_ms']:.1f} / {r['request_p99_ms']:.1f} | {r['errors']} |")
     for r in (r for r in records if r["kind"] == "kill"):
         lines += ["", f"SIGKILL during an event stream, {r['repetitions']} repetitions: {r['acknowledged']:,} "
                   f"acknowledged events, {r['lost']} lost; every state equals a replay of its log: "
@@ -253,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--redis", help="redis://HOST:PORT/DB for the Redis rows (db is flushed)")
     parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--lengths", default="100,1000,10000,100000", help="history lengths of the latency rows")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per throughput configuration")
     return parser
 
 
@@ -260,15 +297,17 @@ def main() -> None:
     args = build_parser().parse_args()
     torch.set_num_threads(1)
     load_start = [round(x, 2) for x in os.getloadavg()]
-    lengths = [100, 1000] if args.quick else [100, 1000, 10_000, 100_000]
+    lengths = [100, 1000] if args.quick else [int(n) for n in args.lengths.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         runs = {name: make_run(name, Path(tmp)) for name in ("gdn", "sinkrec", "sasrec")}
         records = latency(runs, lengths, 30 if args.quick else 200)
-        records += throughput(runs["gdn"], args.redis, 1.0 if args.quick else 4.0, [1, 8, 64])
+        records += throughput(runs["gdn"], args.redis, 1.0 if args.quick else args.seconds, [1, 8, 64])
+        catalogue = len(Engine.from_run(runs["gdn"], "sqlite:///:memory:").rec.item_ids) - 1
         records.append(kill_tests(runs["gdn"], 2 if args.quick else args.kills))
     out = ROOT / "benchmarks" / "results"
     load_avg = [round(x, 2) for x in os.getloadavg()]  # other work on the machine inflates every timing
-    write_results("serving", records, extra={"catalogue": N_ITEMS, "d_model": 64, "load_average": load_avg,
+    write_results("serving", records, extra={"catalogue": catalogue, "generator_items": N_ITEMS, "d_model": 64,
+                                             "cores": os.cpu_count(), "load_average": load_avg,
                                              "load_average_at_start": load_start})
     (out / "serving.md").write_text(markdown(records))
     plot(records, out / "serving.png")
