@@ -90,7 +90,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     max_history=args.max_history, max_history_total=args.max_history_total, max_k=args.max_k,
                     time_budget_s=args.time_budget, max_concurrency=args.max_concurrency, max_queue=args.max_queue)
     server.serve(args.run, args.store, args.host, args.port, args.threads, args.log_level, workers=args.workers,
-                 token_file=args.token_file, insecure=args.insecure, open_metrics=args.open_metrics, limits=limits)
+                 token_file=args.token_file, insecure=args.insecure, open_metrics=args.open_metrics, limits=limits,
+                 batch_steps=args.batch_steps)
     return 0
 
 

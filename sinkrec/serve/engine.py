@@ -25,6 +25,7 @@ import torch
 from ..batch import Batch
 from ..errors import SinkrecError, UnknownItemError
 from . import state as codec
+from .batched import step_many
 from .limits import check_deadline
 from .open_store import open_store
 from .state import StateFormatError, UserState
@@ -61,8 +62,11 @@ class RecordResult:
 
 
 class Engine:
-    def __init__(self, recommender, store: Store):
+    def __init__(self, recommender, store: Store, batch_steps: bool = False):
+        """`batch_steps`: one model step for all users of a call (batched.py): faster, equal to the
+        one-by-one steps up to summation order, so a state is then not bit-for-bit a replay of its log."""
         self.rec = recommender
+        self.batch_steps = batch_steps
         self.model = recommender.model.eval()
         self.store = store
         self.streaming = bool(getattr(self.model, "supports_streaming", False)) and (
@@ -73,13 +77,13 @@ class Engine:
         self.rebuilds = 0
 
     @classmethod
-    def from_run(cls, run: str | Path, store: str | Store = "sqlite") -> Engine:
+    def from_run(cls, run: str | Path, store: str | Store = "sqlite", batch_steps: bool = False) -> Engine:
         """Load a run through `Recommender.from_run`; 'sqlite' keeps state in RUN/serving/state.db."""
         from ..recommend import Recommender
 
         run = Path(run)
         folder = run if run.is_dir() else run.parent
-        return cls(Recommender.from_run(run), open_store(store, folder / "serving" / "state.db"))
+        return cls(Recommender.from_run(run), open_store(store, folder / "serving" / "state.db"), batch_steps)
 
     # ---- items ------------------------------------------------------------------------------
     def item_indices(self, items: Iterable[str], what: str = "item") -> list[int]:
@@ -113,10 +117,28 @@ class Engine:
         else:  # window models: keep the last max_len events; a recommend re-encodes them
             state.window = (state.window + list(indices))[-self.rec.max_len:]
             state.times = (state.times + [float(t) for t in times])[-self.rec.max_len:]
+        return self._account(state, indices)
+
+    def _account(self, state: UserState, indices: list[int]) -> UserState:
         for index in indices:
             state.mark_seen(index, self.n_items)
         state.n_events += len(indices)
         return state
+
+    @torch.inference_mode()
+    def advance_many(self, states: list[UserState], indices: list[list[int]], times: list[list[float]],
+                     deadline: float | None = None) -> list[UserState]:
+        """`advance` for several users; with `batch_steps`, position j of every user is one batched step."""
+        if not (self.batch_steps and self.streaming) or len(states) < 2:
+            return [self.advance(s, i, t, deadline) for s, i, t in zip(states, indices, times)]
+        for j in range(max((len(i) for i in indices), default=0)):
+            check_deadline(deadline)
+            active = [n for n in range(len(states)) if len(indices[n]) > j]
+            caches, hidden = step_many(self.model, [states[n].cache for n in active],
+                                       [indices[n][j] for n in active], [times[n][j] for n in active])
+            for row, n in enumerate(active):
+                states[n].cache, states[n].hidden = caches[row], hidden[row].float().clone()
+        return [self._account(s, i) for s, i in zip(states, indices)]
 
     @torch.inference_mode()
     def scores(self, state: UserState) -> torch.Tensor:
@@ -133,28 +155,44 @@ class Engine:
         state = self.new_state()
         return self.advance(state, [self.index[e.item] for e in known], [e.timestamp for e in known])
 
+    def _to_advance(self, old: bytes | None, fresh: list[Event], read_log: Callable[[], list[Event]],
+                    force: bool) -> UserState | None:
+        """The state that `fresh` must be applied to, or None when there is nothing to write."""
+        state = None
+        if old is not None and not force:
+            try:
+                state = codec.loads(old)
+            except StateFormatError:
+                state = None
+            if state is not None and state.checkpoint != self.checkpoint:
+                state = None
+        if state is None:  # new user, stale or unreadable state: the log is the truth
+            log = read_log()
+            if old is None and not log and not fresh:
+                return None
+            if old is not None or log:
+                self.rebuilds += 1
+            return self.replay(log)
+        return state if fresh else None
+
     def _step(self, force: bool = False, deadline: float | None = None) -> Callable:
+        """The store's step (stores.py: Step); with `batch_steps` it also has `.many` for all users at once."""
         def step(old: bytes | None, fresh: list[Event], read_log: Callable[[], list[Event]]) -> bytes | None:
-            state = None
-            if old is not None and not force:
-                try:
-                    state = codec.loads(old)
-                except StateFormatError:
-                    state = None
-                if state is not None and state.checkpoint != self.checkpoint:
-                    state = None
-            if state is None:  # new user, stale or unreadable state: the log is the truth
-                log = read_log()
-                if old is None and not log and not fresh:
-                    return None
-                if old is not None or log:
-                    self.rebuilds += 1
-                state = self.replay(log)
-            elif not fresh:
+            state = self._to_advance(old, fresh, read_log, force)
+            if state is None:
                 return None
             self.advance(state, [self.index[e.item] for e in fresh], [e.timestamp for e in fresh], deadline)
             return codec.dumps(state)
 
+        def many(entries: list[tuple]) -> list[bytes | None]:
+            states = [self._to_advance(old, fresh, read_log, force) for old, fresh, read_log in entries]
+            live = [n for n, state in enumerate(states) if state is not None]
+            self.advance_many([states[n] for n in live], [[self.index[e.item] for e in entries[n][1]] for n in live],
+                              [[e.timestamp for e in entries[n][1]] for n in live], deadline)
+            return [codec.dumps(state) if state is not None else None for state in states]
+
+        if self.batch_steps and self.streaming:
+            step.many = many
         return step
 
     # ---- public operations --------------------------------------------------------------------

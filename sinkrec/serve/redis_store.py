@@ -79,21 +79,27 @@ class RedisStore(Store):
                                 reads.hmget(ids_key, [e.event_id for e in events])
                             reads.get(state_key)
                         answers = iter(reads.execute())
-                        results, writes = [], []
-                        for (user, events), (log_key, ids_key, state_key) in zip(batch, keys):
+                        results, reads_of, todo = [], [], []
+                        for (user, events), (log_key, _, _) in zip(batch, keys):
                             found = next(answers) if events else []
                             known = {e.event_id: tuple(json.loads(v)) for e, v in zip(events, found) if v is not None}
                             fresh, duplicates = split_new(user, events, known)
                             old, ids = next(answers), [e.event_id for e in fresh]
-                            if user in memo and memo[user][:2] == (old, ids):
-                                blob = memo[user][2]
-                            else:
-                                blob = step(old, fresh, lambda log_key=log_key, user=user: self._decode_log(
-                                    user, self.client.lrange(log_key, 0, -1)))
-                                memo[user] = (old, ids, blob)
-                                self.computed += 1
                             results.append((fresh, duplicates))
-                            writes.append((user, fresh, blob, log_key, ids_key, state_key))
+                            reads_of.append((old, fresh))
+                            if not (user in memo and memo[user][:2] == (old, ids)):
+                                todo.append((user, old, fresh, ids, lambda log_key=log_key, user=user: self._decode_log(
+                                    user, self.client.lrange(log_key, 0, -1))))
+                        many = getattr(step, "many", None)
+                        if many is not None and len(todo) > 1:  # one batched model step for these users
+                            blobs = many([(old, fresh, read_log) for _, old, fresh, _, read_log in todo])
+                        else:
+                            blobs = [step(old, fresh, read_log) for _, old, fresh, _, read_log in todo]
+                        for (user, old, _, ids, _), blob in zip(todo, blobs):
+                            memo[user] = (old, ids, blob)
+                        self.computed += len(todo)
+                        writes = [(user, fresh, memo[user][2], *k)
+                                  for (user, _), (_, fresh), k in zip(batch, reads_of, keys)]
                         if not any(fresh or blob is not None for _, fresh, blob, *_ in writes):
                             pipe.unwatch()
                             return results

@@ -46,7 +46,7 @@ def build_app(settings: dict):
     from .engine import Engine
 
     torch.set_num_threads(settings["threads"])  # per-event steps are tiny: threads fight more than they help
-    engine = Engine.from_run(settings["run"], settings["store"])
+    engine = Engine.from_run(settings["run"], settings["store"], batch_steps=settings.get("batch_steps", False))
     tokens = Tokens.load(settings.get("token_file"))
     log.info("serving %s (checkpoint %s, %s store, auth %s)", settings["run"], engine.checkpoint,
              engine.store.kind, "on" if tokens else "off")
@@ -66,7 +66,7 @@ def worker_app():
 def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port: int = 8000,
           threads: int = 1, log_level: str = "warning", *, workers: int | None = None,
           token_file: str | Path | None = None, insecure: bool = False, open_metrics: bool = False,
-          limits: Limits | None = None) -> None:
+          limits: Limits | None = None, batch_steps: bool = False) -> None:
     """Serve `run`. Several workers share one store: SQLite (one file, writers serialised by its lock)
     or Redis; each worker keeps its own process, model and committer."""
     import uvicorn
@@ -74,6 +74,7 @@ def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port:
     workers = workers or os.cpu_count() or 1
     check_exposure(host, Tokens.load(token_file), insecure)
     settings = {"run": str(run), "store": store, "threads": threads, "open_metrics": open_metrics,
+                "batch_steps": batch_steps,
                 "token_file": str(token_file) if token_file else None, "limits": (limits or Limits()).to_dict()}
     if store.startswith("sqlite:///:memory:") and workers > 1:
         raise SinkrecError("an in-memory SQLite store cannot be shared by workers: use --workers 1")

@@ -180,7 +180,7 @@ class SQLiteStore(Store):
         and the precomputed result is written; otherwise it is recomputed there, under the lock.
         """
         with self._planning:  # one model computation at a time per process: threads only fight for the GIL
-            plans = self._read(lambda conn: [self._plan(conn, user, events, step) for user, events in batch])
+            plans = self._read(lambda conn: self._plan_all(conn, batch, step))
         return self._committer.submit(lambda conn: [self._write(conn, user, events, step, plan)
                                                     for (user, events), plan in zip(batch, plans)])
 
@@ -195,8 +195,24 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from None
 
+    def _plan_all(self, conn: sqlite3.Connection, batch: list[tuple[str, list[Event]]], step: Step) -> list[tuple]:
+        """Plans for every user of a call; one batched model step when the step offers one (`step.many`)."""
+        many = getattr(step, "many", None)
+        if many is None or len(batch) < 2:
+            return [self._plan(conn, user, events, step) for user, events in batch]
+        reads = [self._known(conn, user, events) for user, events in batch]
+        blobs = many([(row[1] if row else None, fresh, lambda user=user: self._read_log(conn, user))
+                      for (user, _), (row, fresh, _) in zip(batch, reads)])
+        return [(*read, blob) for read, blob in zip(reads, blobs)]
+
     def _plan(self, conn: sqlite3.Connection, user: str, events: list[Event], step: Step) -> tuple:
         """(state row read, new events, duplicates, new state) for one user, from `conn`'s view."""
+        row, fresh, duplicates = self._known(conn, user, events)
+        blob = step(row[1] if row else None, fresh, lambda: self._read_log(conn, user))
+        return row, fresh, duplicates, blob
+
+    def _known(self, conn: sqlite3.Connection, user: str, events: list[Event]) -> tuple:
+        """(state row, new events, duplicates) for one user, from `conn`'s view."""
         ids = [e.event_id for e in events]
         known = {}
         for start in range(0, len(ids), 500):
@@ -206,8 +222,7 @@ class SQLiteStore(Store):
             known.update({r[0]: (r[1], r[2]) for r in rows})
         fresh, duplicates = split_new(user, events, known)
         row = conn.execute("SELECT n_events, blob FROM states WHERE user = ?", (user,)).fetchone()
-        blob = step(row[1] if row else None, fresh, lambda: self._read_log(conn, user))
-        return row, fresh, duplicates, blob
+        return row, fresh, duplicates
 
     def _write(self, conn: sqlite3.Connection, user: str, events: list[Event], step: Step,
                plan: tuple) -> tuple[list[Event], int]:
