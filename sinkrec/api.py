@@ -29,7 +29,7 @@ log = logging.getLogger("sinkrec")
 DEMO_RUN: dict[str, Any] = {
     "data": {"dataset": "synthetic", "max_len": 100},
     "model": {"name": "sinkrec", "d_model": 64, "dropout": 0.1},
-    "train": {"epochs": 8, "batch_size": 64, "lr": 2e-3, "patience": 3},
+    "train": {"epochs": 8, "batch_size": 32, "lr": 2e-3, "patience": 3},  # 32 optimiser steps an epoch
     "eval": {"filter_seen": False},
     "output_dir": "runs/synthetic",
 }
