@@ -242,16 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--rebuild", action="store_true",
-                   help="recompute every stored user state from its events with this checkpoint, then exit")
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("diagnose", help="semantic state sink: sink mass M_t and probe heat maps (Fig. 4)")
-    p.add_argument("checkpoint", help="a SinkRec checkpoint (its RVQ codes define the prototypes)")
-    p.add_argument("--baseline", help="a plain GDN checkpoint trained on the same data, probed the same way")
-    p.add_argument("--users", type=int, default=32)
-    p.add_argument("--length", type=int, help="history length (default data.max_len)")
     p.add_argument("--workers", type=int, default=None, help="server processes (default: one per core)")
     p.add_argument("--token-file", help="file of SCOPE:TOKEN lines (scopes read, write); also SINKREC_SERVE_TOKENS")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without any token")
@@ -265,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=5.0, help="seconds per request, queueing included (503)")
     p.add_argument("--max-concurrency", type=int, default=4, help="/v1 requests running at once per process")
     p.add_argument("--max-queue", type=int, default=64, help="/v1 requests waiting per process; more get 429")
+    p.add_argument("--batch-steps", action="store_true",
+                   help="one model step for all users of a call (faster; states then equal a replay only to ~1e-7)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--rebuild", action="store_true",
+                   help="recompute every stored user state from its events with this checkpoint, then exit")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("diagnose", help="semantic state sink: sink mass M_t and probe heat maps (Fig. 4)")
+    p.add_argument("checkpoint", help="a SinkRec checkpoint (its RVQ codes define the prototypes)")
+    p.add_argument("--baseline", help="a plain GDN checkpoint trained on the same data, probed the same way")
+    p.add_argument("--users", type=int, default=32)
+    p.add_argument("--length", type=int, help="history length (default data.max_len)")
     p.add_argument("--top", type=float, default=0.1, help="repetitive set: top fraction of prototypes")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/diagnose")
