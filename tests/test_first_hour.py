@@ -152,6 +152,7 @@ def test_compare_accepts_model_names_in_any_case_and_shows_epochs(workdir, capsy
                  "--set", "train.device=cpu", "--out", "cmp"]) == 0
     out = capsys.readouterr().out
     assert "gdn-s0: epoch   1" in out and "gdn-s0: epoch   2" in out
+    assert "gdn-s0: WARNING an epoch is only" in out  # 50 users, batch 128: the worker's warning reaches the console
     assert json.loads((workdir / "cmp" / "compare.json").read_text())["complete"] is True
 
 
@@ -164,11 +165,12 @@ def test_log_tail_shows_only_new_epoch_lines(tmp_path):
     tail = LogTail(tmp_path)
     assert tail.lines("gdn-s0") == []  # what an earlier run wrote is not shown again
     with open(log, "a") as handle:
-        handle.write("10:00:01 INFO data x: 3 users\n10:00:02 INFO epoch   2  loss 0.9\n10:00:03 INFO epo")
-    assert tail.lines("gdn-s0") == ["epoch   2  loss 0.9"]
+        handle.write("10:00:01 INFO data x: 3 users\n10:00:01 WARNING an epoch is only 1 optimiser step(s)\n"
+                     "10:00:02 INFO epoch   2  loss 0.9\n10:00:03 INFO epo")
+    assert tail.lines("gdn-s0") == ["WARNING an epoch is only 1 optimiser step(s)", "epoch   2  loss 0.9"]
     with open(log, "a") as handle:
-        handle.write("ch   3  loss 0.8\n")
-    assert tail.lines("gdn-s0") == ["epoch   3  loss 0.8"]
+        handle.write("ch   3  loss 0.8\n10:00:04 WARNING an epoch is only 1 optimiser step(s)\n")
+    assert tail.lines("gdn-s0") == ["epoch   3  loss 0.8"]  # a warning already shown is not repeated
 
 
 def test_best_yaml_rerun_line_works_from_any_folder(workdir, monkeypatch):

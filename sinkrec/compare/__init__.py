@@ -149,10 +149,10 @@ def _units(job: dict) -> tuple[int, int]:
 
 
 class LogTail:
-    """New per-epoch lines of the running workers' logs, for the console while models train."""
+    """New per-epoch lines (and warnings) of the running workers' logs, for the console while models train."""
 
     def __init__(self, out: Path):
-        self.out, self.offsets = out, {}
+        self.out, self.offsets, self.warned = out, {}, set()
 
     def lines(self, name: str) -> list[str]:
         path = self.out / "logs" / f"{name}.log"
@@ -167,8 +167,14 @@ class LogTail:
             return []
         complete = text[: text.rfind(b"\n") + 1]  # a half-written line waits for the next look
         self.offsets[name] += len(complete)
-        return [line.split(" INFO ", 1)[1] for line in complete.decode(errors="replace").splitlines()
-                if " INFO epoch " in line]
+        shown = []
+        for line in complete.decode(errors="replace").splitlines():
+            if " INFO epoch " in line:
+                shown.append(line.split(" INFO ", 1)[1])
+            elif " WARNING " in line and line.split(" ", 1)[1] not in self.warned:  # each warning once, not per run
+                self.warned.add(line.split(" ", 1)[1])
+                shown.append(line.split(" ", 1)[1])
+        return shown
 
 
 def run_jobs(jobs: list[dict], out: Path, parallel: int, device: str | None, progress: bool = True) -> list[str]:
