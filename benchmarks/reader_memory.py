@@ -1,7 +1,8 @@
 """Peak memory of loading an interaction file (read + build the sequence store), against its size.
 
 Generates `user item` files (SASRec format) and a CSV with a header and timestamps, each with one
-500-character item id (which used to widen every row of a fixed-width numpy string array), then
+500-character item id (which used to widen every row, then every distinct id, of a fixed-width numpy
+string array), then
 loads each in a fresh process and records the peak resident memory above the process's memory
 after imports (Linux VmHWM, reset after the imports), and, for files up to --trace-lines, the tracemalloc peak. The goal
 (issue #25) is a peak ≤ 3× the file size.

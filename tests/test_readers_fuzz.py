@@ -222,7 +222,8 @@ def test_valid_files_round_trip(tmp_path, caplog, case, bom, crlf, gz, blanks, s
             load_store(path, spec.fmt, spec.columns, min_events=1)
         return
     store = load_store(path, spec.fmt, spec.columns, min_events=1)  # through the on-disk cache
-    assert store.item_ids.dtype.kind == "U" and store.user_ids.dtype.kind == "U"
+    assert all(type(token) is str for token in [*store.user_ids, *store.item_ids])
+    assert set(store.user_ids) == {u for u, _, _ in rows} and set(store.item_ids) == {""} | {i for _, i, _ in rows}
     assert sequences(store) == expected_sequences(rows, spec.timed)
     assert sequences(load_store(path, spec.fmt, spec.columns, min_events=1)) == sequences(store)
 

@@ -27,6 +27,37 @@ def test_one_long_id_does_not_widen_every_row(tmp_path):
     assert store.decode_items(store.sequence(0))[7] == long_id
 
 
+def test_one_long_id_does_not_widen_the_stores_ids(tmp_path):
+    """Distinct ids cost their own bytes: not 4 bytes × the longest id each, in memory or in the cache."""
+    import numpy as np
+
+    from sinkrec.data.formats import Interactions
+    from sinkrec.data.sequences import SequenceStore
+
+    n = 100_000  # users with two events each, over 5,001 items; user 0 and item 0 have a 500-char id
+    long_id = "y" * 500
+    user_vocab = [long_id] + [f"u{k}" for k in range(1, n)]
+    item_vocab = [long_id] + [f"i{k}" for k in range(1, 5001)]
+    events = Interactions.from_codes(np.repeat(np.arange(n, dtype=np.int32), 2), user_vocab,
+                                     np.arange(2 * n, dtype=np.int32) % 5001, item_vocab, None, "test")
+    tracemalloc.start()
+    try:
+        store = build_store(events, min_events=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # fixed-width ids would hold n × 500 chars × 4 bytes = 200 MB for the users alone
+    assert store.user_ids.nbytes < 3 << 20 and store.item_ids.nbytes < 1 << 20, store.user_ids.nbytes
+    assert peak < 40 << 20, peak
+    assert long_id in store.user_ids and store.user_ids[store.user_ids.index("u7")] == "u7"
+    assert store.decode_items(store.sequence(store.user_ids.index(long_id))) == [long_id, "i1"]
+    path = tmp_path / "store.npz"
+    store.save(path)
+    assert path.stat().st_size < 8 << 20
+    loaded = SequenceStore.load(path)
+    assert loaded.user_ids.tolist() == store.user_ids.tolist() and loaded.item_ids.tolist() == store.item_ids.tolist()
+
+
 def test_a_line_without_end_is_refused_before_it_is_held_whole(tmp_path, monkeypatch):
     import pytest
 

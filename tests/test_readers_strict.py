@@ -33,7 +33,9 @@ def sequences(store):
 def test_numeric_looking_ids_stay_distinct_tokens(tmp_path):
     path = write(tmp_path, "a.txt", "007 7\n007 007\n007 07\n7 1\n7 2\n7 3\n")
     store = load_store(path, min_events=1, use_cache=False)
-    assert store.item_ids.dtype.kind == "U" and store.user_ids.dtype.kind == "U"
+    assert store.user_ids.tolist() == ["007", "7"]
+    assert store.item_ids.tolist() == ["", "007", "07", "1", "2", "3", "7"]
+    assert all(type(token) is str for token in [*store.user_ids, *store.item_ids])
     assert sequences(store) == {"007": ["7", "007", "07"], "7": ["1", "2", "3"]}
     assert store.n_items == 6
 
@@ -221,7 +223,7 @@ def test_skipped_lines_and_users_are_counted_and_logged(tmp_path, caplog):
 
 
 def test_cache_version_and_string_ids_survive_the_cache(tmp_path):
-    assert CACHE_VERSION >= 2
+    assert CACHE_VERSION >= 3  # 3: ids as UTF-8 blob + offsets
     path = write(tmp_path, "c.txt", "u 007\nu 7\nu 07\n")
     first = load_store(path)
     cached = list((cache_dir() / "stores").glob("c.txt-*.npz"))
@@ -230,6 +232,20 @@ def test_cache_version_and_string_ids_survive_the_cache(tmp_path):
     assert second.item_ids.tolist() == first.item_ids.tolist() == ["", "007", "07", "7"]
     cached[0].write_bytes(b"damaged")  # a broken cache is rebuilt, not fatal
     assert load_store(path).item_ids.tolist() == first.item_ids.tolist()
+
+
+def test_cache_holds_ids_as_plain_numbers_and_a_bad_one_is_rebuilt(tmp_path, caplog):
+    path = write(tmp_path, "d.txt", "u 007\nu é\nu " + "z" * 500 + "\n")
+    first = load_store(path)
+    [cached] = (cache_dir() / "stores").glob("d.txt-*.npz")
+    with np.load(cached, allow_pickle=False) as data:  # nothing in it needs pickle
+        arrays = {name: data[name] for name in data.files}
+    assert arrays["item_ids_blob"].dtype == np.uint8 and arrays["item_ids_offsets"].dtype == np.int64
+    assert all(array.dtype.kind != "O" for array in arrays.values())
+    arrays["item_ids_offsets"] = arrays["item_ids_offsets"] + np.arange(len(arrays["item_ids_offsets"])) % 2
+    np.savez(cached, **arrays)  # offsets that split "é" or overrun the blob: the cache is rebuilt
+    assert load_store(path).item_ids.tolist() == first.item_ids.tolist() == ["", "007", "z" * 500, "é"]
+    assert "ignoring unreadable cache" in caplog.text
 
 
 def test_errors_are_sinkrec_errors_with_one_line():

@@ -61,7 +61,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         events = data.events if cfg.min_rating is None else filters.min_rating(data.events, cfg.min_rating)
         store = filters.apply(build_store(events, cfg.min_events), cfg)
         # Map oracle columns from generator item ids to store indices (unseen items drop out).
-        columns = np.concatenate([[0], store.item_ids[1:].astype(np.int64)])
+        columns = np.asarray([0] + [int(i) for i in store.item_ids[1:]], dtype=np.int64)
         oracle = {split: probs[:, columns] for split, probs in data.oracle.items()}
         return Dataset("synthetic", store, Split(store), oracle)
     path, fmt, columns, name = resolve_data_file(cfg)

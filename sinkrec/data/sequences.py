@@ -2,7 +2,8 @@
 
 The store is CSR-like: `offsets[u]:offsets[u+1]` slices `items` (and `timestamps`) for user u.
 Item index 0 is padding; `item_ids[i]` is the original id of item i (a str: the user's exact
-token), so results can be reported in the user's own ids. `user_ids` are str tokens too.
+token), so results can be reported in the user's own ids. `user_ids` are str tokens too. Both are
+IdLists (one UTF-8 blob + offsets), so a single long id does not widen every other one.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import numpy as np
 from ..errors import DataError, DataFormatError
 from ..hashing import file_digest
 from .formats import Interactions, note, read_interactions
+from .ids import IdList
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # 2: ids are str tokens (version 1 stored integer ids)
+CACHE_VERSION = 3  # 3: ids as UTF-8 blob + offsets; 2: fixed-width str arrays; 1: integer ids
+ID_ARRAYS = ("user_ids", "item_ids")
 
 
 @dataclass
@@ -29,9 +32,14 @@ class SequenceStore:
     offsets: np.ndarray  # int64 [n_users + 1]
     items: np.ndarray  # int32 [n_events], 1..n_items
     timestamps: np.ndarray | None  # float64 [n_events] or None
-    user_ids: np.ndarray  # str: original user id per user index
-    item_ids: np.ndarray  # str: original item id per item index; [0] is "" (padding)
+    user_ids: IdList  # original user id (str) per user index
+    item_ids: IdList  # original item id (str) per item index; [0] is "" (padding)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ID_ARRAYS:  # a list or str array given by a caller becomes an IdList
+            if not isinstance(getattr(self, name), IdList):
+                setattr(self, name, IdList(getattr(self, name)))
 
     @property
     def n_users(self) -> int:
@@ -57,13 +65,15 @@ class SequenceStore:
     # ---- id mapping -------------------------------------------------------------------
     def decode_items(self, indices: np.ndarray) -> list[str]:
         """Indices → original ids as plain Python strings."""
-        return [str(self.item_ids[int(i)]) for i in indices]
+        return [self.item_ids[int(i)] for i in indices]
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = dict(offsets=self.offsets, items=self.items, user_ids=self.user_ids,
-                      item_ids=self.item_ids, notes=np.asarray(self.notes, dtype=str))
+        arrays = dict(offsets=self.offsets, items=self.items, notes=np.asarray(self.notes, dtype=str))
+        for name in ID_ARRAYS:
+            ids = getattr(self, name)
+            arrays[f"{name}_blob"], arrays[f"{name}_offsets"] = ids.blob, ids.offsets
         if self.timestamps is not None:
             arrays["timestamps"] = self.timestamps
         # a private temporary name per process: runs started together may build the same cache
@@ -74,10 +84,10 @@ class SequenceStore:
     @classmethod
     def load(cls, path: Path) -> SequenceStore:
         with np.load(path, allow_pickle=False) as data:
+            ids = {name: IdList.from_arrays(data[f"{name}_blob"], data[f"{name}_offsets"]) for name in ID_ARRAYS}
             return cls(offsets=data["offsets"], items=data["items"],
                        timestamps=data["timestamps"] if "timestamps" in data else None,
-                       user_ids=data["user_ids"], item_ids=data["item_ids"],
-                       notes=[str(n) for n in data["notes"]])
+                       notes=[str(n) for n in data["notes"]], **ids)
 
 
 def _canonical_int(token: str) -> int | None:
@@ -187,8 +197,8 @@ def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
         offsets=offsets,
         items=index_of[raw_items],
         timestamps=times,
-        user_ids=np.asarray([events.user_vocab[code] for code in kept_users], dtype=str),
-        item_ids=np.asarray([""] + [vocab[i] for i in item_order.tolist()], dtype=str),
+        user_ids=IdList(events.user_vocab[code] for code in kept_users),
+        item_ids=IdList([""] + [vocab[i] for i in item_order.tolist()]),
         notes=notes,
     )
 
@@ -238,15 +248,15 @@ def cache_dir() -> Path:
 
 
 def _load_cached(path: Path) -> SequenceStore | None:
-    """A cached store, or None when it is unreadable or from an older layout (it is rebuilt)."""
+    """A cached store, or None when it is unreadable (it is rebuilt).
+
+    Older layouts are never read: CACHE_VERSION is part of the file name's key.
+    """
     try:
-        store = SequenceStore.load(path)
+        return SequenceStore.load(path)
     except Exception as exc:  # a damaged cache must never stop a run: it is only a cache
         log.warning("ignoring unreadable cache %s (%s: %s)", path, type(exc).__name__, exc)
         return None
-    if store.item_ids.dtype.kind != "U" or store.user_ids.dtype.kind != "U":
-        return None
-    return store
 
 
 def load_store(path: str | Path, fmt: str = "auto", columns: dict[str, str] | None = None,
