@@ -184,6 +184,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from .describe import describe_fields, format_options, model_options
 
     options = model_options()
+    args.model = args.model.lower() if args.model else args.model
     if args.model and args.model not in options:
         raise SinkrecError(f"unknown model '{args.model}'; known: {', '.join(sorted(options))}")
     print(format_options([row for row in describe_fields(Config) if not row.name.startswith("model")]))

@@ -145,6 +145,7 @@ def test_version_and_case_insensitive_model_names(capsys):
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"sinkrec {sinkrec.__version__}"
     assert make_config(run_config("x.csv", "GDN")).model["name"] == "gdn"
     assert make_config(run_config("x.csv", overrides=["model.name=SASRec"])).model["name"] == "sasrec"
+    assert main(["config", "show", "GDN"]) == 0 and "model: gdn" in capsys.readouterr().out
 
 
 def test_compare_accepts_model_names_in_any_case_and_shows_epochs(workdir, capsys):
