@@ -165,7 +165,9 @@ def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
         times = None if times is None else times[order]
         del order
 
-    counts = np.bincount(user_index, minlength=len(user_order))
+    # user_index is sorted now: counts from its run boundaries (bincount would copy it as int64)
+    bounds = np.arange(len(user_order) + 1, dtype=user_index.dtype)
+    counts = np.diff(np.searchsorted(user_index, bounds)).astype(np.int64)
     keep_user = counts >= min_events
     notes = list(events.notes)
     dropped = int((~keep_user).sum())
