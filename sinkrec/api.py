@@ -214,21 +214,23 @@ def train(config: str | Path | dict | Config | None = None, *, data: str | Path 
 def _train(cfg: Config, dataset, resume: bool | str | Path, baselines: bool) -> Run:
     from .training.baselines import below_floor, score_all
     from .training.distributed import cleanup
-    from .training.trainer import Trainer
+    from .training.trainer import Trainer, pick_device
 
     store = dataset.store
     log.info("data %s: %d users, %d items, %d events (mean length %.1f)", dataset.name, store.n_users,
              store.n_items, len(store.items), len(store.items) / store.n_users)
+    scores = None
+    if baselines:  # before the trainer seeds its RNG: a run is the same with or without them
+        scores = score_all(dataset, cfg, pick_device(cfg.train.device))
+        metric = cfg.eval.valid_metric
+        log.info("baselines (the floor to beat): %s", ", ".join(
+            f"{name} valid {metric} {row['valid'][metric]:.4f}" for name, row in scores.items()))
     trainer = Trainer(cfg, dataset)
+    trainer.baselines = scores
     if resume:
         trainer.resume(Path(cfg.output_dir) if resume is True or resume == "auto" else resume)
     log.info("model %s: %.2fM parameters, device %s", cfg.model["name"],
              sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.device)
-    if baselines:
-        trainer.baselines = score_all(dataset, cfg, trainer.device)
-        metric = cfg.eval.valid_metric
-        log.info("baselines (the floor to beat): %s", ", ".join(
-            f"{name} valid {metric} {row['valid'][metric]:.4f}" for name, row in trainer.baselines.items()))
     result = trainer.fit()
     cleanup(trainer.dist)
     warnings = list(trainer.warnings)

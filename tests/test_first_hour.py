@@ -45,7 +45,12 @@ def test_no_baselines_and_no_warning_with_enough_steps(workdir, capsys):
     assert main(["train", "ratings.csv", "--no-baselines", "--set", "train.batch_size=2", *FAST]) == 0
     out = capsys.readouterr().out
     assert "pop test" not in out and "optimiser step" not in out and "popularity" not in out
-    assert "baselines" not in json.loads((workdir / "runs" / "ratings-gdn" / "metrics.json").read_text())
+    without = json.loads((workdir / "runs" / "ratings-gdn" / "metrics.json").read_text())
+    assert "baselines" not in without
+    # fitting the baselines leaves the run itself unchanged (they must not draw from its random streams)
+    assert main(["train", "ratings.csv", "--set", "train.batch_size=2", *FAST]) == 0
+    with_them = json.loads((workdir / "runs" / "ratings-gdn-2" / "metrics.json").read_text())
+    assert with_them["history"][0]["loss"] == without["history"][0]["loss"] and with_them["test"] == without["test"]
 
 
 # ---- 2. --set data.path=FILE is `train FILE` --------------------------------------------------
