@@ -99,23 +99,6 @@ def _canonical_int(token: str) -> int | None:
     return value if str(value) == token else None
 
 
-def unique_ids(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct ids and each token's index into them.
-
-    Ids are ordered numerically when every one is a plain integer, so re-indexed files (items
-    1..n) keep index == id and results match the integer-id stores of earlier versions; any
-    other set is ordered as text. Only the index assignment depends on this, never event order.
-    """
-    ids, inverse = np.unique(tokens, return_inverse=True)
-    values = [_canonical_int(token) for token in ids.tolist()]
-    if ids.size and all(value is not None for value in values):
-        order = np.asarray(sorted(range(len(values)), key=values.__getitem__), dtype=np.int64)
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        ids, inverse = ids[order], rank[inverse.reshape(-1)]
-    return ids, inverse.reshape(-1)
-
-
 def keep_rated(events: Interactions, threshold: float) -> Interactions:
     """Only events rated ≥ threshold (data.min_rating: implicit feedback from explicit ratings)."""
     if events.ratings is None:
@@ -129,10 +112,11 @@ def keep_rated(events: Interactions, threshold: float) -> Interactions:
 
 
 def id_order(vocab: list[str]) -> np.ndarray:
-    """The positions of `vocab` (distinct ids) in the order `unique_ids` gives them.
+    """The order of `vocab` (distinct ids) in the store: numeric when every id is a plain integer.
 
-    Sorted as Python strings (code points, as numpy sorts them), so no fixed-width array of
-    every id is needed; numerically when every id is a plain integer.
+    Re-indexed files (items 1..n) so keep index == id, matching earlier integer-id stores; any other
+    set is sorted as Python strings (code points). Only index assignment depends on this, never
+    event order.
     """
     values = [_canonical_int(token) for token in vocab]
     key = values.__getitem__ if vocab and all(v is not None for v in values) else vocab.__getitem__

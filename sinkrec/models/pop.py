@@ -37,7 +37,7 @@ class FittedRecommender(SequentialRecommender):
 
     def encode(self, batch: Batch) -> Encoded:
         raise ConfigError(f"model '{type(self).__name__.lower()}' is fitted by counting, not trained by "
-                          "gradient descent: use `sinkrec compare` (or sinkrec.compare.fit_baseline)")
+                          "gradient descent: use `sinkrec compare` (or sinkrec.training.baselines.fit_and_score)")
 
 
 class Pop(FittedRecommender):
