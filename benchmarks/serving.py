@@ -46,7 +46,7 @@ def make_run(name: str, folder: Path) -> Path:
     import sinkrec
 
     config = {"data": {"dataset": "synthetic", "max_len": 200,
-                       "synthetic": {"n_users": 120, "n_items": N_ITEMS, "min_len": 40, "max_len": 120}},
+                       "synthetic": {"n_users": 1500, "n_items": N_ITEMS, "min_len": 20, "max_len": 60}},
               "model": {"name": name, "d_model": 64}, "train": {"epochs": 1, "progress": False, "device": "cpu"},
               "output_dir": str(folder / name)}
     return sinkrec.train(config, overwrite=True).path
@@ -183,24 +183,26 @@ def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: 
     stores = [("sqlite", None)] + ([("redis", redis_url)] if redis_url else [])
     run_tag = uuid.uuid4().hex[:8]
     for store_name, url in stores:
-        for processes in (1, 2):
+        for processes, batched in ((1, False), (2, False), (2, True)):
             with tempfile.TemporaryDirectory() as tmp:
                 spec = url or f"sqlite:///{tmp}/s.db"
                 if url:
                     import redis
 
                     redis.Redis.from_url(url).flushdb()
-                server = ServerProcess(run, spec, args=("--workers", str(processes)))
+                server = ServerProcess(run, spec, args=("--workers", str(processes))
+                                       + (("--batch-steps",) if batched else ()))
                 try:
                     for conc in concurrencies:
                         for batch in ([1, 16] if conc in (8, 64) else [1]):
-                            tag = f"{run_tag}-{store_name}-{processes}-{conc}-{batch}"
+                            tag = f"{run_tag}-{store_name}-{processes}-{int(batched)}-{conc}-{batch}"
                             before = stored_events(spec)
                             out = asyncio.run(load([server.url], conc, seconds, batch, items, 1000, tag))
                             new = stored_events(spec) - before
                             records.append({"kind": "throughput", "model": "gdn", "store": store_name,
-                                            "processes": processes, "concurrency": conc, "events_per_request": batch,
-                                            "new_events_stored": new, "events_per_s": new / out["seconds"], **out})
+                                            "processes": processes, "batch_steps": batched, "concurrency": conc,
+                                            "events_per_request": batch, "new_events_stored": new,
+                                            "events_per_s": new / out["seconds"], **out})
                             print(json.dumps(records[-1]), flush=True)
                 finally:
                     server.stop()
@@ -250,10 +252,11 @@ def markdown(records: list[dict]) -> str:
     for r in (r for r in records if r["kind"] == "latency" and "model_ms" in r):
         lines.append(f"| {r['model']} | {r['history']:,} | {r['decode_ms']:.2f} | {r['model_ms']:.2f} | "
                      f"{r['encode_ms']:.2f} | {r['commit_ms']:.2f} |")
-    lines += ["", "| store | processes | concurrency | events/request | new events stored/s | acked / stored "
-              "| request p50 / p99 (ms) | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| store | processes | batched steps | concurrency | events/request | new events stored/s | "
+              "acked / stored | request p50 / p99 (ms) | errors |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in (r for r in records if r["kind"] == "throughput"):
-        lines.append(f"| {r['store']} | {r['processes']} | {r['concurrency']} | {r['events_per_request']} | "
+        lines.append(f"| {r['store']} | {r['processes']} | {'yes' if r['batch_steps'] else 'no'} | "
+                     f"{r['concurrency']} | {r['events_per_request']} | "
                      f"{r['events_per_s']:,.0f} | {r['acked']:,} / {r['new_events_stored']:,} | "
                      f"{r['request_p50_ms']:.1f} / {r['request_p99_ms']:.1f} | {r['errors']} |")
     for r in (r for r in records if r["kind"] == "kill"):
