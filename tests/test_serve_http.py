@@ -198,10 +198,10 @@ class ServerProcess:
 
 
 def _stream(url: str, items: list[str], user_count: int, start: int, acked: list, stop: threading.Event,
-            size: int = 3):
+            size: int = 3, headers: dict | None = None):
     """A client posting batches (events of several users each); an event counts only once its batch got a 200."""
     n = start
-    with httpx.Client(base_url=url, timeout=5) as http:
+    with httpx.Client(base_url=url, timeout=5, headers=headers) as http:
         while not stop.is_set():
             batch = [{"user": f"u{(n + j) % user_count}", "item": items[(n + j) % len(items)],
                       "timestamp": float(n + j), "event_id": f"s{start}-{n + j}"} for j in range(size)]

@@ -122,6 +122,15 @@ def test_limits_answer_413_before_any_work(tmp_path):
         assert http.post("/v1/recommend", json={"requests": [history]}).status_code == 200
 
 
+def test_default_limits_refuse_16_histories_of_1000_items():
+    from sinkrec.serve.limits import TooLarge
+    from sinkrec.serve.schemas import RecommendRequest
+
+    body = RecommendRequest(requests=[{"history": [f"i{n % 40 + 1}" for n in range(1000)]}] * 16)
+    with pytest.raises(TooLarge, match="16000 history items over all queries"):
+        Limits().check_recommend(body.requests)
+
+
 def test_time_budget_stops_work_and_stores_nothing(tmp_path):
     engine = Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "s.db"))
     past = time.monotonic() - 1
@@ -198,11 +207,15 @@ def test_worker_processes_share_one_sqlite_file(run_folder, tmp_path):  # noqa: 
 
     items = Recommender.from_run(run_folder).item_ids[1:30]
     store = f"sqlite:///{tmp_path / 'state.db'}"
-    server = ServerProcess(run_folder, store, args=("--workers", "2"))
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"write:{WRITE}\n")
+    server = ServerProcess(run_folder, store, args=("--workers", "2", "--token-file", str(token_file)))
     acked, stop = [], threading.Event()
     try:
-        clients = [threading.Thread(target=_stream, args=(server.url, items, 4, 1000 * c, acked, stop, 3))
-                   for c in range(6)]
+        for _ in range(4):  # every worker read the token file
+            assert httpx.post(server.url + "/v1/events", json={"events": []}, timeout=10).status_code == 401
+        clients = [threading.Thread(target=_stream, args=(server.url, items, 4, 1000 * c, acked, stop, 3,
+                                                          bearer(WRITE))) for c in range(6)]
         for c in clients:
             c.start()
         time.sleep(2.0)
