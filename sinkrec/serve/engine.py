@@ -24,6 +24,7 @@ import torch
 
 from ..batch import Batch
 from ..errors import SinkrecError, UnknownItemError
+from . import fused
 from . import state as codec
 from .batched import step_many
 from .limits import check_deadline
@@ -71,6 +72,7 @@ class Engine:
         self.store = store
         self.streaming = bool(getattr(self.model, "supports_streaming", False)) and (
             type(self.model).__name__ in FIXED_SIZE_CACHE)
+        self.fused = self.streaming and fused.supports(self.model)  # GDN: the inline one-event step
         self.n_items = len(recommender.item_ids) - 1
         self.index = recommender.lookup  # item id → index, as Recommender.encode uses it
         self.checkpoint = checkpoint_digest(recommender)
@@ -111,8 +113,11 @@ class Engine:
         if self.streaming:
             for index, when in zip(indices, times):
                 check_deadline(deadline)
-                hidden = self.model.encode_step(torch.tensor([[index]]), state.cache,
-                                                torch.tensor([[when]], dtype=torch.float64))
+                if self.fused:
+                    hidden = fused.gdn_step(self.model, state.cache, index)
+                else:
+                    hidden = self.model.encode_step(torch.tensor([[index]]), state.cache,
+                                                    torch.tensor([[when]], dtype=torch.float64))
                 state.hidden = hidden[0, -1].float().clone()
         else:  # window models: keep the last max_len events; a recommend re-encodes them
             state.window = (state.window + list(indices))[-self.rec.max_len:]
