@@ -87,6 +87,8 @@ def check_new_settings(trial, values: dict) -> None:
 
 def run_trials(study, objective: Callable, total: int, out: Path, timeout: float | None = None) -> int:
     """Run trials until the study holds `total` counted ones (or `timeout` s pass); trials run here."""
+    import optuna
+
     started, ran, duplicates = time.monotonic(), 0, 0
     while timeout is None or time.monotonic() - started < timeout:
         taken: list[int] = []
@@ -101,6 +103,11 @@ def run_trials(study, objective: Callable, total: int, out: Path, timeout: float
                     held.close()
                 try:
                     return objective(trial)
+                except optuna.TrialPruned:
+                    raise
+                except Exception as exc:  # kept with the trial: why it failed, for trials.md and later sessions
+                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:300])
+                    raise
                 finally:
                     lock.release(trial_folder(out, trial.number))
 
