@@ -1,0 +1,37 @@
+#!/bin/bash
+# One stretch of the tuned study (benchmarks/study.py) on a lent GPU machine, in two steps.
+#
+#   bash benchmarks/study_device.sh prepare     # here: wheels, datasets and a snapshot of HEAD, in ignored folders
+#   MINUTES=8.6 bash benchmarks/study_device.sh run    # there (carry .snap .data .whl); writes OUT/state.tgz, study.log
+#   tar xzf state.tgz -C benchmarks/results/study-tuned && python benchmarks/study.py report    # here, then commit
+#
+# The snapshot (git archive of HEAD plus the committed study state) keeps other uncommitted work off the machine.
+set -u
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+prepare)
+  for path in /.whl/ /.data/ /.snap/; do grep -qx "$path" .git/info/exclude 2>/dev/null || echo "$path" >> .git/info/exclude; done
+  mkdir -p .whl .data
+  for wheel in optuna==5.1.0 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0; do  # not on the GPU image
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$wheel"
+  done
+  cp -r "${DATASETS:-../shared/datasets}"/*/ .data/    # SINKREC_DATA_PATH layout: NAME/FILE
+  rm -rf .snap && mkdir .snap && git archive HEAD sinkrec benchmarks/study.py benchmarks/common.py \
+    benchmarks/results/study-tuned | tar x -C .snap && git rev-parse --short HEAD > .snap/GITREV
+  du -sh .whl .data .snap ;;
+run)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  data=$PWD/.data
+  cd .snap || exit 1
+  export PYTHONPATH=$PWD:/tmp/site SINKREC_DATA_PATH=$data SINKREC_CACHE=/tmp/sinkrec-cache PYTHONUNBUFFERED=1
+  python3 benchmarks/study.py run --minutes "${MINUTES:-8.6}" --parallel "${PARALLEL:-14}" --device cuda \
+    --out /tmp/state --git "$(cat GITREV)" > "$OUT/study.log" 2>&1
+  rc=$?
+  tail -24 "$OUT/study.log"
+  tar czf "$OUT/state.tgz" -C /tmp/state .
+  exit $rc ;;
+*)
+  echo "usage: bash benchmarks/study_device.sh prepare|run" >&2
+  exit 2 ;;
+esac
