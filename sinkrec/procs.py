@@ -72,3 +72,16 @@ def watch_parent(parent: int | None = None, every: float = 1.0) -> threading.Thr
     thread = threading.Thread(target=loop, name="watch-parent", daemon=True)
     thread.start()
     return thread
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True

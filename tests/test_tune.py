@@ -150,3 +150,17 @@ def test_study_state_travels_as_json_and_resumes_without_repeats(tmp_path):
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 and len(set(_settings(trials))) == 3
     assert [t.intermediate_values for t in trials[:2]] == [
         {int(k): v for k, v in r["intermediate"].items()} for r in rows]
+
+
+def test_only_this_hosts_dead_trials_are_failed(tmp_path):
+    import socket
+
+    from sinkrec.tune.loop import fail_dead_trials
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    elsewhere, mine, unclaimed = study.ask(), study.ask(), study.ask()
+    elsewhere.set_user_attr("host", "another-machine")  # its folder is on that machine: the heartbeat decides
+    mine.set_user_attr("host", socket.gethostname())  # no process here holds its folder: its worker is gone
+    assert fail_dead_trials(study, tmp_path) == [mine.number]
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {elsewhere.number: "RUNNING", mine.number: "FAIL", unclaimed.number: "RUNNING"}

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..errors import SinkrecError
 from ..hashing import file_digest
+from ..procs import alive
 from .sequences import cache_dir
 
 log = logging.getLogger(__name__)
@@ -289,16 +290,6 @@ def local_copy(info: DatasetInfo) -> Path | None:
 
 
 # ---- temporary files: named with their writer's pid, swept once that process is gone --------------
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
 
 
 def sweep(folder: Path, info: DatasetInfo) -> list[Path]:
@@ -312,7 +303,7 @@ def sweep(folder: Path, info: DatasetInfo) -> list[Path]:
     removed = []
     for path in folder.iterdir() if folder.is_dir() else ():
         match = pattern.fullmatch(path.name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not alive(int(match.group(1))):
             try:
                 path.unlink()
             except FileNotFoundError:  # another prepare swept it first

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import RunFolderBusyError
+from ..procs import alive
 
 try:
     import fcntl
@@ -23,21 +24,16 @@ LOCK_NAME = "run.lock"
 _held: dict[str, list] = {}  # folder → [open file, depth]: re-entrant within one process
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _owner(path: Path) -> dict:
     try:
         return json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
         return {}
+
+
+def _owner_alive(owner: dict) -> bool:
+    """Where flock is missing: the lock file names a live process of this host."""
+    return bool(owner.get("pid")) and owner.get("host") == socket.gethostname() and alive(int(owner["pid"]))
 
 
 def acquire(folder: str | Path) -> None:
@@ -61,8 +57,7 @@ def acquire(folder: str | Path) -> None:
             pass
     if not locked:
         owner = _owner(path)
-        if owner.get("pid") and owner.get("host") == socket.gethostname() and _alive(int(owner["pid"])) \
-                and int(owner["pid"]) != os.getpid():
+        if _owner_alive(owner) and int(owner["pid"]) != os.getpid():
             handle.close()
             _busy(folder, owner)
     handle.seek(0)
@@ -98,12 +93,13 @@ def held_by_live_process(folder: str | Path) -> bool:
     if str(Path(folder).resolve()) in _held:
         return True
     if fcntl is None or not path.is_file():
-        owner = _owner(path)
-        return bool(owner.get("pid")) and owner.get("host") == socket.gethostname() and _alive(int(owner["pid"]))
+        return _owner_alive(_owner(path))
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
+        except OSError:  # no flock on this file system: the owner's pid decides
+            return _owner_alive(_owner(path))
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         return False

@@ -4,8 +4,9 @@ A study may be stopped at any moment (a SIGKILL, a lost machine) and started aga
 command. Three rules make that safe:
 - the total counts finished trials (complete or pruned) and trials some live worker is running;
   a worker takes its next trial under a file lock, so workers on one machine never overshoot;
-- a trial whose worker died is marked failed: each running trial holds the lock of its run folder,
-  and a lock nobody holds means its process is gone (workers elsewhere: Optuna's heartbeat);
+- a trial whose worker died is marked failed: each running trial records its host and holds the lock
+  of its run folder, and a lock nobody on that host holds means its process is gone (trials of other
+  machines: Optuna's heartbeat);
 - a trial whose settings equal an earlier trial's (any state) fails as a duplicate and does not count,
   and the sampler's seed mixes in the study's size, so a rerun does not redraw the same sequence.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -58,7 +60,9 @@ def fail_dead_trials(study, out: Path) -> list[int]:
 
     dead = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if not lock.held_by_live_process(trial_folder(out, trial.number)):
+        if trial.user_attrs.get("host") != socket.gethostname():
+            continue  # another machine's trial (or one not yet claimed): Optuna's heartbeat decides
+        if not lock.held_by_live_process(trial.user_attrs.get("folder", trial_folder(out, trial.number))):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             dead.append(trial.number)
     with warnings.catch_warnings():  # trials of workers on other machines: Optuna's heartbeat
@@ -98,6 +102,8 @@ def run_trials(study, objective: Callable, total: int, out: Path, timeout: float
             def locked_objective(trial, taken=taken, held=held):
                 try:  # the trial is running (so counted) and its folder held before other workers look
                     lock.acquire(trial_folder(out, trial.number))
+                    trial.set_user_attr("host", socket.gethostname())
+                    trial.set_user_attr("folder", str(trial_folder(out, trial.number)))
                     taken.append(trial.number)
                 finally:
                     held.close()
