@@ -194,7 +194,7 @@ def train(config: str | Path | dict | Config | None = None, *, data: str | Path 
     """
     from .data import load_dataset as load
     from .experiment import check_environment
-    from .training import runfolder
+    from .training import lock, runfolder
 
     if isinstance(config, Config):
         config = config.to_dict()
@@ -204,6 +204,8 @@ def train(config: str | Path | dict | Config | None = None, *, data: str | Path 
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:  # under torchrun only rank 0 reports
         logging.getLogger().setLevel(logging.WARNING)
+    if resume or overwrite:  # the folder itself is reused: find out it is busy before loading the data
+        lock.ensure_free(cfg.output_dir)
     dataset = load(cfg.data)
     if not resume:
         cfg.output_dir = str(fresh_output_dir(cfg.output_dir, overwrite))

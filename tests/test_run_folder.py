@@ -44,14 +44,18 @@ def test_layout_manifest_and_loading(tmp_path):
     Recommender.from_run(out / files["best_model"])
 
 
-def test_second_run_on_a_locked_folder_names_the_other_process(tmp_path, capsys):
+def test_second_run_on_a_locked_folder_names_the_other_process(tmp_path, capsys, monkeypatch):
+    import sinkrec.data
+
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sinkrec.training import lock; "
                                f"lock.acquire({str(out)!r}); print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert main(["train", "--config", config_file(tmp_path, out), "--resume"]) == 2
+        with monkeypatch.context() as patch:  # the busy folder is found before the data is loaded
+            patch.setattr(sinkrec.data, "load_dataset", lambda *a, **k: pytest.fail("data loaded first"))
+            assert main(["train", "--config", config_file(tmp_path, out), "--resume"]) == 2
         err = capsys.readouterr().err
         assert f"pid {holder.pid}" in err and "in use" in err
     finally:

@@ -310,7 +310,8 @@ def test_redis_restart_under_load_is_503_then_recovery(tmp_path):
             redis_proc.kill()
             redis_proc.wait()
             time.sleep(0.5)
-            assert http.get("/readyz").status_code == 503
+            down = http.get("/readyz")
+            assert down.status_code == 503 and "redis://" not in down.text  # no store address for clients
             redis_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
             time.sleep(1.0)
             before = len(statuses)

@@ -239,3 +239,14 @@ def test_worker_processes_share_one_sqlite_file(run_folder, tmp_path):  # noqa: 
             break
         time.sleep(0.1)
     assert not alive
+
+
+def test_store_errors_never_show_a_redis_password():
+    pytest.importorskip("redis")
+    from sinkrec.serve.redis_store import RedisStore
+    from sinkrec.serve.stores import StoreUnavailable
+
+    store = RedisStore("redis://:s3cret@127.0.0.1:1/0")  # nothing listens on port 1
+    with pytest.raises(StoreUnavailable) as caught:
+        store.ping()
+    assert "s3cret" not in str(caught.value) and "***@127.0.0.1:1" in str(caught.value)

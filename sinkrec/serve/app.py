@@ -8,6 +8,8 @@ around the app. Error bodies are always {"error": {"code", "message"}}.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Path, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +34,7 @@ from .schemas import (
 )
 from .stores import Event, EventConflict, StoreUnavailable
 
+log = logging.getLogger("sinkrec.serve")
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
@@ -70,7 +73,8 @@ def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: L
     @app.exception_handler(StoreUnavailable)
     async def unavailable(request: Request, exc: StoreUnavailable):
         metrics.store_errors.labels(store_kind).inc()
-        return _error(503, "store_unavailable", str(exc), {"Retry-After": "1"})
+        log.warning("store unavailable: %s", exc)  # details (paths, hosts) for the operator, not for clients
+        return _error(503, "store_unavailable", "the event store is unavailable; try again", {"Retry-After": "1"})
 
     @app.exception_handler(TimeBudgetExceeded)
     async def too_slow(request: Request, exc: TimeBudgetExceeded):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import zlib
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ class RedisStore(Store):
 
     def __init__(self, url: str, prefix: str = "sinkrec", max_retries: int = 50):
         self.url, self.prefix, self.max_retries = url, prefix, max_retries
+        self.shown_url = re.sub(r"//[^@/]*@", "//***@", url)  # for messages: never the password
         self._stripes = [threading.Lock() for _ in range(64)]  # per-user locks within this process
         self.computed = 0  # states computed by `step` (a retry that reuses one does not count)
         # Fail fast when Redis is down: the client gets a 503 and retries, a request never hangs.
@@ -118,7 +120,7 @@ class RedisStore(Store):
                     except redis.exceptions.WatchError:
                         continue
         except ERRORS as exc:
-            raise StoreUnavailable(f"Redis at {self.url}: {exc}") from None
+            raise StoreUnavailable(f"Redis at {self.shown_url}: {exc}") from None
         users = ", ".join(f"'{u}'" for u, _ in batch[:3])
         raise StoreUnavailable(f"user {users}: {self.max_retries} concurrent updates in a row, try again")
 
@@ -134,7 +136,7 @@ class RedisStore(Store):
         try:
             return fn(*args)
         except ERRORS as exc:
-            raise StoreUnavailable(f"Redis at {self.url}: {exc}") from None
+            raise StoreUnavailable(f"Redis at {self.shown_url}: {exc}") from None
 
     def load(self, user: str) -> bytes | None:
         return self._call(self.client.get, self._keys(user)[2])

@@ -128,7 +128,6 @@ class SQLiteStore(Store):
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_every,),
                                               name="sinkrec-wal-checkpoint", daemon=True)
-        self._checkpointer.start()
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._connect()
@@ -180,6 +179,8 @@ class SQLiteStore(Store):
         and the precomputed result is written; otherwise it is recomputed there, under the lock.
         """
         with self._planning:  # one model computation at a time per process: threads only fight for the GIL
+            if not self._checkpointer.is_alive() and not self._stop.is_set():  # a store that writes checkpoints
+                self._checkpointer.start()
             plans = self._read(lambda conn: self._plan_all(conn, batch, step))
         return self._committer.submit(lambda conn: [self._write(conn, user, events, step, plan)
                                                     for (user, events), plan in zip(batch, plans)])
@@ -271,6 +272,8 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         self._stop.set()
+        if self._checkpointer.is_alive():
+            self._checkpointer.join()
         self._committer.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:

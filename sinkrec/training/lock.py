@@ -103,3 +103,10 @@ def held_by_live_process(folder: str | Path) -> bool:
             return _owner_alive(_owner(path))
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         return False
+
+
+def ensure_free(folder: str | Path) -> None:
+    """Refuse now, before costly work, a folder that a live process holds (acquire would refuse it later)."""
+    path = Path(folder)
+    if path.is_dir() and str(path.resolve()) not in _held and held_by_live_process(path):
+        _busy(path, _owner(path / LOCK_NAME))

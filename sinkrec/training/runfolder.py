@@ -22,7 +22,7 @@ import json
 import os
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,9 @@ def claimed(folder: str | Path, main: bool = True) -> Iterator[None]:
     finally:
         if main:
             if not existed and folder.is_dir() and {p.name for p in folder.iterdir()} <= {lock.LOCK_NAME}:
-                (folder / lock.LOCK_NAME).unlink(missing_ok=True)  # still held: no other run can be in it
-                folder.rmdir()
+                with suppress(OSError):  # another process wrote here meanwhile: keep the folder, and our error
+                    (folder / lock.LOCK_NAME).unlink(missing_ok=True)  # still held: no other run can be in it
+                    folder.rmdir()
             lock.release(folder)
 
 
