@@ -7,6 +7,7 @@ are plain numbers, so a cache file of them loads without pickle.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -36,7 +37,10 @@ class IdList:
         starts = offsets[:-1][offsets[:-1] < blob.size]
         if ((blob[starts] & 0xC0) == 0x80).any():  # an id starting inside a character
             raise ValueError("an id offset splits a UTF-8 character")
-        blob.tobytes().decode()  # raises UnicodeDecodeError on invalid UTF-8
+        check = codecs.getincrementaldecoder("utf-8")()  # raises UnicodeDecodeError on invalid UTF-8,
+        for start in range(0, blob.size, 1 << 20):  # a block at a time: never the whole text at once
+            check.decode(blob[start: start + (1 << 20)].tobytes())
+        check.decode(b"", final=True)
         out = cls.__new__(cls)
         out._set(blob, offsets)
         return out

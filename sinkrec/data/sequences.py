@@ -158,7 +158,6 @@ def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
     if dropped:
         note(notes, events.source, f"dropped {dropped} user(s) with fewer than {min_events} events "
                                    f"({int(counts[~keep_user].sum())} events)")
-    if dropped:
         keep_event = keep_user[user_index]
         raw_items = raw_items[keep_event]
         times = None if times is None else times[keep_event]

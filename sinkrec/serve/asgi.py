@@ -108,7 +108,8 @@ class LimitBody:
             return await self.app(scope, receive, send)
         too_large = f"the request body is larger than {self.max_bytes:,} bytes (max_body_bytes)"
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.strip().isascii() and declared.strip().isdigit() \
+                and int(declared) > self.max_bytes:
             return await send_error(send, 413, "too_large", too_large, {"Connection": "close"})
         chunks, size = [], 0
         while True:

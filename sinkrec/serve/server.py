@@ -40,14 +40,14 @@ def check_exposure(host: str, tokens: Tokens | None, insecure: bool) -> None:
                            "reach it")
 
 
-def build_app(settings: dict):
-    """The app of one worker process, from the JSON-able settings `serve` passes on."""
+def build_app(settings: dict, tokens: Tokens | None = None):
+    """The app of one worker process, from the JSON-able settings `serve` passes on (tokens: read here)."""
     from .app import create_app
     from .engine import Engine
 
     torch.set_num_threads(settings["threads"])  # per-event steps are tiny: threads fight more than they help
     engine = Engine.from_run(settings["run"], settings["store"], batch_steps=settings.get("batch_steps", False))
-    tokens = Tokens.load(settings.get("token_file"))
+    tokens = tokens if tokens is not None else Tokens.load(settings.get("token_file"))
     log.info("serving %s (checkpoint %s, %s store, auth %s)", settings["run"], engine.checkpoint,
              engine.store.kind, "on" if tokens else "off")
     return create_app(engine, tokens=tokens, limits=Limits(**settings["limits"]),
@@ -72,20 +72,24 @@ def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port:
     import uvicorn
 
     workers = workers or os.cpu_count() or 1
-    check_exposure(host, Tokens.load(token_file), insecure)
+    tokens = Tokens.load(token_file)
+    check_exposure(host, tokens, insecure)
     settings = {"run": str(run), "store": store, "threads": threads, "open_metrics": open_metrics,
                 "batch_steps": batch_steps,
                 "token_file": str(token_file) if token_file else None, "limits": (limits or Limits()).to_dict()}
     if store.startswith("sqlite:///:memory:") and workers > 1:
         raise SinkrecError("an in-memory SQLite store cannot be shared by workers: use --workers 1")
     if workers == 1:
-        app = build_app(settings)
+        app = build_app(settings, tokens)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
         return
     os.environ[SETTINGS_ENV] = json.dumps({**settings, "parent": os.getpid()})
     log.info("serving %s on http://%s:%d with %d worker processes", run, host, port, workers)
-    uvicorn.run("sinkrec.serve.server:worker_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, access_log=False)
+    try:
+        uvicorn.run("sinkrec.serve.server:worker_app", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, access_log=False)
+    finally:
+        os.environ.pop(SETTINGS_ENV, None)
 
 
 def rebuild(run: str | Path, store: str = "sqlite") -> int:
