@@ -212,7 +212,7 @@ def test_worker_processes_share_one_sqlite_file(run_folder, tmp_path):  # noqa: 
     server = ServerProcess(run_folder, store, args=("--workers", "2", "--token-file", str(token_file)))
     acked, stop = [], threading.Event()
     try:
-        for _ in range(4):  # every worker read the token file
+        for _ in range(16):  # fresh connections spread over both workers: none may serve without the token file
             assert httpx.post(server.url + "/v1/events", json={"events": []}, timeout=10).status_code == 401
         clients = [threading.Thread(target=_stream, args=(server.url, items, 4, 1000 * c, acked, stop, 3,
                                                           bearer(WRITE))) for c in range(6)]
