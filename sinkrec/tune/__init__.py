@@ -111,7 +111,6 @@ def objective(base: dict[str, Any], space: dict[str, dict[str, Any]], out: Path)
             datasets[key] = load_dataset(cfg.data)
         data = datasets[key]
         metric = cfg.eval.valid_metric
-        trial.set_user_attr("run", str(folder))
         trial.set_user_attr("config", raw)
         result = trial_trainer(trial, metric)(cfg, data).fit()
         trial.set_user_attr("epochs", len(result.history))

@@ -62,7 +62,7 @@ def fail_dead_trials(study, out: Path) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.user_attrs.get("host") != socket.gethostname():
             continue  # another machine's trial (or one not yet claimed): Optuna's heartbeat decides
-        if not lock.held_by_live_process(trial.user_attrs.get("folder", trial_folder(out, trial.number))):
+        if not lock.held_by_live_process(trial.user_attrs.get("run", trial_folder(out, trial.number))):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             dead.append(trial.number)
     with warnings.catch_warnings():  # trials of workers on other machines: Optuna's heartbeat
@@ -103,7 +103,7 @@ def run_trials(study, objective: Callable, total: int, out: Path, timeout: float
                 try:  # the trial is running (so counted) and its folder held before other workers look
                     lock.acquire(trial_folder(out, trial.number))
                     trial.set_user_attr("host", socket.gethostname())
-                    trial.set_user_attr("folder", str(trial_folder(out, trial.number)))
+                    trial.set_user_attr("run", str(trial_folder(out, trial.number)))
                     taken.append(trial.number)
                 finally:
                     held.close()
