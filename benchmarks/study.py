@@ -172,7 +172,8 @@ def seed_cmd(study: Study, work: Path, device: str, seed: int) -> list[str]:
     config["train"] = dict(config["train"], seed=seed, progress=False)
     path = work / study.name / f"best-seed-{seed}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return [sys.executable, "-m", "sinkrec.cli", "train", "--config", str(path), "--device", device, "--overwrite"]
+    return [sys.executable, "-m", "sinkrec.cli", "train", "--config", str(path), "--device", device, "--overwrite",
+            "--no-baselines"]  # the same for every seed: fitted once per dataset is enough, not per run
 
 
 def seed_record(study: Study, work: Path, seed: int) -> dict | None:
