@@ -129,6 +129,22 @@ def _ranks(order: np.ndarray) -> np.ndarray:
     return rank
 
 
+def _in_order(user_index: np.ndarray, times: np.ndarray | None, step: int = 1 << 18) -> bool:
+    """Whether events are grouped by user already, each history in time order (no sort needed).
+
+    Checked a slice at a time, so the comparisons' temporaries stay small next to the events.
+    """
+    for start in range(0, max(len(user_index) - 1, 0), step):
+        users = user_index[start:start + step + 1]
+        if (users[1:] < users[:-1]).any():
+            return False
+        if times is not None:
+            ts = times[start:start + step + 1]
+            if ((users[1:] == users[:-1]) & ~(ts[1:] >= ts[:-1])).any():  # a NaN sorts as before
+                return False
+    return True
+
+
 def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
     """Group events by user, order each history stably by (timestamp, file order), remap ids.
 
@@ -137,10 +153,12 @@ def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
     if min_events < 1:
         raise ValueError("min_events must be ≥ 1")
     user_order = id_order(events.user_vocab)
-    user_index = _ranks(user_order).astype(np.int32)[events.user_codes]
+    user_index = events.user_codes  # codes are in id order already when ids are 1, 2, … in file order
+    if (user_order != np.arange(len(user_order))).any():
+        user_index = _ranks(user_order).astype(np.int32)[user_index]
     raw_items, times = events.item_codes, events.timestamps
-    # stable sorts, by time then by user, so ties keep file order; none for a file already grouped
-    if times is not None or not (user_index[1:] >= user_index[:-1]).all():
+    # stable sorts, by time then by user, so ties keep file order; none for a file already in that order
+    if not _in_order(user_index, times):
         order = None if times is None else np.argsort(times, kind="stable")
         by_user = np.argsort(user_index if order is None else user_index[order], kind="stable")
         order = by_user if order is None else order[by_user]
@@ -167,7 +185,9 @@ def build_store(events: Interactions, min_events: int = 3) -> SequenceStore:
         raise DataError(f"{events.source}: no user has at least {min_events} events "
                         f"({len(user_order)} user(s) in the file); nothing to train on")
 
-    present = np.flatnonzero(np.bincount(raw_items, minlength=len(events.item_vocab)))
+    seen = np.zeros(len(events.item_vocab), dtype=bool)  # not bincount: it copies the codes as int64
+    seen[raw_items] = True
+    present = np.flatnonzero(seen)
     vocab = [events.item_vocab[code] for code in present.tolist()]
     item_order = id_order(vocab)
     if len(vocab) < 2:

@@ -108,6 +108,7 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
                     number += 1
                     yield number, line
                 offset += len(block)
+                del lines  # before the next block: two blocks of line objects would double this peak
     except _LongLine as exc:
         raise DataFormatError(path, number + 1, f"longer than {exc.args[0]} bytes without a line break: not a "
                                                 "text file of interactions? (SINKREC_MAX_LINE_BYTES allows more)"

@@ -17,30 +17,59 @@ from ...errors import DataError, DataFormatError
 log = logging.getLogger(__name__)
 
 
+BUFFER = 1 << 14  # codes appended here, then moved into the numpy array in one step
+
+
 class Ids:
     """Interns id tokens as they are read: each distinct token gets the next int32 code.
 
     A file of many events then costs 4 bytes per event plus one string per distinct id, instead
     of one fixed-width numpy string per event (one 500-character id would widen every row).
+    Codes gather in a small buffer, then in one numpy array that grows in place (a large block is
+    remapped by realloc, not copied), so reading never holds two copies of them.
     """
 
-    __slots__ = ("codes", "index")
+    __slots__ = ("buffer", "codes", "index", "size")
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
-        self.codes = array("i")
+        self.buffer = array("i")
+        self.codes = np.empty(0, dtype=np.int32)  # codes[:size] are filled
+        self.size = 0
 
     def add(self, token: str, repeat: int = 1) -> None:
         code = self.index.get(token)
         if code is None:
             code = self.index[token] = len(self.index)
+        buffer = self.buffer
         if repeat == 1:
-            self.codes.append(code)
+            buffer.append(code)
         else:
-            self.codes.extend([code] * repeat)
+            buffer.extend([code] * repeat)
+        if len(buffer) >= BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        end = self.size + len(self.buffer)
+        if not len(self.codes):  # a fresh large block: malloc maps it on its own, so realloc can remap it
+            self.codes = np.empty(max(end, 1 << 20), dtype=np.int32)
+        elif end > len(self.codes):  # by 1/4: resize zero-fills, so spare room is resident memory
+            self.codes.resize(max(end, len(self.codes) * 5 // 4), refcheck=False)
+        self.codes[self.size:end] = np.frombuffer(self.buffer, dtype=np.int32)
+        self.size, self.buffer = end, array("i")
 
     def __len__(self) -> int:
-        return len(self.codes)
+        return self.size + len(self.buffer)
+
+    def take(self) -> np.ndarray:
+        """All codes as one int32 array, trimmed in place; the Ids is empty afterwards."""
+        self._flush()
+        codes, self.codes = self.codes, np.empty(0, dtype=np.int32)
+        codes.resize(self.size, refcheck=False)
+        self.size = 0
+        return codes
 
     def vocab(self) -> list[str]:
         return list(self.index)  # dicts keep insertion order: position == code
@@ -180,11 +209,10 @@ def parse_time(token: str, path: Path, number: int) -> float:
 
 def _finish(path: Path, users: Ids, items: Ids, times: array | None, notes: list[str],
             ratings: array | None = None) -> Interactions:
-    """The events read, as codes; the code arrays share memory with the readers' buffers."""
+    """The events read, as codes (the float columns share memory with the readers' buffers)."""
     if not len(users):
         raise DataFormatError(path, None, "no interactions found (empty file?)")
-    return Interactions.from_codes(np.frombuffer(users.codes, dtype=np.intc), users.vocab(),
-                                   np.frombuffer(items.codes, dtype=np.intc), items.vocab(),
+    return Interactions.from_codes(users.take(), users.vocab(), items.take(), items.vocab(),
                                    _floats(times), str(path), notes, _floats(ratings))
 
 

@@ -231,5 +231,4 @@ def read_parquet(path: Path, columns: dict[str, str] | None = None) -> Interacti
         times = _parquet_times(frame[cols["timestamp"]], path)
     users = _parquet_ids(frame[cols["user"]].to_numpy(), path, "user")
     items = _parquet_ids(frame[cols["item"]].to_numpy(), path, "item")
-    return Interactions.from_codes(np.frombuffer(users.codes, dtype=np.intc), users.vocab(),
-                                   np.frombuffer(items.codes, dtype=np.intc), items.vocab(), times, str(path))
+    return Interactions.from_codes(users.take(), users.vocab(), items.take(), items.vocab(), times, str(path))
