@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from .checks import (
     option,
     show,
 )
-from .errors import ConfigError, cut, shorten
+from .errors import ConfigError, cut, env_bytes, shorten
 
 SCHEDULES = ("constant", "cosine")
 LOSSES = ("ce", "sampled")
@@ -337,12 +336,7 @@ MAX_CONFIG_DEPTH = 32
 
 
 def max_config_bytes() -> int:
-    text = os.environ.get("SINKREC_MAX_CONFIG_BYTES", "")
-    if not text:
-        return MAX_CONFIG_BYTES
-    if not text.isdigit():
-        raise ConfigError(f"SINKREC_MAX_CONFIG_BYTES must be a number of bytes, got {shorten(text)}")
-    return int(text)
+    return env_bytes("SINKREC_MAX_CONFIG_BYTES", MAX_CONFIG_BYTES, ConfigError)
 
 
 def check_structure(value: Any, where: str = "config") -> None:

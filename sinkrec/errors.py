@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import reprlib
 from typing import Any
 
@@ -89,3 +90,13 @@ class NonFiniteError(SinkrecError):
 
 class RunFolderBusyError(SinkrecError):
     """Another process holds the output folder's lock."""
+
+
+def env_bytes(name: str, default: int, error: type[SinkrecError] | None = None) -> int:
+    """A size limit from the environment variable `name` (a number of bytes), or `default` when unset."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit()):
+        raise (error or SinkrecError)(f"{name} must be a number of bytes, got {shorten(text)}")
+    return int(text)

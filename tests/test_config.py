@@ -233,3 +233,16 @@ def test_huge_values_make_short_one_line_messages(tmp_path):
     with pytest.raises(ConfigError) as info:
         parse_override("train.lr=" + "[" * 5 + "x" * 3_000_000)
     assert len(str(info.value)) < 400
+
+
+def test_size_limits_from_the_environment(monkeypatch):
+    from sinkrec.errors import SinkrecError, env_bytes
+
+    name = "SINKREC_MAX_TEST_BYTES"
+    monkeypatch.setenv(name, "12")
+    assert env_bytes(name, 5) == 12
+    monkeypatch.setenv(name, "")
+    assert env_bytes(name, 5) == 5
+    monkeypatch.setenv(name, "1e9")  # every SINKREC_MAX_* variable is read by this one function
+    with pytest.raises(SinkrecError, match=f"{name} must be a number of bytes, got '1e9'"):
+        env_bytes(name, 5)

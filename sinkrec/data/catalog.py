@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SinkrecError
+from ..errors import SinkrecError, env_bytes
 from ..hashing import file_digest
 from ..procs import alive
 from .sequences import cache_dir
@@ -44,7 +44,7 @@ S3REC_DATA = "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/d
 AMAZON_LICENCE = "research use; see the Amazon review data page (McAuley et al.)"
 ML_LICENCE = "GroupLens: research use only, no redistribution, no commercial use; cite Harper & Konstan 2015"
 S3REC_LICENCE = "research use; preprocessed by Zhou et al. 2020 (S3-Rec) from the original release"
-MAX_EXTRACT_BYTES = int(os.environ.get("SINKREC_MAX_EXTRACT_BYTES", 16 << 30))  # guards against zip bombs
+MAX_EXTRACT_BYTES = 16 << 30  # guards against zip bombs; SINKREC_MAX_EXTRACT_BYTES overrides it
 MARKER = ".prepared.json"
 
 
@@ -210,15 +210,15 @@ def _check(path: Path, algorithm: str, want: str, what: str) -> None:
 
 def _extract(archive: Path, member: str, dest: Path) -> None:
     """Copy one zip member to `dest`, refusing more than MAX_EXTRACT_BYTES whatever the header says."""
-    written = 0
+    written, limit = 0, env_bytes("SINKREC_MAX_EXTRACT_BYTES", MAX_EXTRACT_BYTES, DownloadError)
     try:
         with zipfile.ZipFile(archive) as zipped, zipped.open(member) as src, open(dest, "wb") as out:
-            if zipped.getinfo(member).file_size > MAX_EXTRACT_BYTES:
-                raise DownloadError(f"{archive}: '{member}' would extract to more than {MAX_EXTRACT_BYTES} bytes")
+            if zipped.getinfo(member).file_size > limit:
+                raise DownloadError(f"{archive}: '{member}' would extract to more than {limit} bytes")
             for block in iter(lambda: src.read(1 << 20), b""):
                 written += len(block)
-                if written > MAX_EXTRACT_BYTES:
-                    raise DownloadError(f"{archive}: '{member}' extracts to more than {MAX_EXTRACT_BYTES} bytes")
+                if written > limit:
+                    raise DownloadError(f"{archive}: '{member}' extracts to more than {limit} bytes")
                 out.write(block)
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         dest.unlink(missing_ok=True)

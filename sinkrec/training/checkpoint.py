@@ -15,7 +15,6 @@ conversion would have to unpickle, i.e. trust, the file).
 from __future__ import annotations
 
 import io
-import os
 import random
 import zipfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, SinkrecError, cut, shorten
+from ..errors import CheckpointError, SinkrecError, cut, env_bytes, shorten
 
 MODEL_FORMAT, STATE_FORMAT, VERSION = "sinkrec-model", "sinkrec-state", 2
 OLD_FORMAT = ("it holds pickled Python objects, as checkpoints of sinkrec < 0.2 did, and cannot be loaded "
@@ -84,12 +83,7 @@ MAX_PICKLE_BYTES = 256 << 20  # SINKREC_MAX_CHECKPOINT_PICKLE_BYTES overrides: ~
 
 
 def _limit(name: str, default: int) -> int:
-    text = os.environ.get(name, "")
-    if not text:
-        return default
-    if not text.isdigit():
-        raise CheckpointError(f"{name} must be a number of bytes, got {shorten(text)}")
-    return int(text)
+    return env_bytes(name, default, CheckpointError)
 
 
 def read(path: str | Path, kind: str | None = MODEL_FORMAT) -> dict[str, Any]:

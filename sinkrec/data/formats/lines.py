@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from ...errors import DataFormatError
+from ...errors import DataFormatError, env_bytes
 from .records import note
 
 log = logging.getLogger(__name__)
@@ -57,8 +56,7 @@ class _LongLine(Exception):
 
 
 def _max_line_bytes() -> int:
-    text = os.environ.get("SINKREC_MAX_LINE_BYTES", "")
-    return int(text) if text.isdigit() else MAX_LINE_BYTES
+    return env_bytes("SINKREC_MAX_LINE_BYTES", MAX_LINE_BYTES, DataFormatError)
 
 
 def _blocks(handle: IO[bytes]) -> Iterator[bytes]:
