@@ -4,6 +4,7 @@ Redis restarted under load."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -213,6 +214,23 @@ def _stream(url: str, items: list[str], user_count: int, start: int, acked: list
                 return
 
 
+@contextlib.contextmanager
+def streaming(urls: list[str], items: list[str], acked: list, clients: int, users: int = 4, size: int = 3,
+              headers: dict | None = None, first_id: int = 0, id_spacing: int = 1000):
+    """`clients` threads running `_stream` (client c against urls[c % len(urls)]) while the block runs."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=_stream, args=(urls[c % len(urls)], items, users, first_id + id_spacing * c,
+                                                      acked, stop, size, headers)) for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+
+
 def test_sigkill_loses_no_acknowledged_event(run_folder, tmp_path):
     from sinkrec.recommend import Recommender
 
@@ -221,17 +239,12 @@ def test_sigkill_loses_no_acknowledged_event(run_folder, tmp_path):
     acked: list = []
     for repetition in range(4):  # odd repetitions: 8 clients x 12-event calls over 30 users, grouped commits
         grouped = repetition % 2 == 1
-        server, stop = ServerProcess(run_folder, store), threading.Event()
+        server = ServerProcess(run_folder, store)
         users, size, n_clients = (30, 12, 8) if grouped else (5, 3, 4)
-        clients = [threading.Thread(target=_stream, args=(server.url, items, users, 10_000 * (8 * repetition + c),
-                                                          acked, stop, size)) for c in range(n_clients)]
-        for c in clients:
-            c.start()
-        time.sleep(0.6 + 0.3 * repetition)
-        server.stop(signal.SIGKILL)  # mid-stream: some requests are in flight
-        stop.set()
-        for c in clients:
-            c.join(10)
+        with streaming([server.url], items, acked, n_clients, users, size, first_id=80_000 * repetition,
+                       id_spacing=10_000):
+            time.sleep(0.6 + 0.3 * repetition)
+            server.stop(signal.SIGKILL)  # mid-stream: some requests are in flight
     engine = Engine.from_run(run_folder, store)
     recorded = {(u, e.event_id) for u in engine.store.users() for e in engine.store.events(u)}
     assert acked and set(acked) <= recorded
@@ -250,15 +263,8 @@ def test_two_processes_sharing_redis_answer_like_one(run_folder):
 
         items = Recommender.from_run(run_folder).item_ids[1:30]
         acked: list = []
-        stop = threading.Event()
-        clients = [threading.Thread(target=_stream, args=(servers[c % 2].url, items, 4, 1000 * c, acked, stop))
-                   for c in range(4)]  # the same users written through both processes at once
-        for c in clients:
-            c.start()
-        time.sleep(1.5)
-        stop.set()
-        for c in clients:
-            c.join(10)
+        with streaming([s.url for s in servers], items, acked, clients=4):  # the same users through both at once
+            time.sleep(1.5)
         query = {"requests": [{"user": f"u{u}", "k": 5} for u in range(4)]}
         answers = [httpx.post(s.url + "/v1/recommend", json=query, timeout=10).json() for s in servers]
         assert answers[0] == answers[1]

@@ -26,9 +26,9 @@ from .test_serve_http import (
     ROOT,
     ServerProcess,
     ThreadServer,
-    _stream,
     events_body,
     run_folder,  # noqa: F401 - fixture
+    streaming,
 )
 
 READ, WRITE = "r" * 8 + "-read-token-1", "w" * 8 + "-write-token-1"
@@ -210,18 +210,12 @@ def test_worker_processes_share_one_sqlite_file(run_folder, tmp_path):  # noqa: 
     token_file = tmp_path / "tokens"
     token_file.write_text(f"write:{WRITE}\n")
     server = ServerProcess(run_folder, store, args=("--workers", "2", "--token-file", str(token_file)))
-    acked, stop = [], threading.Event()
+    acked: list = []
     try:
         for _ in range(16):  # fresh connections spread over both workers: none may serve without the token file
             assert httpx.post(server.url + "/v1/events", json={"events": []}, timeout=10).status_code == 401
-        clients = [threading.Thread(target=_stream, args=(server.url, items, 4, 1000 * c, acked, stop, 3,
-                                                          bearer(WRITE))) for c in range(6)]
-        for c in clients:
-            c.start()
-        time.sleep(2.0)
-        stop.set()
-        for c in clients:
-            c.join(10)
+        with streaming([server.url], items, acked, clients=6, headers=bearer(WRITE)):
+            time.sleep(2.0)
         workers = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", "spawn_main"], capture_output=True,
                                  text=True).stdout.split()
     finally:

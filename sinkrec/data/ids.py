@@ -87,10 +87,6 @@ class IdList:
     def tolist(self) -> list[str]:
         return list(self)
 
-    def to_array(self) -> np.ndarray:
-        """A fixed-width numpy string array, for a caller that really needs one (it costs the longest id per id)."""
-        return np.asarray(self.tolist(), dtype=str)
-
     @property
     def nbytes(self) -> int:
         return self.blob.nbytes + self.offsets.nbytes
