@@ -114,13 +114,15 @@ def run_trials(study, objective: Callable, total: int, out: Path, timeout: float
                 except Exception as exc:  # kept with the trial: why it failed, for trials.md and later sessions
                     trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:300])
                     raise
-                finally:
-                    lock.release(trial_folder(out, trial.number))
 
             fail_dead_trials(study, out)
             if counted(study) >= total:
                 break
-            study.optimize(locked_objective, n_trials=1, catch=(RuntimeError, DuplicateSettings))
+            try:
+                study.optimize(locked_objective, n_trials=1, catch=(RuntimeError, DuplicateSettings))
+            finally:  # only once Optuna has recorded the trial's end: until then it must look alive
+                for number in taken:
+                    lock.release(trial_folder(out, number))
         ran += 1
         last = next((t for t in study.get_trials(deepcopy=False) if taken and t.number == taken[0]), None)
         duplicates = duplicates + 1 if last is not None and "duplicate_of" in last.user_attrs else 0
