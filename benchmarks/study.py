@@ -38,6 +38,8 @@ MODELS = ("sasrec", "gdn", "sinkrec")
 TRIALS = 20
 SEEDS = (0, 1, 2)
 WORKERS_PER_STUDY = 3
+# one CPU thread per child: 14 processes each starting a thread per core fought over 16 cores
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 COMMON = ["train.schedule=cosine", "train.warmup_steps=100", "model.d_model=64"]
 # key: (catalogue name, overrides, epoch budget, seconds a trial takes at first guess on an H200 shared by 14)
 DATASETS = {
@@ -121,7 +123,7 @@ class Job:
         self.study, self.kind, self.seed, self.started = study, kind, seed, time.monotonic()
         self.folder = log.parent
         self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                     start_new_session=True)
+                                     start_new_session=True, env=CHILD_ENV)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
