@@ -72,7 +72,8 @@ class Engine:
         self.store = store
         self.streaming = bool(getattr(self.model, "supports_streaming", False)) and (
             type(self.model).__name__ in FIXED_SIZE_CACHE)
-        self.fused = self.streaming and fused.supports(self.model)  # GDN: the inline one-event step
+        self.step_one = fused.stepper(self.model) if self.streaming else None  # GDN, SinkRec: inline step
+        self.fused = self.step_one is not None
         self.n_items = len(recommender.item_ids) - 1
         self.index = recommender.lookup  # item id → index, as Recommender.encode uses it
         self.checkpoint = checkpoint_digest(recommender)
@@ -114,7 +115,7 @@ class Engine:
             for index, when in zip(indices, times):
                 check_deadline(deadline)
                 if self.fused:
-                    hidden = fused.gdn_step(self.model, state.cache, index)
+                    hidden = self.step_one(state.cache, index, float(when))
                 else:
                     hidden = self.model.encode_step(torch.tensor([[index]]), state.cache,
                                                     torch.tensor([[when]], dtype=torch.float64))

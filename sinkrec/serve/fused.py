@@ -1,17 +1,30 @@
-"""A cheaper single-event step for GDNRec: the same math as `encode_step` on one item, inline.
+"""Cheaper single-event steps: the same math as `encode_step` on one item, inline (GDN here, SinkRec in
+fused_sinkrec.py); `stepper(model)` picks the one for a model.
 
 `encode_step` goes through the layers' modules, the convolution and the delta-rule dispatcher,
 written for whole sequences; at one event per call their overhead is most of the cost. This step
 calls the layers' weights directly: the short convolution over its K-wide window is a weighted sum,
 the delta rule is its one-token update. It equals `encode_step` up to summation order (the tests
 hold it to 1e-12 in float64). The engine uses it for every step of a GDN user, in a live update and
-in a replay alike, so a rebuilt state is still bit-for-bit the incremental one.
+in a replay alike, so a rebuilt state is still bit-for-bit the incremental one. The same holds for SinkRec.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def stepper(model):
+    """`step(cache, item, when) -> hidden [1, 1, d]` for this model, or None when it has no inline step."""
+    from .fused_sinkrec import SinkRecStep
+    from .fused_sinkrec import supports as sinkrec_supports
+
+    if supports(model):
+        return lambda cache, item, when: gdn_step(model, cache, item)
+    if sinkrec_supports(model):
+        return SinkRecStep(model)  # its weight-only parts are computed here, once
+    return None
 
 
 def supports(model) -> bool:
