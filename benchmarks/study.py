@@ -38,6 +38,7 @@ MODELS = ("sasrec", "gdn", "sinkrec")
 TRIALS = 20
 SEEDS = (0, 1, 2)
 WORKERS_PER_STUDY = 3
+FILL_FRACTION = 0.5  # estimates measured before MPS ran about twice the trials' later times
 # one CPU thread per child: 14 processes each starting a thread per core fought over 16 cores
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 COMMON = ["train.schedule=cosine", "train.warmup_steps=100", "model.d_model=64"]
@@ -190,8 +191,12 @@ def seed_record(study: Study, work: Path, seed: int) -> dict | None:
             "train_seconds": metrics.get("train_seconds")}
 
 
-def next_job(studies: list[Study], jobs: list[Job], work: Path, device: str, remaining: float) -> Job | None:
-    """The cheapest useful job that fits in the time left: seeds of finished studies first, then trials."""
+def next_job(studies: list[Study], jobs: list[Job], work: Path, device: str, remaining: float,
+             fill: bool = False) -> Job | None:
+    """The cheapest useful job that fits in the time left: seeds of finished studies first, then trials.
+    With `fill`, an idle slot takes one more trial that may not finish (its estimate can be stale: it
+    was measured while the GPU was shared differently) when FILL_FRACTION of the estimate is left;
+    stopped at the deadline, it is redone later."""
     for study in studies:
         active = [j for j in jobs if j.study is study]
         if len(study.finished()) >= TRIALS and not any(j.kind == "tune" for j in active) and study.best():
@@ -207,10 +212,10 @@ def next_job(studies: list[Study], jobs: list[Job], work: Path, device: str, rem
         if len(study.finished()) + max(len(active), running_trials) >= TRIALS or len(active) >= WORKERS_PER_STUDY:
             continue
         estimate = study.trial_seconds() * 1.2
-        if estimate < remaining:
+        if estimate < remaining or (fill and estimate * FILL_FRACTION < remaining):
             worker = len(active)
-            log = work / study.name / f"worker-{worker}-{int(time.time())}.log"
-            return Job(study, "tune", tune_cmd(study, work, device, remaining - estimate, worker), log)
+            log = work / study.name / f"worker-{worker}-{int(time.time())}.log"  # --timeout 1: one trial only
+            return Job(study, "tune", tune_cmd(study, work, device, max(1.0, remaining - estimate), worker), log)
     return None
 
 
@@ -241,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
             break
         while len(jobs) < args.parallel:
             job = next_job(studies, jobs, work, args.device, remaining)
+            if job is None and args.fill:
+                job = next_job(studies, jobs, work, args.device, remaining, fill=True)
             if job is None:
                 break
             jobs.append(job)
@@ -356,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(STATE), help="folder the updated state is written to")
     p.add_argument("--work", default="/tmp/sinkrec-study", help="SQLite studies and run folders")
     p.add_argument("--git", default="", help="commit of the code that ran (where the tree travelled without .git)")
+    p.add_argument("--fill", action=argparse.BooleanOptionalAction, default=True,
+                   help="start a trial that may not finish rather than leave a slot idle")
     p.set_defaults(func=run)
     p = sub.add_parser("report", help="results JSON, table, and tuned configs of studies with every seed")
     p.add_argument("--state", default=str(STATE))

@@ -592,7 +592,8 @@ def stale_model_runs(model: str, commit: str) -> str | None:
 
 
 def study_rows() -> tuple[list[list[Any]], list[str], list[str]]:
-    """Per dataset: each model's test NDCG@10 over its seeds (best in bold); pending studies; stale ones."""
+    """Per dataset: each model's test NDCG@10 over its seeds (best in bold once all three are in); pending
+    studies; stale ones."""
     data = load_results(STUDY)
     commits = {}  # study → the commit of the session that added its last seed run
     for session in data.get("sessions", []):
@@ -614,7 +615,8 @@ def study_rows() -> tuple[list[list[Any]], list[str], list[str]]:
                 stale.append(f"{label}: {why}")
         if not cells:
             continue
-        best = max(cells, key=lambda m: statistics.mean(cells[m]))
+        # a winner only once every model of the row has its seeds
+        best = max(cells, key=lambda m: statistics.mean(cells[m])) if len(cells) == 3 else None
         rows.append([label] + [("**" + mean_std(cells[m]) + "**" if m == best else mean_std(cells[m]))
                                if m in cells else "pending" for m in ("sasrec", "gdn", "sinkrec")])
     return rows, pending, stale

@@ -164,3 +164,25 @@ def test_only_this_hosts_dead_trials_are_failed(tmp_path):
     assert fail_dead_trials(study, tmp_path) == [mine.number]
     states = {t.number: t.state.name for t in study.get_trials()}
     assert states == {elsewhere.number: "RUNNING", mine.number: "FAIL", unclaimed.number: "RUNNING"}
+
+
+def test_exported_trials_of_every_state_import_unchanged():
+    """A pruned trial keeps its last reported value through export and import (it used to come back None)."""
+    import datetime
+
+    from sinkrec.tune.transfer import export_trials, import_trials
+
+    study = optuna.create_study(direction="maximize")
+    x = optuna.distributions.FloatDistribution(0.0, 1.0)
+    start = datetime.datetime(2026, 12, 4, 12, 0)
+    for number, (state, value) in enumerate([("COMPLETE", 0.4), ("PRUNED", 0.2), ("FAIL", None)]):
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=number, trial_id=number, state=optuna.trial.TrialState[state], value=value,
+            datetime_start=start, datetime_complete=start + datetime.timedelta(seconds=number + 1),
+            params={"x": number / 4}, distributions={"x": x}, user_attrs={"n": number}, system_attrs={},
+            intermediate_values={0: 0.1, 1: 0.2}))
+    rows = export_trials(study)
+    assert [r["value"] for r in rows] == [0.4, 0.2, None]
+    moved = optuna.create_study(direction="maximize")
+    import_trials(moved, rows)
+    assert export_trials(moved) == rows

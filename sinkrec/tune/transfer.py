@@ -51,7 +51,7 @@ def import_trials(study, rows: list[dict[str, Any]]) -> int:
         state = optuna.trial.TrialState[row["state"]]
         study.add_trial(optuna.trial.FrozenTrial(
             number=row["number"], trial_id=row["number"], state=state,
-            value=row["value"] if state == optuna.trial.TrialState.COMPLETE else None,
+            value=row["value"] if state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) else None,
             datetime_start=when(row.get("started")), datetime_complete=when(row.get("completed")) or (
                 when(row.get("started")) if state.is_finished() else None),
             params=row["params"], distributions=distributions, user_attrs=row["user_attrs"], system_attrs={},
