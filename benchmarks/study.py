@@ -274,6 +274,7 @@ def log_session(out: Path, args: argparse.Namespace, studies: list[Study], befor
     path = Path(args.state) / "sessions.json"
     sessions = json.loads(path.read_text()) if path.is_file() else []
     sessions.append({"date": datetime.date.today().isoformat(), "machine": machine(), "git": args.git,
+                     "mps": bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")),  # processes shared the GPU at once
                      "command": "python benchmarks/study.py " + shlex.join(sys.argv[1:]),
                      "added": {s.name: [len(s.finished()) - before[s.name][0], len(s.seeds) - before[s.name][1]]
                                for s in studies if (len(s.finished()), len(s.seeds)) != before[s.name]}})
