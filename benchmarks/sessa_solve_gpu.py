@@ -25,13 +25,18 @@ from benchmarks.common import gpu_time_ms, machine, peak_mib, write_results  # n
 from sinkrec.ops.feedback_solve import feedback_solve  # noqa: E402
 
 TOL = {torch.float32: 1e-3, torch.bfloat16: 2e-2}
+DEV = "cuda"  # --smoke: "cpu" (the Triton interpreter), to try the round's control flow without a GPU
+CHECK_SHAPES = ((2, 1000, 256), (1, 1337, 64), (1, 4100, 256))
+ROUND_CHECK_SHAPES = ((2, 1000, 256), (1, 1337, 256), (1, 4100, 256))  # --round: D = 256 only (fewer compiles)
+ROUND_CHECKS = ((1, 1337, 256, torch.float32), (1, 1337, 256, torch.bfloat16), (1, 4100, 256, torch.bfloat16))
+ROUND_SHAPES = ((1, 32768), (2, 8192))
 
 
 def make(b, t, d, dtype, seed=0, grad=False):
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    ins = [torch.randn(b, t, d, generator=gen, device="cuda"), torch.randn(b, t, d, generator=gen, device="cuda"),
-           torch.randn(b, t, d, generator=gen, device="cuda"),
-           0.999 * torch.tanh(3 * torch.randn(b, t, generator=gen, device="cuda"))]
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    ins = [torch.randn(b, t, d, generator=gen, device=DEV), torch.randn(b, t, d, generator=gen, device=DEV),
+           torch.randn(b, t, d, generator=gen, device=DEV),
+           0.999 * torch.tanh(3 * torch.randn(b, t, generator=gen, device=DEV))]
     return [x.to(dtype).requires_grad_(grad) for x in ins]
 
 
@@ -41,9 +46,9 @@ def rel(a, b):
 
 def check(records):
     ok = True
-    for b, t, d in ((2, 1000, 256), (1, 1337, 64), (1, 4100, 256)):
+    for b, t, d in CHECK_SHAPES:
         base = make(b, t, d, torch.float32, seed=t)
-        w = torch.randn(b, t, d, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+        w = torch.randn(b, t, d, device=DEV, generator=torch.Generator(device=DEV).manual_seed(1))
         for impl, dtype in (("triton", torch.float32), ("triton", torch.bfloat16), ("blocked", torch.float32)):
             ins = [x.detach().to(dtype).requires_grad_() for x in base]
             ref_in = [x.detach().double().requires_grad_() for x in ins]
@@ -137,6 +142,147 @@ def profile(b, t):
     print(p.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60), flush=True)
 
 
+# triton_kernels' speed switches: the value each takes when on (off: False / 0)
+ALL_ON = {"LONGEST_FIRST": True, "FUSED_STEP": True, "TRITON_LEAVES": True, "PUSH_SPLIT": True, "INV_BASE": 128}
+SWITCHES = tuple(ALL_ON)
+# per-kernel tile candidates of the round (BM, BN, num_warps, num_stages); the first of each is the current one
+CFG_CANDIDATES = {  # the largest kernels first (the sweep stops when time runs short); lse/dq: BN ≤ BM, dk: BM ≤ BN
+    "dq": [(64, 64, 8, 1), (64, 64, 8, 2), (64, 32, 4, 2), (128, 64, 8, 1), (128, 32, 8, 2)],
+    "dk": [(64, 64, 8, 1), (64, 64, 8, 2), (32, 64, 4, 2), (64, 128, 8, 1), (32, 128, 8, 2)],
+    "push": [(64, 64, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 32, 8, 2)],
+    "step": [(64, 64, 64, 4, 2), (32, 32, 64, 4, 2), (64, 32, 32, 4, 3), (32, 32, 32, 2, 3)],  # BM, BK, BD, w, st
+    "lse": [(64, 64, 4, None), (128, 64, 8, None), (128, 128, 8, 2), (128, 32, 4, 2)],
+}
+RESERVE_S = 25  # seconds kept for the final "tuned" variant
+
+
+def _set(tk, switches: dict, cfg: dict | None = None, leaf: int | None = None, defaults=None):
+    """Module constants of triton_kernels: every switch off unless named, CFG from `defaults` then `cfg`."""
+    for k, on in ALL_ON.items():
+        setattr(tk, k, switches.get(k, type(on)()))
+    tk.CFG = {name: dict(v) for name, v in defaults["CFG"].items()}
+    tk.STEP_CFG = dict(defaults["STEP_CFG"])
+    for name, tiles in (cfg or {}).items():
+        if name == "step":
+            tk.STEP_CFG = dict(zip(("BM", "BK", "BD", "num_warps", "num_stages"), tiles))
+        else:
+            tk.CFG[name] = dict(zip(("BM", "BN", "num_warps", "num_stages"), tiles))
+    tk.LEAF = leaf or defaults["LEAF"]
+
+
+def _median_ms(fn) -> float:
+    from triton.testing import do_bench
+
+    if DEV != "cuda":
+        t0 = time.perf_counter()
+        fn()
+        return 1e3 * (time.perf_counter() - t0)
+
+    return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+
+def _check_one(b, t, d, dtype, records, tag):
+    base = make(b, t, d, torch.float32, seed=t)
+    w = torch.randn(b, t, d, device=DEV, generator=torch.Generator(device=DEV).manual_seed(1))
+    ins = [x.detach().to(dtype).requires_grad_() for x in base]
+    ref_in = [x.detach().double().requires_grad_() for x in ins]
+    want = feedback_solve(*ref_in, impl="dense")
+    want_g = torch.autograd.grad((want * w.double()).sum(), ref_in)
+    got = feedback_solve(*ins, impl="triton")
+    got_g = torch.autograd.grad((got.float() * w).sum(), ins)
+    errs = dict(zip(("s", "df", "dqb", "dkb", "dgamma"), [rel(g, r) for g, r in zip((got, *got_g), (want, *want_g))]))
+    passed = all(e <= TOL[dtype] for e in errs.values()) and bool(torch.isfinite(got).all())
+    records.append({"op": "feedback_solve_round_check", "variant": tag, "B": b, "T": t, "D": d,
+                    "dtype": str(dtype).split(".")[-1], "rel_err": errs, "pass": passed})
+    print(f"check {tag:10s} {str(dtype):15s} B={b} T={t} D={d} " + " ".join(f"{k}={v:.1e}" for k, v in errs.items())
+          + (" ok" if passed else " FAIL"), flush=True)
+    return passed
+
+
+def run_round(records, save, budget_s: float):
+    """One GPU call (issue 25): the default path's check, the switches' check, a per-kernel tile sweep at
+    1×32768 (all switches on), then every variant at 1×32768 and 2×8192 (fwd+bwd, bf16, D = 256)."""
+    from sinkrec.ops.feedback_solve import triton_kernels as tk
+
+    start = time.time()
+    defaults = {"CFG": {k: dict(v) for k, v in tk.CFG.items()}, "STEP_CFG": dict(tk.STEP_CFG), "LEAF": tk.LEAF}
+    left = lambda: budget_s - (time.time() - start)  # noqa: E731
+    global CHECK_SHAPES
+    if DEV == "cuda":
+        CHECK_SHAPES = ROUND_CHECK_SHAPES
+    ok = check(records)  # the default path (all switches as committed)
+    save(ok)
+    _set(tk, ALL_ON, defaults=defaults)
+    for b, t, d, dtype in ROUND_CHECKS:
+        ok &= _check_one(b, t, d, dtype, records, "all_on")
+    save(ok)
+    print(f"checks {'passed' if ok else 'FAILED'} ({time.time() - start:.0f} s)", flush=True)
+
+    shapes = ROUND_SHAPES
+    inputs = {}
+    for b, t in shapes:
+        ins = make(b, t, 256, torch.bfloat16, grad=True)
+        inputs[(b, t)] = (ins, torch.randn(b, t, 256, device=DEV, dtype=torch.bfloat16))
+
+    def time_variant(name, switches, cfg=None, leaf=None, shape_list=shapes, modes=("fwd+bwd",)):
+        out = {}
+        for b, t in shape_list:
+            for mode in modes:
+                if left() < 5:
+                    print(f"skip {name} {b}x{t} {mode}: out of time", flush=True)
+                    continue
+                _set(tk, switches, cfg, leaf, defaults)
+                ins, go = inputs[(b, t)]
+                step = _step("triton", ins, go, mode == "fwd+bwd")
+                try:
+                    with torch.no_grad() if mode == "fwd" else torch.enable_grad():
+                        ms = _median_ms(step)
+                except Exception as e:  # a tile that does not compile (shared memory): record, go on
+                    records.append({"op": "feedback_solve_round", "variant": name, "B": b, "T": t, "mode": mode,
+                                    "error": f"{type(e).__name__}: {str(e)[:200]}"})
+                    print(f"{name:28s} {b}x{t:<6d} {mode:8s} error {type(e).__name__}", flush=True)
+                    continue
+                records.append({"op": "feedback_solve_round", "variant": name, "B": b, "T": t, "D": 256,
+                                "dtype": "bfloat16", "mode": mode, "ms": round(ms, 3), "switches": switches,
+                                "cfg": cfg or {}, "leaf": leaf or defaults["LEAF"]})
+                out[(b, t, mode)] = ms
+                print(f"{name:28s} {b}x{t:<6d} {mode:8s} {ms:8.2f} ms", flush=True)
+                save(ok)
+        return out
+
+    results = {}
+    results["current"] = time_variant("current", {}, modes=("fwd", "fwd+bwd"))
+    for k, on in ALL_ON.items():
+        results[k] = time_variant(k, {k: on})
+    results["all_on"] = time_variant("all_on", ALL_ON, modes=("fwd", "fwd+bwd"))
+    results["all_on_leaf512"] = time_variant("all_on_leaf512", ALL_ON, leaf=512)
+    best_leaf = min((1024, 512), key=lambda lf: results["all_on" if lf == 1024 else "all_on_leaf512"].get(
+        (1, 32768, "fwd+bwd"), 1e9))
+    # tiles, one kernel at a time, at the target shape with every switch on
+    best_cfg = {}
+    for name, cands in CFG_CANDIDATES.items():
+        timed = {cands[0]: results["all_on" if best_leaf == 1024 else "all_on_leaf512"].get((1, 32768, "fwd+bwd"))}
+        for cand in cands[1:]:
+            if left() < RESERVE_S:
+                print(f"skip {name}={cand}: time kept for the tuned variant", flush=True)
+                continue
+            r = time_variant(f"{name}={cand}", ALL_ON, {**best_cfg, name: cand}, best_leaf, shape_list=shapes[:1])
+            timed[cand] = r.get((1, 32768, "fwd+bwd"))
+        timed = {c: v for c, v in timed.items() if v is not None}
+        if timed:
+            best_cfg[name] = min(timed, key=timed.get)
+    print(f"tiles picked: {best_cfg}, leaf {best_leaf}", flush=True)
+    results["tuned"] = time_variant("tuned", ALL_ON, best_cfg, best_leaf, modes=("fwd", "fwd+bwd"))
+    _set(tk, {}, defaults=defaults)
+    summary = {"best_cfg": {k: list(v) for k, v in best_cfg.items()}, "best_leaf": best_leaf}
+    print("\n| variant | fwd 1x32768 | fwd+bwd 1x32768 | fwd+bwd 2x8192 |\n|---|---|---|---|")
+    for name, r in results.items():
+        cells = [f"{r[key]:.2f}" if key in r else "-" for key in ((1, 32768, "fwd"), (1, 32768, "fwd+bwd"),
+                                                                    (2, 8192, "fwd+bwd"))]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    return ok, summary
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script, importable without running it (docs/generate.py --check)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -148,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true")
     p.add_argument("--sweep", action="store_true", help="pick the Triton leaf and column block first")
     p.add_argument("--profile", action="store_true", help="print a kernel breakdown at B=1, T=32768")
+    p.add_argument("--round", action="store_true",
+                   help="issue 25's one-call round: checks, then the speed switches and tiles of triton_kernels")
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the round on CPU, tiny shapes
+    p.add_argument("--budget", type=float, default=170.0, help="seconds the --round may take (stops timing after)")
     return p
 
 
@@ -155,6 +305,25 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     records: list[dict] = []
     start = time.time()
+    if args.smoke:  # TRITON_INTERPRET=1: the round's control flow on the CPU at tiny shapes
+        global DEV, CHECK_SHAPES, ROUND_CHECKS, ROUND_SHAPES
+        DEV, CHECK_SHAPES, ROUND_SHAPES = "cpu", ((1, 100, 32),), ((1, 192), (2, 64))
+        ROUND_CHECKS = ((1, 150, 32, torch.float32), (1, 130, 16, torch.bfloat16))
+        import triton.runtime.interpreter as ti  # Triton 3.6's interpreter under NumPy ≥ 2.4: 1-element index arrays
+
+        patch = ti._patch_lang_tensor
+        ti._patch_lang_tensor = lambda tensor, scope: (patch(tensor, scope), scope.set_attr(
+            tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0])))
+    if args.round:
+        extra = {}
+
+        def save_round(passed):
+            return write_results("sessa_solve_round", records, out=args.out, git=args.git,
+                                 extra={"checks_passed": passed, **extra, "seconds": round(time.time() - start, 1)})
+
+        ok, extra["round"] = run_round(records, save_round, args.budget)
+        print(f"\n{machine()}; checks {'passed' if ok else 'FAILED'}; {save_round(ok)}")
+        return 0 if ok else 1
     config = sweep(records, max(3, args.repeats // 2)) if args.sweep else {}
     if args.profile:
         profile(1, 32768)

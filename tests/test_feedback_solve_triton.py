@@ -9,13 +9,28 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-CHECK = """
+# Triton 3.6's interpreter turns a loop bound into int(1-element array), an error under NumPy ≥ 2.4: index its element.
+SHIM = """
+import triton.runtime.interpreter as _ti
+_patch = _ti._patch_lang_tensor
+def _patched(tensor, scope):
+    _patch(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+_ti._patch_lang_tensor = _patched
+"""
+
+CHECK = SHIM + """
+import sys, json
 import torch
 from sinkrec.ops.feedback_solve import feedback_solve_reference
+from sinkrec.ops.feedback_solve import triton_kernels as tk
 from sinkrec.ops.feedback_solve.triton_kernels import feedback_solve_triton
+for name, value in json.loads(sys.argv[1]).items():
+    setattr(tk, name, value)
 gen = torch.Generator().manual_seed(0)
 def rel(a, b): return ((a - b).norm() / b.norm()).item()
-for b, t, d, dq in [(2, 100, 24, 20), (1, 150, 16, 16)]:  # ragged: not multiples of the 64-row leaf
+# ragged: T not a multiple of the leaf (64 or 128), D and Dq not powers of two, several leaves
+for b, t, d, dq, leaf in [(2, 100, 24, 20, 64), (1, 150, 16, 16, 64), (1, 300, 40, 24, 128)]:
     ins = [torch.randn(b, t, d, generator=gen), 2 * torch.randn(b, t, dq, generator=gen),
            2 * torch.randn(b, t, dq, generator=gen), 0.999 * torch.tanh(3 * torch.randn(b, t, generator=gen))]
     w = torch.randn(b, t, d, generator=gen)
@@ -23,19 +38,39 @@ for b, t, d, dq in [(2, 100, 24, 20), (1, 150, 16, 16)]:  # ragged: not multiple
     want = feedback_solve_reference(*ref_in)
     want_g = torch.autograd.grad((want * w.double()).sum(), ref_in)
     got_in = [x.clone().requires_grad_() for x in ins]
-    got = feedback_solve_triton(*got_in, block=64)
+    got = feedback_solve_triton(*got_in, block=leaf)
     got_g = torch.autograd.grad((got * w).sum(), got_in)
     errs = [rel(got.double(), want)] + [rel(g.double(), r) for g, r in zip(got_g, want_g)]
     assert max(errs) <= 1e-4, errs
     print("ok", t, max(errs))
 """
 
+ALL_ON = {"LONGEST_FIRST": True, "FUSED_STEP": True, "TRITON_LEAVES": True, "PUSH_SPLIT": True, "INV_BASE": 32}
 
-def test_triton_interpreter_matches_reference():
+
+@pytest.mark.parametrize("switches", [
+    {},  # the committed defaults
+    {k: type(v)() for k, v in ALL_ON.items()},  # the path measured before issue 25's switches
+    ALL_ON,
+    {"FUSED_STEP": True},
+    {"TRITON_LEAVES": True},
+    {"INV_BASE": 32},  # leaf inverses by doubling, PyTorch leaf blocks
+    {"PUSH_SPLIT": True, "SPLIT_ATOMIC_COST": 0.0},  # split as far as the loop allows
+    {**ALL_ON, "CFG": {"lse": {"BM": 128, "BN": 128, "num_warps": 8, "num_stages": 2},
+                       "push": {"BM": 128, "BN": 32, "num_warps": 8, "num_stages": 2},
+                       "dq": {"BM": 128, "BN": 64, "num_warps": 8, "num_stages": 1},
+                       "dk": {"BM": 32, "BN": 128, "num_warps": 8, "num_stages": 2}},
+     "STEP_CFG": {"BM": 32, "BK": 64, "BD": 32, "num_warps": 2, "num_stages": 3}},  # tiles cut to the leaf
+], ids=["defaults", "all_off", "all_on", "fused_step", "triton_leaves", "inv_base", "push_split", "all_on_tiles"])
+def test_triton_interpreter_matches_reference(switches):
+    """fp32 (the interpreter does not emulate 16-bit products): output and every gradient ≤ 1e-4 of float64."""
+    import json
+
     env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", CHECK, json.dumps(switches)], env=env, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("ok") == 2
+    assert out.stdout.count("ok") == 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -57,6 +92,30 @@ def test_triton_gpu_matches_dense_float64(dtype, tol, t):
     want_g = torch.autograd.grad((want * w.double()).sum(), ref_in)
     got_in = [x.clone().requires_grad_() for x in ins]
     got = feedback_solve_triton(*got_in, block=512)
+    got_g = torch.autograd.grad((got.float() * w).sum(), got_in)
+    for name, g, r in zip(("s", "f", "qb", "kb", "gamma"), (got, *got_g), (want, *want_g)):
+        assert ((g.double() - r).norm() / r.norm()).item() <= tol, name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-3), (torch.bfloat16, 2e-2)])
+def test_triton_gpu_switches_match_dense_float64(dtype, tol, monkeypatch):
+    """Every speed switch of triton_kernels on at once (tf32x3 leaf steps, atomics in the split pushes)."""
+    from sinkrec.ops.feedback_solve import feedback_solve_dense
+    from sinkrec.ops.feedback_solve import triton_kernels as tk
+
+    for name, on in ALL_ON.items():
+        monkeypatch.setattr(tk, name, on)
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    b, t, d = 1, 1337, 256
+    ins = [torch.randn(b, t, d, generator=gen, device="cuda").to(dtype) for _ in range(3)]
+    ins.append((0.999 * torch.tanh(3 * torch.randn(b, t, generator=gen, device="cuda"))).to(dtype))
+    w = torch.randn(b, t, d, generator=gen, device="cuda")
+    ref_in = [x.double().requires_grad_() for x in ins]
+    want = feedback_solve_dense(*ref_in)
+    want_g = torch.autograd.grad((want * w.double()).sum(), ref_in)
+    got_in = [x.clone().requires_grad_() for x in ins]
+    got = tk.feedback_solve_triton(*got_in, block=512)
     got_g = torch.autograd.grad((got.float() * w).sum(), got_in)
     for name, g, r in zip(("s", "f", "qb", "kb", "gamma"), (got, *got_g), (want, *want_g)):
         assert ((g.double() - r).norm() / r.norm()).item() <= tol, name

@@ -71,6 +71,33 @@ class TorchKernels:
             acc[:, c0:c1] += pt @ w_leaf
 
     @staticmethod
+    def leaves(q, k, gamma, lse, scale: float, leaf: int, work: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per leaf: P_I (strict lower, [B, n, S, S]) and Inv_I = (I − γ P_I)⁻¹, in the work dtype."""
+        return _leaves(q.to(work), k.to(work), gamma, lse, scale, leaf)
+
+    @staticmethod
+    def fwd_step(inv, i: int, fw, gw, h, s) -> torch.Tensor:
+        """s_I = Inv_I (f_I + γ_I h_I) into s; returns the leaf as the push operand."""
+        leaf = inv.shape[-1]
+        r = slice(i * leaf, (i + 1) * leaf)
+        s[:, r] = inv[:, i] @ (fw[:, r] + gw[:, r, None] * h[:, r])
+        return s[:, r].contiguous()
+
+    @staticmethod
+    def bwd_step(inv, i: int, g, gw, acc, u) -> torch.Tensor:
+        """u_I = Inv_Iᵀ (g_I + acc_I) into u; returns γ_I u_I as the push operand."""
+        leaf = inv.shape[-1]
+        r = slice(i * leaf, (i + 1) * leaf)
+        u[:, r] = inv[:, i].transpose(-1, -2) @ (g[:, r] + acc[:, r])
+        return (gw[:, r, None] * u[:, r]).contiguous()
+
+    @staticmethod
+    def add_intra(p_leaf, s, h) -> None:
+        """h += P_I s_I for every leaf (the intra-leaf part of h)."""
+        b, n, leaf, _ = p_leaf.shape
+        h += (p_leaf @ s.view(b, n, leaf, -1)).view(h.shape)
+
+    @staticmethod
     def dqdk(q, k, lse, gamma, s, u, delta, scale: float, block: int) -> tuple[torch.Tensor, torch.Tensor]:
         """dℓ_{t,j} = γ_t α_{t,j} (u_t·s_j − δ_t) (j < t); dq = scale·dℓ k, dk = scale·dℓᵀ q."""
         t = q.shape[1]
@@ -87,14 +114,17 @@ class TorchKernels:
         return dq, dk
 
 
-def _leaves(q, k, gamma, lse, scale: float, leaf: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per leaf: P_I (strict lower, [B, n, S, S]) and Inv_I = (I − γ P_I)⁻¹, in the work dtype."""
+def _leaves(q, k, gamma, lse, scale: float, leaf: int, inverse: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per leaf: P_I (strict lower, [B, n, S, S]) and Inv_I = (I − γ P_I)⁻¹ (None without `inverse`), in the
+    work dtype."""
     b, t, dq = q.shape
     n = t // leaf
     qs, ks = q.reshape(b, n, leaf, dq), k.reshape(b, n, leaf, dq)
     logits = (qs @ ks.transpose(-1, -2)) * scale - lse.view(b, n, leaf, 1)
     strict = torch.ones(leaf, leaf, dtype=torch.bool, device=q.device).tril(-1)
     p = torch.where(strict, torch.exp(logits.masked_fill(~strict, 0.0)), torch.zeros_like(logits))
+    if not inverse:
+        return p, None
     eye = torch.eye(leaf, dtype=p.dtype, device=p.device)
     m = eye - gamma.reshape(b, n, leaf, 1) * p
     inv = torch.linalg.solve_triangular(m, eye.expand_as(m), upper=False, unitriangular=True)
@@ -118,16 +148,15 @@ class _BlockedSolve(torch.autograd.Function):
         qk = [_pad(x.to(kdtype), tp) for x in (q, k)]
         fw, gw = _pad(f.to(work), tp), _pad(gamma.to(work), tp)
         lse = kern.lse(*qk, scale, leaf)
-        p_leaf, inv = _leaves(qk[0].to(work), qk[1].to(work), gw, lse, scale, leaf)
+        p_leaf, inv = kern.leaves(*qk, gw, lse, scale, leaf, work)
         n = tp // leaf
         h = fw.new_zeros(b, tp, d)
         s = fw.new_empty(b, tp, d)
         for i in range(n):
-            r = slice(i * leaf, (i + 1) * leaf)
-            s[:, r] = inv[:, i] @ (fw[:, r] + gw[:, r, None] * h[:, r])
+            s_push = kern.fwd_step(inv, i, fw, gw, h, s)
             if i + 1 < n:
-                kern.fwd_update(*qk, lse, s[:, r].contiguous(), h, (i + 1) * leaf, i * leaf, scale)
-        h += (p_leaf @ s.view(b, n, leaf, d)).view(b, tp, d)
+                kern.fwd_update(*qk, lse, s_push, h, (i + 1) * leaf, i * leaf, scale)
+        kern.add_intra(p_leaf, s, h)
         ctx.save_for_backward(*qk, gw, lse, inv, s, h)
         ctx.meta = (t, scale, leaf, kern, f.dtype, q.dtype, gamma.dtype)
         return s[:, :t].to(f.dtype)
@@ -141,12 +170,10 @@ class _BlockedSolve(torch.autograd.Function):
         g = _pad(grad.to(s.dtype), tp)
         u = torch.empty_like(s)
         acc = torch.zeros_like(s)
-        inv_t = inv.transpose(-1, -2)
         for i in reversed(range(n)):
-            r = slice(i * leaf, (i + 1) * leaf)
-            u[:, r] = inv_t[:, i] @ (g[:, r] + acc[:, r])
+            w_push = kern.bwd_step(inv, i, g, gw, acc, u)
             if i > 0:
-                kern.bwd_update(q, k, lse, (gw[:, r, None] * u[:, r]).contiguous(), acc, i * leaf, scale)
+                kern.bwd_update(q, k, lse, w_push, acc, i * leaf, scale)
         delta = (u * h).sum(-1)
         dq, dk = kern.dqdk(q, k, lse, gw, s, u, delta, scale, leaf)
         return (u[:, :t].to(f_dtype), dq[:, :t].to(q_dtype), dk[:, :t].to(q_dtype), delta[:, :t].to(g_dtype),
