@@ -153,3 +153,17 @@ def test_state_format_is_exact_and_never_unpickles(tmp_path):
         codec.loads(blob[:-3])
     engine.store._conn().execute("UPDATE states SET blob = ?", (b"garbage",))  # unreadable: rebuilt from the log
     assert codec.dumps(engine.state("u0")) == codec.dumps(engine.replay(engine.store.events("u0")))
+
+
+def test_model_work_in_another_thread_uses_the_process_thread_count(tmp_path, monkeypatch):
+    """OpenMP's thread count is per OS thread: the engine sets it in each thread that runs the model."""
+    import threading
+
+    engine = Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "s.db"))
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append((threading.get_ident(), n)), real(n)))
+    worker = threading.Thread(target=lambda: engine.record(random_events(5)))
+    worker.start()
+    worker.join()
+    assert (worker.ident, engine.threads) in calls

@@ -8,7 +8,7 @@ import torch
 
 from sinkrec.models import build_model
 from sinkrec.serve import Engine, SQLiteStore
-from sinkrec.serve.fused import gdn_step, supports
+from sinkrec.serve.fused import GDNStep, supports
 
 from .test_serve import _one_thread, random_events, tiny_recommender  # noqa: F401 - fixture
 
@@ -19,12 +19,12 @@ def test_fused_step_equals_encode_step_in_float64(options):
     torch.manual_seed(0)
     model = build_model({"name": "gdn", "d_model": 32, "dropout": 0.0, **options}, 50, 20).eval().double()
     assert supports(model)
-    a, b = model.new_cache(), model.new_cache()
+    step, a, b = GDNStep(model), model.new_cache(), model.new_cache()
     with torch.inference_mode():
         for t in range(60):
             item = 1 + (t * 17) % 50
             expected = model.encode_step(torch.tensor([[item]]), a)
-            got = gdn_step(model, b, item)
+            got = step(b, item, None)
             assert got.shape == expected.shape and (got - expected).abs().max().item() <= 1e-12
     for x, y in zip(a, b):
         assert (x.state - y.state).abs().max().item() <= 1e-12

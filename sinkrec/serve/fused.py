@@ -3,10 +3,11 @@ fused_sinkrec.py); `stepper(model)` picks the one for a model.
 
 `encode_step` goes through the layers' modules, the convolution and the delta-rule dispatcher,
 written for whole sequences; at one event per call their overhead is most of the cost. This step
-calls the layers' weights directly: the short convolution over its K-wide window is a weighted sum,
-the delta rule is its one-token update. It equals `encode_step` up to summation order (the tests
-hold it to 1e-12 in float64). The engine uses it for every step of a GDN user, in a live update and
-in a replay alike, so a rebuilt state is still bit-for-bit the incremental one. The same holds for SinkRec.
+calls the layers' weights directly: the projections of one input are one matmul, the short
+convolution over its K-wide window is a weighted sum, the delta rule is its one-token update. It
+equals `encode_step` up to summation order (the tests hold it to 1e-12 in float64). The engine uses
+it for every step of a GDN or SinkRec user, in a live update and in a replay alike, so a rebuilt
+state is still bit-for-bit the incremental one.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import torch.nn.functional as F
 
 
 def stepper(model):
-    """`step(cache, item, when) -> hidden [1, 1, d]` for this model, or None when it has no inline step."""
+    """`step(cache, item, when) -> hidden [1, 1, d]` for this model, or None when it has no inline step.
+
+    A step precomputes what depends only on the weights (merged projections), once: it belongs to a
+    model whose weights no longer change, as in serving."""
     from .fused_sinkrec import SinkRecStep
     from .fused_sinkrec import supports as sinkrec_supports
 
     if supports(model):
-        return lambda cache, item, when: gdn_step(model, cache, item)
+        return GDNStep(model)
     if sinkrec_supports(model):
-        return SinkRecStep(model)  # its weight-only parts are computed here, once
+        return SinkRecStep(model)
     return None
 
 
@@ -33,39 +37,86 @@ def supports(model) -> bool:
             and model.item_embedding.weight.dtype in (torch.float32, torch.float64))
 
 
-def _rms(x: torch.Tensor, norm) -> torch.Tensor:
+def rms(x: torch.Tensor, norm) -> torch.Tensor:
+    """RMSNorm `norm` applied to x (float32/float64: no casts)."""
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight
 
 
-@torch.inference_mode()
-def gdn_step(model, cache: list, item: int) -> torch.Tensor:
-    """One event for one user: updates `cache` (a GDNRec cache) in place, returns hidden [1, 1, d]."""
-    x = model.item_embedding.weight[item][None] * model.d_model ** 0.5  # [1, d]
-    for block, c in zip(model.blocks, cache):
-        m = block.mixer
-        heads, dim = m.n_heads, m.head_dim
-        h = _rms(x, block.norm1)
-        parts = {}
-        for name, proj in (("q", m.q_proj), ("k", m.k_proj), ("v", m.v_proj)):
-            y = F.linear(h, proj.weight)
-            conv, past = m.convs[name], c.conv.get(name)
-            if past is None:
-                past = y.new_zeros(1, conv.kernel_size - 1, y.shape[-1])
-            window = torch.cat([past.to(y.dtype), y[:, None]], 1)  # [1, K, C], oldest first
-            c.conv[name] = window[:, 1:]
-            out = (window * conv.weight[:, 0].t()[None]).sum(1) + conv.bias
-            parts[name] = F.silu(out).view(1, heads, dim)
-        g = -m.A_log.exp() * F.softplus(F.linear(h, m.a_proj.weight) + m.dt_bias)  # [1, H]
-        beta = torch.sigmoid(F.linear(h, m.b_proj.weight, m.b_proj.bias))
-        q, k, v = F.normalize(parts["q"], dim=-1), F.normalize(parts["k"], dim=-1), parts["v"]
-        state = c.state if c.state is not None else q.new_zeros(1, heads, dim, v.shape[-1])
+def merge_linear(layers: list) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Linear layers of one input as (weight, bias, output sizes): one matmul instead of one per layer."""
+    weight = torch.cat([lin.weight for lin in layers], 0)
+    bias = torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.weight.shape[0])
+                      for lin in layers])
+    return weight, bias, [lin.weight.shape[0] for lin in layers]
+
+
+class DeltaStep:
+    """One GatedDeltaNet layer at one position, its weights rearranged once.
+
+    Everything projected from the layer input h is one matmul (q, k, v, the decay input a, β, the
+    output gate, and any `extra` layers of the same input, e.g. TDGD's readout gate); the short
+    convolutions of q, k, v are one weighted sum over their stacked K-wide window.
+    """
+
+    def __init__(self, gdn, extra: tuple = ()):
+        self.gdn = gdn
+        self.heads, self.dk = gdn.n_heads, gdn.head_dim
+        self.inner = self.heads * self.dk
+        self.weight, self.bias, self.sizes = merge_linear(
+            [gdn.q_proj, gdn.k_proj, gdn.v_proj, gdn.a_proj, gdn.b_proj, gdn.g_proj, *extra])
+        convs = [gdn.convs[n] for n in ("q", "k", "v")]
+        self.kernel = convs[0].kernel_size
+        self.conv_weight = torch.cat([c.weight[:, 0].t() for c in convs], 1)[None]  # [1, K, 3·inner]
+        self.conv_bias = torch.cat([c.bias for c in convs])
+
+    def project(self, h: torch.Tensor, cache) -> tuple:
+        """(q, k normalised [1, H, Dk], v, decay input [1, H], β logits, output gate, *extras); the conv
+        tails of `cache` move on by one position."""
+        parts = F.linear(h, self.weight, self.bias).split(self.sizes, -1)
+        qkv, inner = torch.cat(parts[:3], -1), self.inner
+        past = [cache.conv.get(n) for n in ("q", "k", "v")]
+        tail = (torch.cat([p.to(qkv.dtype) for p in past], -1) if past[0] is not None
+                else qkv.new_zeros(1, self.kernel - 1, 3 * inner))
+        window = torch.cat([tail, qkv[:, None]], 1)  # [1, K, 3·inner], oldest first
+        kept = window[:, 1:]
+        cache.conv = {"q": kept[..., :inner], "k": kept[..., inner:2 * inner], "v": kept[..., 2 * inner:]}
+        q, k, v = F.silu((window * self.conv_weight).sum(1) + self.conv_bias).view(1, 3, self.heads, self.dk).unbind(1)
+        return (F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, *parts[3:])
+
+    def decay(self, pre: torch.Tensor) -> torch.Tensor:
+        """g = −exp(A_log)·softplus(pre + dt_bias) [1, H]."""
+        return -self.gdn.A_log.exp() * F.softplus(pre + self.gdn.dt_bias)
+
+    def recur(self, cache, q, k, v, g, beta) -> torch.Tensor:
+        """The delta rule's one-token update of `cache.state`; returns o [1, H, Dv] (reference.py's step)."""
+        state = cache.state if cache.state is not None else q.new_zeros(1, self.heads, self.dk, v.shape[-1])
         state = state * g.exp()[..., None, None]
-        read = torch.einsum("bhk,bhkv->bhv", k, state)
-        state = state + torch.einsum("bhk,bhv->bhkv", k, beta[..., None] * (v - read))
-        c.state = state
-        o = torch.einsum("bhk,bhkv->bhv", q * dim ** -0.5, state)
-        o = _rms(o, m.o_norm) * F.silu(F.linear(h, m.g_proj.weight).view(1, heads, dim))
-        x = x + F.linear(o.reshape(1, -1), m.o_proj.weight)
-        gate, up = F.linear(_rms(x, block.norm2), block.ffn.gate_up.weight).chunk(2, -1)
-        x = x + F.linear(F.silu(gate) * up, block.ffn.down.weight)
-    return _rms(x, model.norm)[:, None]
+        read = torch.matmul(k[..., None, :], state)[..., 0, :]  # kᵀ h
+        state = state + k[..., :, None] * (beta[..., None] * (v - read))[..., None, :]
+        cache.state = state
+        return torch.matmul((q * self.dk ** -0.5)[..., None, :], state)[..., 0, :]
+
+    def output(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        o = rms(o, self.gdn.o_norm) * F.silu(gate.view(1, self.heads, self.dk))
+        return F.linear(o.reshape(1, -1), self.gdn.o_proj.weight)
+
+
+class GDNStep:
+    """`step(cache, item, when)`: one event for one GDNRec user; updates `cache` in place, returns hidden [1, 1, d]."""
+
+    def __init__(self, model):
+        self.model = model
+        with torch.inference_mode():
+            self.mixers = [DeltaStep(block.mixer) for block in model.blocks]
+
+    @torch.inference_mode()
+    def __call__(self, cache: list, item: int, when: float | None = None) -> torch.Tensor:
+        model = self.model
+        x = model.item_embedding.weight[item][None] * model.d_model ** 0.5  # [1, d]
+        for block, mixer, c in zip(model.blocks, self.mixers, cache):
+            q, k, v, pre, b, gate = mixer.project(rms(x, block.norm1), c)
+            o = mixer.recur(c, q, k, v, mixer.decay(pre), torch.sigmoid(b))
+            x = x + mixer.output(o, gate)
+            up_gate, up = F.linear(rms(x, block.norm2), block.ffn.gate_up.weight).chunk(2, -1)
+            x = x + F.linear(F.silu(up_gate) * up, block.ffn.down.weight)
+        return rms(x, model.norm)[:, None]

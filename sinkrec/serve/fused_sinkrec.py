@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..models.sinkrec import time_gaps
 from ..nn.memory_attention import WindowCache
+from .fused import DeltaStep, merge_linear, rms
 
 
 def supports(model) -> bool:
@@ -34,37 +35,13 @@ def supports(model) -> bool:
             and model.item_embedding.weight.dtype in (torch.float32, torch.float64))
 
 
-def _rms(x: torch.Tensor, norm) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight
-
-
-def _cat_linear(layers: list) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Several linear layers of one input as one (weight, bias, output sizes): one matmul instead of many."""
-    weight = torch.cat([lin.weight for lin in layers], 0)
-    bias = torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.weight.shape[0])
-                      for lin in layers])
-    return weight, bias, [lin.weight.shape[0] for lin in layers]
-
-
 class _Block:
     """One SinkBlock's weights, rearranged for a single position."""
 
     def __init__(self, block, o, fixed: dict):
-        self.block, d = block, o.d_model
-        tdgd, gdn = block.tdgd, block.tdgd.gdn
-        self.heads, self.dk = gdn.n_heads, gdn.head_dim
-        inner = self.heads * self.dk
-        # Everything TDGD projects from its normalised input h, in one matmul:
-        # q, k, v (before the conv), a (decay input), b (β), g (output gate), λ (readout gate).
-        h_layers = [gdn.q_proj, gdn.k_proj, gdn.v_proj, gdn.a_proj, gdn.b_proj, gdn.g_proj]
-        if tdgd.memory_key is not None and tdgd.options.diff_readout:
-            h_layers.append(tdgd.readout_gate)
-        self.h_weight, self.h_bias, self.h_sizes = _cat_linear(h_layers)
-        convs = [gdn.convs[n] for n in ("q", "k", "v")]
-        self.conv_size = convs[0].kernel_size
-        self.conv_weight = torch.cat([c.weight[:, 0].t() for c in convs], 1)[None]  # [1, K, 3·inner]
-        self.conv_bias = torch.cat([c.bias for c in convs])
-        self.inner = inner
+        self.block, tdgd = block, block.tdgd
+        readout = tdgd.memory_key is not None and tdgd.options.diff_readout
+        self.mixer = DeltaStep(tdgd.gdn, extra=(tdgd.readout_gate,) if readout else ())
         # Everything projected from the memory vector alone, in one matmul: reinjection key and value,
         # the attention's memory key/value pair, TDGD's memory keys.
         m_layers, self.m_names = [], []
@@ -78,7 +55,7 @@ class _Block:
         if tdgd.memory_key is not None:
             m_layers.append(tdgd.memory_key)
             self.m_names.append("tkey")
-        self.m_proj = _cat_linear(m_layers) if m_layers else None
+        self.m_proj = merge_linear(m_layers) if m_layers else None
         # Prototype slots and the null slot: fixed once the weights are.
         self.fixed_keys = self.fixed_values = self.fixed_mask = None
         if attn is not None and attn.uses_memory:
@@ -94,7 +71,7 @@ class _Block:
             masks.append(torch.ones(1, dtype=torch.bool))
             self.fixed_keys, self.fixed_values = torch.cat(keys), torch.cat(values)
             self.fixed_mask = torch.cat(masks)
-        self.scale_d = d ** 0.5
+        self.scale_d = o.d_model ** 0.5
 
 
 class SinkRecStep:
@@ -190,25 +167,13 @@ class SinkRecStep:
     @staticmethod
     def _tdgd(tdgd, b: _Block, x: torch.Tensor, delta: torch.Tensor | None, mem: dict, recurs, cache) -> torch.Tensor:
         """TDGD on one position: the gated delta rule's one-token update with its modified inputs."""
-        gdn, opts = tdgd.gdn, tdgd.options
-        heads, dk, inner = b.heads, b.dk, b.inner
-        parts = F.linear(x, b.h_weight, b.h_bias).split(b.h_sizes, -1)
-        qkv, pre, beta_in, gate = torch.cat(parts[:3], -1), parts[3], parts[4], parts[5]
-        past = [cache.conv.get(n) for n in ("q", "k", "v")]
-        tail = (torch.cat([p.to(qkv.dtype) for p in past], -1) if past[0] is not None
-                else qkv.new_zeros(1, b.conv_size - 1, 3 * inner))
-        window = torch.cat([tail, qkv[:, None]], 1)  # [1, K, 3·inner], oldest first
-        kept = window[:, 1:]
-        cache.conv = {"q": kept[..., :inner], "k": kept[..., inner:2 * inner], "v": kept[..., 2 * inner:]}
-        conv = F.silu((window * b.conv_weight).sum(1) + b.conv_bias)
-        q, k, v = conv.view(1, 3, heads, dk).unbind(1)
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        opts, mixer = tdgd.options, b.mixer
+        q, k, v, pre, beta_in, gate, *extra = mixer.project(x, cache)
         if tdgd.time_weight is not None:
             pre = pre + tdgd.time_weight * delta
-        g = -gdn.A_log.exp() * F.softplus(pre + gdn.dt_bias)  # [1, H]
-        beta = torch.sigmoid(beta_in)
+        g, beta = mixer.decay(pre), torch.sigmoid(beta_in)
         if "tkey" in mem:
-            km = F.normalize(mem["tkey"].view(1, heads, dk), dim=-1)
+            km = F.normalize(mem["tkey"].view(1, mixer.heads, mixer.dk), dim=-1)
             if opts.write_suppression:
                 cov = torch.sigmoid(tdgd.kappa * (k * km).sum(-1) + tdgd.coverage_bias)
                 if tdgd.coverage_gain is not None:
@@ -218,17 +183,10 @@ class SinkRecStep:
                 if opts.decay_suppression:
                     g = g * (1 - cov)
             if opts.diff_readout:
-                z = parts[6]
+                z = extra[0]
                 lam = opts.lambda_max * (torch.sigmoid(z) if opts.readout_form == "sigmoid" else torch.tanh(z))
                 q = q - lam[..., None] * km
-        state = cache.state if cache.state is not None else q.new_zeros(1, heads, dk, v.shape[-1])
-        state = state * g.exp()[..., None, None]
-        read = torch.einsum("bhk,bhkv->bhv", k, state)
-        state = state + torch.einsum("bhk,bhv->bhkv", k, beta[..., None] * (v - read))
-        cache.state = state
-        o = torch.einsum("bhk,bhkv->bhv", q * dk ** -0.5, state)
-        o = _rms(o, gdn.o_norm) * F.silu(gate.view(1, heads, dk))
-        return F.linear(o.reshape(1, -1), gdn.o_proj.weight)
+        return mixer.output(mixer.recur(cache, q, k, v, g, beta), gate)
 
     # ---- the whole step -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -256,20 +214,20 @@ class SinkRecStep:
                 for name, part in zip(b.m_names, F.linear(memory, weight, bias).split(sizes, -1)):
                     mem[name] = part
                 if "rkey" in mem:
-                    mem["rkey"] = _rms(mem["rkey"], block.reinject.k_norm)
+                    mem["rkey"] = rms(mem["rkey"], block.reinject.k_norm)
                 if "kv" in mem:
                     attn = block.attn
                     mem["kv"] = mem["kv"].view(2, 1, attn.n_heads, attn.head_dim)
             for _ in range(o.loops):
                 c = cache.blocks[slot]
                 if "rkey" in mem:
-                    gate = torch.sigmoid((_rms(x, block.reinject.h_norm) * mem["rkey"]).sum(-1, keepdim=True)
+                    gate = torch.sigmoid((rms(x, block.reinject.h_norm) * mem["rkey"]).sum(-1, keepdim=True)
                                          / b.scale_d)
                     x = x + gate * mem["rvalue"]
                 if block.attn is not None:
-                    x = x + self._attend(block.attn, b, _rms(x, block.attn_norm), mem, recurs, c)
-                x = x + self._tdgd(block.tdgd, b, _rms(x, block.tdgd_norm), delta, mem, recurs, c["tdgd"])
-                gate, up = F.linear(_rms(x, block.ffn_norm), block.ffn.gate_up.weight).chunk(2, -1)
+                    x = x + self._attend(block.attn, b, rms(x, block.attn_norm), mem, recurs, c)
+                x = x + self._tdgd(block.tdgd, b, rms(x, block.tdgd_norm), delta, mem, recurs, c["tdgd"])
+                gate, up = F.linear(rms(x, block.ffn_norm), block.ffn.gate_up.weight).chunk(2, -1)
                 x = x + F.linear(F.silu(gate) * up, block.ffn.down.weight)
                 slot += 1
         n = o.pattern_len - 1
@@ -280,4 +238,4 @@ class SinkRecStep:
         if times is not None:
             cache.last_time = times[:, -1]
         cache.steps += 1
-        return _rms(x, model.norm)[:, None]
+        return rms(x, model.norm)[:, None]
