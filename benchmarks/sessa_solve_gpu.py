@@ -145,10 +145,12 @@ def profile(b, t):
 # triton_kernels' speed switches: the value each takes when on (off: False / 0)
 ALL_ON = {"LONGEST_FIRST": True, "FUSED_STEP": True, "TRITON_LEAVES": True, "PUSH_SPLIT": True, "INV_BASE": 128}
 SWITCHES = tuple(ALL_ON)
+FUSED = {"FUSED_DQDK": True}  # timed as all_on + this; the tuned set takes it when faster
 # per-kernel tile candidates of the round (BM, BN, num_warps, num_stages); the first of each is the current one
 CFG_CANDIDATES = {  # the largest kernels first (the sweep stops when time runs short); lse/dq: BN ≤ BM, dk: BM ≤ BN
     "dq": [(64, 64, 8, 1), (64, 64, 8, 2), (64, 32, 4, 2), (128, 64, 8, 1), (128, 32, 8, 2)],
     "dk": [(64, 64, 8, 1), (64, 64, 8, 2), (32, 64, 4, 2), (64, 128, 8, 1), (32, 128, 8, 2)],
+    "dqdk": [(64, 64, 8, 1), (64, 64, 8, 2), (32, 64, 4, 2), (64, 128, 8, 1), (32, 128, 8, 2)],
     "push": [(64, 64, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 32, 8, 2)],
     "step": [(64, 64, 64, 4, 2), (32, 32, 64, 4, 2), (64, 32, 32, 4, 3), (32, 32, 32, 2, 3)],  # BM, BK, BD, w, st
     "lse": [(64, 64, 4, None), (128, 64, 8, None), (128, 128, 8, 2), (128, 32, 4, 2)],
@@ -158,7 +160,7 @@ RESERVE_S = 25  # seconds kept for the final "tuned" variant
 
 def _set(tk, switches: dict, cfg: dict | None = None, leaf: int | None = None, defaults=None):
     """Module constants of triton_kernels: every switch off unless named, CFG from `defaults` then `cfg`."""
-    for k, on in ALL_ON.items():
+    for k, on in {**ALL_ON, **FUSED}.items():
         setattr(tk, k, switches.get(k, type(on)()))
     tk.CFG = {name: dict(v) for name, v in defaults["CFG"].items()}
     tk.STEP_CFG = dict(defaults["STEP_CFG"])
@@ -212,9 +214,9 @@ def run_round(records, save, budget_s: float):
         CHECK_SHAPES = ROUND_CHECK_SHAPES
     ok = check(records)  # the default path (all switches as committed)
     save(ok)
-    _set(tk, ALL_ON, defaults=defaults)
+    _set(tk, {**ALL_ON, **FUSED}, defaults=defaults)
     for b, t, d, dtype in ROUND_CHECKS:
-        ok &= _check_one(b, t, d, dtype, records, "all_on")
+        ok &= _check_one(b, t, d, dtype, records, "all_on+fused")
     save(ok)
     print(f"checks {'passed' if ok else 'FAILED'} ({time.time() - start:.0f} s)", flush=True)
 
@@ -255,30 +257,36 @@ def run_round(records, save, budget_s: float):
     for k, on in ALL_ON.items():
         results[k] = time_variant(k, {k: on})
     results["all_on"] = time_variant("all_on", ALL_ON, modes=("fwd", "fwd+bwd"))
-    results["all_on_leaf512"] = time_variant("all_on_leaf512", ALL_ON, leaf=512)
-    best_leaf = min((1024, 512), key=lambda lf: results["all_on" if lf == 1024 else "all_on_leaf512"].get(
-        (1, 32768, "fwd+bwd"), 1e9))
-    # tiles, one kernel at a time, at the target shape with every switch on
+    results["all_on+FUSED_DQDK"] = time_variant("all_on+FUSED_DQDK", {**ALL_ON, **FUSED})
+    target = (*shapes[0], "fwd+bwd")
+    on = {**ALL_ON, **FUSED} if results["all_on+FUSED_DQDK"].get(target, 1e9) < results["all_on"].get(target, 1e9) \
+        else dict(ALL_ON)
+    results["on_leaf512"] = time_variant("on_leaf512", on, leaf=512)
+    base_key = "all_on+FUSED_DQDK" if "FUSED_DQDK" in on else "all_on"
+    best_leaf = 512 if results["on_leaf512"].get(target, 1e9) < results[base_key].get(target, 1e9) else 1024
+    # tiles, one kernel at a time, at the target shape with the faster switch set
     best_cfg = {}
     for name, cands in CFG_CANDIDATES.items():
-        timed = {cands[0]: results["all_on" if best_leaf == 1024 else "all_on_leaf512"].get((1, 32768, "fwd+bwd"))}
+        if (name == "dqdk") != ("FUSED_DQDK" in on):
+            continue  # the kernels this switch set does not run
+        timed = {cands[0]: results[base_key if best_leaf == 1024 else "on_leaf512"].get(target)}
         for cand in cands[1:]:
             if left() < RESERVE_S:
                 print(f"skip {name}={cand}: time kept for the tuned variant", flush=True)
                 continue
-            r = time_variant(f"{name}={cand}", ALL_ON, {**best_cfg, name: cand}, best_leaf, shape_list=shapes[:1])
-            timed[cand] = r.get((1, 32768, "fwd+bwd"))
+            r = time_variant(f"{name}={cand}", on, {**best_cfg, name: cand}, best_leaf, shape_list=shapes[:1])
+            timed[cand] = r.get(target)
         timed = {c: v for c, v in timed.items() if v is not None}
         if timed:
             best_cfg[name] = min(timed, key=timed.get)
-    print(f"tiles picked: {best_cfg}, leaf {best_leaf}", flush=True)
-    results["tuned"] = time_variant("tuned", ALL_ON, best_cfg, best_leaf, modes=("fwd", "fwd+bwd"))
+    print(f"picked: {on}, tiles {best_cfg}, leaf {best_leaf}", flush=True)
+    results["tuned"] = time_variant("tuned", on, best_cfg, best_leaf, modes=("fwd", "fwd+bwd"))
     _set(tk, {}, defaults=defaults)
-    summary = {"best_cfg": {k: list(v) for k, v in best_cfg.items()}, "best_leaf": best_leaf}
-    print("\n| variant | fwd 1x32768 | fwd+bwd 1x32768 | fwd+bwd 2x8192 |\n|---|---|---|---|")
+    summary = {"switches": on, "best_cfg": {k: list(v) for k, v in best_cfg.items()}, "best_leaf": best_leaf}
+    (b0, t0), (b1, t1) = shapes
+    print(f"\n| variant | fwd {b0}x{t0} | fwd+bwd {b0}x{t0} | fwd+bwd {b1}x{t1} |\n|---|---|---|---|")
     for name, r in results.items():
-        cells = [f"{r[key]:.2f}" if key in r else "-" for key in ((1, 32768, "fwd"), (1, 32768, "fwd+bwd"),
-                                                                    (2, 8192, "fwd+bwd"))]
+        cells = [f"{r[key]:.2f}" if key in r else "-" for key in ((b0, t0, "fwd"), target, (b1, t1, "fwd+bwd"))]
         print(f"| {name} | " + " | ".join(cells) + " |")
     return ok, summary
 

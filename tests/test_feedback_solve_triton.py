@@ -45,7 +45,8 @@ for b, t, d, dq, leaf in [(2, 100, 24, 20, 64), (1, 150, 16, 16, 64), (1, 300, 4
     print("ok", t, max(errs))
 """
 
-ALL_ON = {"LONGEST_FIRST": True, "FUSED_STEP": True, "TRITON_LEAVES": True, "PUSH_SPLIT": True, "INV_BASE": 32}
+ALL_ON = {"LONGEST_FIRST": True, "FUSED_STEP": True, "TRITON_LEAVES": True, "PUSH_SPLIT": True, "INV_BASE": 32,
+          "FUSED_DQDK": True}
 
 
 @pytest.mark.parametrize("switches", [
@@ -55,13 +56,16 @@ ALL_ON = {"LONGEST_FIRST": True, "FUSED_STEP": True, "TRITON_LEAVES": True, "PUS
     {"FUSED_STEP": True},
     {"TRITON_LEAVES": True},
     {"INV_BASE": 32},  # leaf inverses by doubling, PyTorch leaf blocks
+    {"FUSED_DQDK": True},
     {"PUSH_SPLIT": True, "SPLIT_ATOMIC_COST": 0.0},  # split as far as the loop allows
-    {**ALL_ON, "CFG": {"lse": {"BM": 128, "BN": 128, "num_warps": 8, "num_stages": 2},
+    {**ALL_ON, "FUSED_DQDK": False, "CFG": {"lse": {"BM": 128, "BN": 128, "num_warps": 8, "num_stages": 2},
                        "push": {"BM": 128, "BN": 32, "num_warps": 8, "num_stages": 2},
                        "dq": {"BM": 128, "BN": 64, "num_warps": 8, "num_stages": 1},
-                       "dk": {"BM": 32, "BN": 128, "num_warps": 8, "num_stages": 2}},
+                       "dk": {"BM": 32, "BN": 128, "num_warps": 8, "num_stages": 2},
+                       "dqdk": {"BM": 128, "BN": 64, "num_warps": 8, "num_stages": 1}},
      "STEP_CFG": {"BM": 32, "BK": 64, "BD": 32, "num_warps": 2, "num_stages": 3}},  # tiles cut to the leaf
-], ids=["defaults", "all_off", "all_on", "fused_step", "triton_leaves", "inv_base", "push_split", "all_on_tiles"])
+], ids=["defaults", "all_off", "all_on", "fused_step", "triton_leaves", "inv_base", "fused_dqdk",
+                                   "push_split", "all_on_tiles"])
 def test_triton_interpreter_matches_reference(switches):
     """fp32 (the interpreter does not emulate 16-bit products): output and every gradient ≤ 1e-4 of float64."""
     import json

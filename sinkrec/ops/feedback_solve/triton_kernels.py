@@ -2,7 +2,8 @@
 
 Five kernels, all attention-style with the row normaliser known (every exp(ℓ − lse) ≤ 1, so key
 blocks add up without rescaling): the lse pass, the forward push of one leaf to every later row, the
-backward push of one leaf to every earlier key, and the dq / dk passes of the backward. q, k stay in
+backward push of one leaf to every earlier key, and the dq / dk passes of the backward (behind the speed
+switches below: a fused dq+dk pass, the leaf step, the leaf blocks). q, k stay in
 the input dtype (fp32: tf32x3 products, fp32-accurate; bf16/fp16: 16-bit products, fp32
 accumulation); s, h, u and every accumulator are fp32. T is padded to a multiple of the leaf, itself a
 multiple of the tile, so only the feature dimensions need masks. Imported lazily.
@@ -23,19 +24,21 @@ LEAF = 1024  # rows per leaf at long T (smaller when T is short)
 SHORT_LEAF, SHORT_T = 512, 4096  # the leaf up to T = SHORT_T
 BD_MAX = 256  # feature columns per program of the update kernels (scores are recomputed per column block)
 
-# Speed switches (issue 25; benchmarks/sessa_solve_gpu.py --variants times each against the path before them,
+# Speed switches (issue 25; benchmarks/sessa_gpu_round.sh times each against the path before them,
 # benchmarks/results/sessa_solve_notes.md has the predictions). All False / the old tiles = the measured 22.9 ms path.
 # Tiles of the bf16/fp16 kernels at Dq ≤ 256 (fp32 or wider q, k keep 32×32): rows BM, keys BN, warps, stages.
 CFG = {"lse": dict(BM=64, BN=64, num_warps=4, num_stages=None),
        "push": dict(BM=64, BN=64, num_warps=8, num_stages=2),
        "dq": dict(BM=64, BN=64, num_warps=8, num_stages=1),
-       "dk": dict(BM=64, BN=64, num_warps=8, num_stages=1)}
+       "dk": dict(BM=64, BN=64, num_warps=8, num_stages=1),
+       "dqdk": dict(BM=64, BN=64, num_warps=8, num_stages=1)}
 LONGEST_FIRST = False  # lse and dq programs start from the last rows (the longest causal loops) instead of the first
 FUSED_STEP = False  # the leaf step s_I = Inv_I (f_I + γ h_I) (and u_I = Inv_Iᵀ (g_I + acc_I)) as one Triton kernel
 #                     (tf32x3, fp32-accurate) writing s and its push operand, not 4 torch ops + an fp32 GEMM
 TRITON_LEAVES = False  # the leaf blocks P_I and I − γP_I by a Triton kernel from the 16-bit q, k (not fp32 copies
 #                        and a fp32 batched GEMM), and h += P_I s_I for every leaf in one Triton launch
 PUSH_SPLIT = False  # pushes with few row (key) programs split the leaf's keys (rows) over programs, fp32 atomics
+FUSED_DQDK = False  # dq and dk in one kernel (4 products per causal tile, not 6; dq by fp32 atomics)
 INV_BASE = 0  # > 0: leaf inverses by doubling from INV_BASE-row triangular solves ([[A,0],[C,B]]⁻¹ has the
 #               corner −B⁻¹CA⁻¹: batched fp32 GEMMs), not one batched trsm of the whole leaf (0)
 SPLIT_ATOMIC_COST = 0.5  # an atomic tile write, in loop iterations (the split model of `_split`)
@@ -78,7 +81,7 @@ def _lse_kernel(Q, K, LSE, T, scale, DQ, BQ: tl.constexpr, BM: tl.constexpr, BN:
     tl.store(LSE + pid_b * T + rows, lse)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["SPLIT"])  # one compile for every split > 1
 def _fwd_update_kernel(Q, K, LSE, SL, H, T, row0, key0, S, scale, D, DQ, BQ: tl.constexpr, BD: tl.constexpr,
                        BM: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, SPLIT, ATOMIC: tl.constexpr):
     """H[rows] += exp(ℓ[rows, key0:key0+S] − lse) @ SL for rows ≥ row0 (SL: [B, S, D], the q dtype).
@@ -105,7 +108,7 @@ def _fwd_update_kernel(Q, K, LSE, SL, H, T, row0, key0, S, scale, D, DQ, BQ: tl.
         tl.store(hp, tl.load(hp, mask=dmask, other=0.0) + acc, mask=dmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["SPLIT"])  # one compile for every split > 1
 def _bwd_update_kernel(Q, K, LSE, WL, ACC, T, q0, S, scale, D, DQ, BQ: tl.constexpr, BD: tl.constexpr,
                        BM: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, SPLIT, ATOMIC: tl.constexpr):
     """ACC[keys] += exp(ℓ[q0:q0+S, keys] − lse)ᵀ @ WL for keys < q0 (WL: [B, S, D], the q dtype).
@@ -251,6 +254,36 @@ def _leaf_p_kernel(Q, K, LSE, G, P, M, T, NL, L, scale, DQ, BQ: tl.constexpr, BM
     tl.store(M + out, tl.where(ln[None, :] == lm[:, None], 1.0, 0.0) - gam[:, None] * p)
 
 
+@triton.jit
+def _dqdk_kernel(Q, K, LSE, G, SV, U, DELTA, DQo, DKo, T, scale, D, DQ, BQ: tl.constexpr, BDP: tl.constexpr,
+                 BM: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr):
+    """dk and dq in one pass over the causal tiles (the scores and u·s computed once, not once per kernel): each
+    program holds dk of BN keys and adds each tile's dq share to DQo (zeroed, fp32) with atomics."""
+    pid_n, pid_b = tl.program_id(0), tl.program_id(1)
+    cols = pid_n * BN + tl.arange(0, BN)
+    dq = tl.arange(0, BQ)
+    dd = tl.arange(0, BDP)
+    k = _load_rows(K + pid_b * T * DQ, cols, dq, DQ)
+    sv = _load_rows(SV + pid_b * T * D, cols, dd, D).to(k.dtype)
+    acc = tl.zeros([BN, BQ], tl.float32)
+    for r0 in range(pid_n * BN, T, BM):
+        rows = r0 + tl.arange(0, BM)
+        qt = _load_cols(Q + pid_b * T * DQ, rows, dq, DQ)
+        lse = tl.load(LSE + pid_b * T + rows)
+        gam = tl.load(G + pid_b * T + rows) * scale
+        delta = tl.load(DELTA + pid_b * T + rows)
+        sct = tl.dot(k, qt, input_precision=PREC) * scale - lse[None, :]
+        pt = tl.where(cols[:, None] < rows[None, :], tl.exp(sct), 0.0)
+        ut = _load_cols(U + pid_b * T * D, rows, dd, D).to(k.dtype)
+        dpt = tl.dot(sv, ut, input_precision=PREC)
+        dlt = (gam[None, :] * pt * (dpt - delta[None, :])).to(k.dtype)
+        acc += tl.dot(dlt, tl.trans(qt), input_precision=PREC)
+        dq_part = tl.dot(tl.trans(dlt), k, input_precision=PREC)
+        tl.atomic_add(DQo + pid_b * T * DQ + rows[:, None] * DQ + dq[None, :], dq_part, mask=dq[None, :] < DQ,
+                      sem="relaxed")
+    tl.store(DKo + pid_b * T * DQ + cols[:, None] * DQ + dq[None, :], acc, mask=dq[None, :] < DQ)
+
+
 def _p2(x: int) -> int:
     return max(16, triton.next_power_of_2(x))
 
@@ -314,14 +347,15 @@ class TritonKernels(TorchKernels):
         """(tile constexprs, launch options) of one kernel."""
         wide = q.dtype == torch.float32 or q.shape[-1] > 256
         prec = "tf32x3" if q.dtype == torch.float32 else "tf32"
-        if wide:
-            return dict(BM=32, BN=32, PREC=prec), dict(num_warps=4, num_stages=CFG[name]["num_stages"])
         c = CFG[name]
+        if wide:
+            return dict(BM=32, BN=32, PREC=prec), dict(num_warps=4, **({} if c["num_stages"] is None else
+                                                                        {"num_stages": c["num_stages"]}))
         bm, bn = _fit(c["BM"], leaf), _fit(c["BN"], leaf)
         # the causal loops step from one tile's edge by the other tile: lse/dq need BN | BM, dk needs BM | BN
         if name in ("lse", "dq"):
             bn = min(bn, bm)
-        elif name == "dk":
+        elif name in ("dk", "dqdk"):
             bm = min(bm, bn)
         tiles = dict(BM=bm, BN=bn, PREC=prec)
         opts = {"num_warps": c["num_warps"]}
@@ -370,6 +404,12 @@ class TritonKernels(TorchKernels):
         dqo = torch.empty(b, t, dq, device=q.device, dtype=torch.float32)
         dko = torch.empty_like(dqo)
         s, u = s.to(q.dtype), u.to(q.dtype)  # the products' operand dtype (a no-op for fp32)
+        if FUSED_DQDK:
+            dqo.zero_()
+            tiles, opts = cls._cfg(q, "dqdk", block)
+            _dqdk_kernel[(t // tiles["BN"], b)](q, k, lse, gamma, s, u, delta, dqo, dko, t, scale, d, dq,
+                                                BQ=_p2(dq), BDP=_p2(d), **tiles, **opts)
+            return dqo, dko
         tiles, opts = cls._cfg(q, "dq", block)
         _dq_kernel[(t // tiles["BM"], b)](q, k, lse, gamma, s, u, delta, dqo, t, scale, d, dq, BQ=_p2(dq),
                                           BDP=_p2(d), **tiles, REV=LONGEST_FIRST, **opts)
@@ -380,8 +420,13 @@ class TritonKernels(TorchKernels):
 
     # the leaf hooks (blocked.TorchKernels has the PyTorch versions)
 
+    @classmethod
+    def leaves(cls, q, k, gamma, lse, scale, leaf, work):
+        p, inv = cls._leaves(q, k, gamma, lse, scale, leaf, work)
+        return p, inv.contiguous() if FUSED_STEP else inv  # the fused step reads rows (trsm may answer columns)
+
     @staticmethod
-    def leaves(q, k, gamma, lse, scale, leaf, work):
+    def _leaves(q, k, gamma, lse, scale, leaf, work):
         if not TRITON_LEAVES:
             if INV_BASE:
                 p, _ = _leaves(q.to(work), k.to(work), gamma, lse, scale, leaf, inverse=False)
@@ -407,7 +452,7 @@ class TritonKernels(TorchKernels):
         bm, bk = _fit(c["BM"], leaf), _fit(c["BK"], leaf)
         bk = min(bk, bm)
         bd = min(c["BD"], _p2(d))
-        a = a.contiguous()
+        a = a.contiguous()  # a no-op: `leaves` answers contiguous blocks
         _leaf_step_kernel[(leaf // bm, triton.cdiv(d, bd), b * nlz)](
             a, y if x is None else x, y, g, out, out if lo is None else lo, out.shape[1], nl, nlz, leaf0, leaf, d,
             BM=bm, BK=bk, BD=bd, TRANS=trans, HAS_X=x is not None, GAIN_Y=gain_y, ACCUM=accum, HAS_LO=lo is not None,
