@@ -195,8 +195,9 @@ def next_job(studies: list[Study], jobs: list[Job], work: Path, device: str, rem
              fill: bool = False) -> Job | None:
     """The cheapest useful job that fits in the time left: seeds of finished studies first, then trials.
     With `fill`, an idle slot takes one more trial that may not finish (its estimate can be stale: it
-    was measured while the GPU was shared differently) when FILL_FRACTION of the estimate is left;
-    stopped at the deadline, it is redone later."""
+    was measured while the GPU was shared differently) when FILL_FRACTION of the estimate is left; so
+    does a study with no complete trial yet (its estimate is a guess). Stopped at the deadline, such a
+    trial is redone later."""
     for study in studies:
         active = [j for j in jobs if j.study is study]
         if len(study.finished()) >= TRIALS and not any(j.kind == "tune" for j in active) and study.best():
@@ -212,7 +213,8 @@ def next_job(studies: list[Study], jobs: list[Job], work: Path, device: str, rem
         if len(study.finished()) + max(len(active), running_trials) >= TRIALS or len(active) >= WORKERS_PER_STUDY:
             continue
         estimate = study.trial_seconds() * 1.2
-        if estimate < remaining or (fill and estimate * FILL_FRACTION < remaining):
+        unknown = not any(t["state"] == "COMPLETE" for t in study.trials)  # only stopped trials to go by
+        if estimate < remaining or ((fill or unknown) and estimate * FILL_FRACTION < remaining):
             worker = len(active)
             log = work / study.name / f"worker-{worker}-{int(time.time())}.log"  # --timeout 1: one trial only
             return Job(study, "tune", tune_cmd(study, work, device, max(1.0, remaining - estimate), worker), log)
