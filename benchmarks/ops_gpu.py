@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +138,165 @@ def sweep(only: str | None = None) -> list[dict]:
     return records
 
 
+# the speed targets of issue #25: (mode, B, T, H, D)
+ROUND_SHAPES = [("fwd_bwd", 2, 32768, 4, 64), ("fwd", 64, 8192, 4, 64), ("fwd", 2, 16384, 16, 128)]
+
+
+def round_variants() -> list[tuple[str, dict, tuple[int, ...]]]:
+    """(label, module settings of triton_chunk, indices of ROUND_SHAPES it is timed on) for `--round`:
+    the defaults, the path before the round (LEGACY), each of its switches reverted alone, then launch
+    options and walk shapes worth a sweep (each changed alone from the defaults)."""
+    from sinkrec.ops.delta_rule import triton_chunk as tc
+
+    every, d128 = (0, 1, 2), (2,)
+    variants = [("default", {}, every), ("legacy (before the #25 round)", dict(tc.LEGACY), every)]
+    variants += [(f"{key}={value!r} (as before)", {key: value}, every if key in ("INVERSE", "KERNEL_FILLS") else (0,))
+                 for key, value in tc.LEGACY.items()]  # the others act on the backward or two-level walks only
+    variants += [("INVERSE_DOT='bf16'", {"INVERSE_DOT": "bf16"}, every),
+                 ("single-chain state walks", {"STATE_GROUP_MIN_CHUNKS": 1 << 30}, (0,))]
+    for name, warps in [("prep_fwd", 4), ("prep_fwd", 8), ("prep_bwd", 4), ("output_bwd", 8), ("output_fwd", 8)]:
+        variants.append((f"{name} num_warps={warps}", {"WARPS": {**tc.WARPS, name: {"num_warps": warps}}},
+                         (0,) if "bwd" in name else every))
+    variants += [("STATE_PROGRAMS=128", {"STATE_PROGRAMS": 128}, d128),
+                 ("STATE_PROGRAMS=264", {"STATE_PROGRAMS": 264}, d128), ("STATE_STAGES=3", {"STATE_STAGES": 3}, every),
+                 ("state_fwd num_warps=4 at Dk>64", {"WARPS_WIDE": {**tc.WARPS_WIDE, "state_fwd": {"num_warps": 4}}},
+                  d128)]
+    return variants
+
+
+def _settings(settings: dict):
+    """Apply triton_chunk settings; returns a function that restores the previous ones."""
+    from sinkrec.ops.delta_rule import triton_chunk as tc
+
+    before = {key: getattr(tc, key) for key in settings}
+    for key, value in settings.items():
+        setattr(tc, key, value)
+    return lambda: [setattr(tc, key, value) for key, value in before.items()]
+
+
+def _round_step(impl, mode, b, t, h, d, accumulate=False):
+    """One call of the op at a target shape: forward under no_grad, or forward + backward (gradients
+    returned by autograd.grad, or accumulated into .grad as `measure` does with `accumulate`)."""
+    xs = inputs(b, t, h, d)
+    grad = torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        if mode == "fwd":
+            with torch.no_grad():
+                op(impl, xs)
+        elif accumulate:
+            op(impl, xs).backward(grad)
+        else:
+            torch.autograd.grad(op(impl, xs), xs, grad)
+    return step, xs
+
+
+@functools.cache
+def _round_reference(case: str):
+    from check_triton_gpu import make, run
+
+    shape = (2, 1000, 4, 64, 64) if case == "d64" else (1, 700, 2, 128, 128)
+    args = make(*shape, seed=0, long_memory=True)
+    return args, run(args, "reference", torch.float64)
+
+
+def round_errors(cases=("d64",)) -> dict:
+    """Worst relative error vs float64 (outputs, final state, every gradient) of fp32 and bf16 inputs."""
+    from check_triton_gpu import rel, run
+
+    out = {}
+    for case in cases:
+        args, reference = _round_reference(case)
+        for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            out[f"{case}_{dname}_err"] = max(rel(a, b) for a, b in zip(run(args, "triton", dtype), reference))
+    return out
+
+
+def run_round(only: str | None = None, warm: str | None = None, peers: bool = True, save=None) -> list[dict]:
+    """`--round`: every variant of `round_variants` at its ROUND_SHAPES, triton.testing.do_bench
+    (median ms, L2 flushed between calls; forward+backward by autograd.grad, no .grad accumulation),
+    plus its worst fp32/bf16 error vs float64. The defaults and legacy rows also get a per-call time
+    with a sync after each call (host latency included, as `measure`) and the `.backward()` time
+    that accumulates into .grad (what ops_gpu.py's table reports). `warm` "i/n": only run every n-th
+    variant once per shape (fills Triton's compile cache from parallel processes), no timing. `save`:
+    called with the records after each variant (partial results survive a timeout)."""
+    from triton.testing import do_bench
+
+    variants = round_variants()
+    if only:
+        variants = [v for v in variants if any(part in v[0] for part in only.split(","))]
+    if warm:
+        i, n = (int(x) for x in warm.split("/"))
+        for label, settings, shapes in variants[i::n]:
+            restore = _settings(settings)
+            try:
+                for s in shapes:
+                    step, _ = _round_step("triton", *ROUND_SHAPES[s])
+                    step()
+                    torch.cuda.synchronize()
+                round_errors(("d64", "d128") if 2 in shapes else ("d64",))
+            except Exception as error:
+                print(f"warm {label}: {type(error).__name__}: {error}", flush=True)
+            finally:
+                restore()
+                torch.cuda.empty_cache()
+        return []
+    records = []
+    for label, settings, shapes in variants:
+        restore = _settings(settings)
+        try:
+            r = {"variant": label, "settings": {k: str(v) for k, v in settings.items()}}
+            r.update(round_errors(("d64", "d128") if 2 in shapes else ("d64",)))
+            for s in shapes:
+                mode, b, t, h, d = ROUND_SHAPES[s]
+                step, xs = _round_step("triton", mode, b, t, h, d)
+                key = f"{mode}_{b}x{t}_h{h}_d{d}"
+                r[f"{key}_ms"] = round(do_bench(step, warmup=10, rep=60, return_mode="median"), 4)
+                if label.startswith(("default", "legacy")) and mode == "fwd_bwd":
+                    r[f"{key}_synced_call_ms"] = round(gpu_time_ms(step, repeats=20), 4)
+                    step_acc, _ = _round_step("triton", mode, b, t, h, d, accumulate=True)
+                    r[f"{key}_backward_accumulate_ms"] = round(gpu_time_ms(step_acc, repeats=20), 4)
+                del step, xs
+                torch.cuda.empty_cache()
+        except Exception as error:
+            r["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+        finally:
+            restore()
+        records.append(r)
+        print(json.dumps(r), flush=True)
+        if save:
+            save(records)
+    if peers:
+        for mode, b, t, h, d in ROUND_SHAPES:
+            try:
+                step, _ = _round_step("fla", mode, b, t, h, d)
+                ms = do_bench(step, warmup=10, rep=60, return_mode="median")
+                records.append({"variant": "fla (peer)", f"{mode}_{b}x{t}_h{h}_d{d}_ms": round(ms, 4)})
+            except Exception as error:  # not installed, or refused (its backward on Triton < 3.7.1 on Hopper)
+                records.append({"variant": "fla (peer)", f"{mode}_{b}x{t}_h{h}_d{d}_error":
+                                f"{type(error).__name__}: {str(error)[:200]}"})
+            print(json.dumps(records[-1]), flush=True)
+    if save:
+        save(records)
+    return records
+
+
+def round_table(records: list[dict]) -> str:
+    """Markdown: one row per variant, one column per target shape (ms, do_bench median) and errors."""
+    keys = [f"{m}_{b}x{t}_h{h}_d{d}" for m, b, t, h, d in ROUND_SHAPES]
+    lines = ["| variant | " + " | ".join(keys) + " | fp32 err | bf16 err |", "|---" * (len(keys) + 3) + "|"]
+    for r in records:
+        cells = [f"{r[k + '_ms']:.3f}" if k + "_ms" in r else ("refused" if k + "_error" in r else "")
+                 for k in keys]
+        errs = [max([v for k, v in r.items() if k.endswith(f"{dt}_err")], default=None) for dt in ("fp32", "bf16")]
+        errs = [f"{e:.1e}" if e is not None else "" for e in errs]
+        lines.append(f"| {r['variant']} | " + " | ".join(cells) + " | " + " | ".join(errs) + " |"
+                     + (f" {r['error'][:80]}" if "error" in r else ""))
+    extra = [f"- {r['variant']}: {k} = {v}" for r in records for k, v in r.items()
+             if k.endswith(("_synced_call_ms", "_backward_accumulate_ms"))]
+    return "\n".join(lines + ([""] + extra if extra else []))
+
+
 def host_overhead(b=8, t=8192, repeats=20) -> list[dict]:
     """Eager calls of the Triton path: a call's time (CUDA events around it, median) ÷ the summed GPU
     time of its kernels (profiler), forward and forward+backward."""
@@ -172,12 +332,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
     parser.add_argument("--profile", action="store_true", help="per-kernel times of the Triton path, then exit")
     parser.add_argument("--sweep", action="store_true", help="time variants of the Triton path, then exit")
-    parser.add_argument("--variants", help="--sweep: only variants whose label contains one of these (a,b,…)")
+    parser.add_argument("--variants", help="--sweep/--round: only variants whose label contains one of these (a,b,…)")
+    parser.add_argument("--round", action="store_true",
+                        help="time the variants of the #25 round at its three target shapes (do_bench), then exit")
+    parser.add_argument("--warm", help="--round: i/n, only compile every n-th variant (parallel warm-up), no timing")
+    parser.add_argument("--no-peers", action="store_true", help="--round: skip fla")
     return parser
 
 
 def main() -> None:
     args = build_parser().parse_args()
+    if args.round:
+        def save(records):
+            path = write_results("ops_gpu_round", records, args.out, args.git)
+            path.with_suffix(".md").write_text(round_table(records) + "\n")
+
+        records = run_round(args.variants, args.warm, not args.no_peers, None if args.warm else save)
+        if not args.warm:
+            print(round_table(records))
+        return
     if args.sweep:
         write_results("ops_gpu_sweep", sweep(args.variants), args.out, args.git)
         return

@@ -13,6 +13,27 @@ import torch
 os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
+
+def _interpreter_scalar_index() -> None:
+    """NumPy ≥ 2.4 no longer converts a one-element array to an int; Triton 3.6's interpreter holds
+    scalars as such arrays (a loop bound from tl.minimum fails in `range`): index through the element."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    patch = interpreter._patch_lang_tensor
+    if getattr(patch, "scalar_index", False):
+        return
+
+    def patched(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    patched.scalar_index = True
+    interpreter._patch_lang_tensor = patched
+
+
+_interpreter_scalar_index()
+
 from sinkrec.ops.delta_rule import delta_rule, triton_chunk  # noqa: E402, F401  (triton_chunk registers the ops)
 
 from .test_delta_rule import inputs as short_memory_inputs  # noqa: E402
@@ -27,12 +48,16 @@ def inputs(*shape, seed, state=True):
 needs_interpreter = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs the Triton interpreter")
 
 
-def outputs_and_grads(args, impl, initial_state=True, **kw):
+def outputs_and_grads(args, impl, initial_state=True, final_state=True, **kw):
+    """Outputs, final state and the gradients of a random projection of them (of o alone when not
+    `final_state`: the backward then gets no final state's gradient)."""
     q, k, v, g, beta, h0 = args
     o, hT = delta_rule(q, k, v, g, beta, initial_state=h0 if initial_state else None, output_final_state=True,
                        impl=impl, **kw)
     gen = torch.Generator().manual_seed(3)
-    loss = (o * torch.randn(o.shape, generator=gen)).sum() + (hT * torch.randn(hT.shape, generator=gen)).sum()
+    loss = (o * torch.randn(o.shape, generator=gen)).sum()
+    if final_state:
+        loss = loss + (hT * torch.randn(hT.shape, generator=gen)).sum()
     wrt = args if initial_state else args[:5]
     return [o, hT, *torch.autograd.grad(loss, wrt)]
 
@@ -140,6 +165,39 @@ def test_two_level_state_walk_matches_reference(monkeypatch, t, min_chunks):
     the groups' maps walked by `state_*_maps`; outputs, final state, gradients."""
     monkeypatch.setattr(triton_chunk, "STATE_GROUP_MIN_CHUNKS", min_chunks)
     args = [x.detach().float().requires_grad_() for x in inputs(1, t, 2, 16, 24, seed=8)]
+    ref = outputs_and_grads(args, "reference")
+    for a, b in zip(outputs_and_grads(args, "triton"), ref):
+        assert rel(a, b) < 1e-5
+
+
+ROUND_SETTINGS = {"defaults": {}, "legacy": triton_chunk.LEGACY,
+                  **{f"{key} as before": {key: value} for key, value in triton_chunk.LEGACY.items()}}
+
+
+@needs_interpreter
+@pytest.mark.parametrize("settings", ROUND_SETTINGS.values(), ids=ROUND_SETTINGS.keys())
+def test_round_switches_match_reference(monkeypatch, settings):
+    """Every switch of the speed round (issue #25) and the path before it (LEGACY): two-level walks,
+    T % 64 ≠ 0, one Dk and Dv block (the fused backward) and two (the unfused one); with and without
+    an initial state and the final state's gradient (the slots the kernels fill themselves). A single
+    switch runs the first case only (two-level walks, fused backward)."""
+    monkeypatch.setattr(triton_chunk, "STATE_GROUP_MIN_CHUNKS", 2)
+    for key, value in settings.items():
+        monkeypatch.setattr(triton_chunk, key, value)
+    shapes = [((1, 300, 2, 16, 24), True), ((2, 100, 1, 64, 48), False), ((1, 130, 1, 128, 80), True)]
+    for shape, with_state in shapes if len(settings) != 1 else shapes[:1]:  # one switch: the small case
+        args = [x.detach().float().requires_grad_() for x in inputs(*shape, seed=10)]
+        for final_state in (True, False):
+            ref = outputs_and_grads(args, "reference", with_state, final_state=final_state)
+            for a, b in zip(outputs_and_grads(args, "triton", with_state, final_state=final_state), ref):
+                assert rel(a, b) < 1e-5, (shape, final_state)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("shape", [(1, 100, 1, 256, 16), (1, 70, 2, 32, 256), (2, 65, 1, 64, 64)])
+def test_triton_kernels_head_sizes_16_to_256(shape):
+    """Dk and Dv from 16 to 256 (blocked up to four 64-wide blocks), T one past a chunk."""
+    args = [x.detach().float().requires_grad_() for x in inputs(*shape, seed=12)]
     ref = outputs_and_grads(args, "reference")
     for a, b in zip(outputs_and_grads(args, "triton"), ref):
         assert rel(a, b) < 1e-5

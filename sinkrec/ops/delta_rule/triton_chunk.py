@@ -1,8 +1,9 @@
 """The chunked gated delta rule on Triton kernels (triton_kernels*.py), with its own backward.
 
-Three launches forward (prep, state walk, output) and four backward, no T×T or per-chunk Python
-loops: kernels parallel over all chunks and one sequential state walk each way (in two levels for
-few long chains at Dk ≤ 64). Every head size: Dk a power of two ≥ 16, Dv ≥ 16; the kernels loop over
+Three launches forward (prep, state walk, output) and three backward (four where Dk or Dv > 64), no
+T×T or per-chunk Python loops: kernels parallel over all chunks and one sequential state walk each
+way (in two levels for few long chains at Dk ≤ 64). The module constants at the end pick the
+variants (`benchmarks/ops_gpu.py --round` times them; LEGACY restores the path before issue #25). Every head size: Dk a power of two ≥ 16, Dv ≥ 16; the kernels loop over
 64-wide blocks of Dk and Dv, so shared memory and registers stay those of D = 64. fp32 and bf16/fp16
 inputs (fp32 accumulation and state; the products are picked by `_dot`); float64 goes to the PyTorch
 chunked path. Eager calls go through a plain `autograd.Function`; under torch.compile the same
@@ -46,6 +47,15 @@ def _walk(kernel, rows: int, dk: int, dv: int, *args, **flags) -> None:
     kernel[(rows, triton.cdiv(dv, bs))](*args, DK=dk, DV=dv, BS=bs, **flags, **_warps(kernel.__name__, dk, dv))
 
 
+def _walk_groups(kernel, rows: int, dk: int, dv: int, *args, **flags) -> None:
+    """One launch of both first walks of a two-level walk (`state_*_groups`): the groups' maps on the
+    first column blocks (Dk columns), their contributions on the others (Dv columns)."""
+    bs = _state_block(rows, dv, dk)
+    nmap = triton.cdiv(dk, bs)
+    warps = _warps(kernel.__name__.replace("_groups", ""), dk, dv)
+    kernel[(rows, nmap + triton.cdiv(dv, bs))](*args, DK=dk, DV=dv, BS=bs, NMAP=nmap, **flags, **warps)
+
+
 def _group_size(bh: int, n: int, dk: int, dv: int) -> int:
     """Chunks per group of the state walks: n (one chain each) unless the walk is long and would run
     too few programs to fill the GPU; then ≈ √n, for a walk in two levels (Dk ≤ 64: the groups' maps
@@ -57,7 +67,8 @@ def _group_size(bh: int, n: int, dk: int, dv: int) -> int:
 
 
 def _state_pass(k, wk, u, gc, h0, hs, ht, t: int, h: int, n: int, dot: str) -> None:
-    """h_{i+1} = γ_C h_i + K̃ᵀ(U_i − Wk_i h_i) for every chunk: hs[:, i] = h_i (i < n), ht = h_n.
+    """h_{i+1} = γ_C h_i + K̃ᵀ(U_i − Wk_i h_i) for every chunk: hs[:, i] = h_i (i < n), ht = h_n (and
+    hs[:, n] = h_n with KERNEL_FILLS); h0 None: the zero state (no tensor of zeros with KERNEL_FILLS).
 
     The walk is a chain of n dependent steps. With few chains (small B·H) and many chunks (long T)
     it leaves the GPU nearly idle, so it runs in two levels: groups of g ≈ √n chunks each get their
@@ -66,46 +77,59 @@ def _state_pass(k, wk, u, gc, h0, hs, ht, t: int, h: int, n: int, dot: str) -> N
     state. Four chains of ≈ √n steps instead of one of n."""
     bh, dk, dv = gc.shape[0], k.shape[-1], u.shape[-1]
     g = _group_size(bh, n, dk, dv)
-    walk = dict(DOT=dot, STAGES=2 if dk <= 128 else 1)
+    walk = dict(DOT=dot, STAGES=STATE_STAGES if dk <= 128 else 1)
     chunks = (k, wk, u, gc)
+    if h0 is None and not KERNEL_FILLS:
+        h0 = torch.zeros_like(ht)
     if g == n:
-        return _walk(kern.state_fwd, bh, dk, dv, *chunks, h0, hs, ht, n, n, t, h, **walk, INIT="given",
-                     ADD_U=True, STORE_STATES=True, STORE_FINAL=True)
+        return _walk(kern.state_fwd, bh, dk, dv, *chunks, h0, hs, ht, n, n, t, h, **walk,
+                     INIT="zero" if h0 is None else "given", ADD_U=True, STORE_STATES=True, STORE_FINAL=True,
+                     STORE_LAST=KERNEL_FILLS)
     groups = triton.cdiv(n, g)
     f32 = dict(device=gc.device, dtype=torch.float32)
     maps, contributions = torch.empty(bh * groups, dk, dk, **f32), torch.empty(bh * groups, dk, dv, **f32)
-    _walk(kern.state_fwd, bh * groups, dk, dk, *chunks, None, None, maps, n, g, t, h, **walk, INIT="identity",
-          ADD_U=False, STORE_STATES=False, STORE_FINAL=True)
-    _walk(kern.state_fwd, bh * groups, dk, dv, *chunks, None, None, contributions, n, g, t, h, **walk, INIT="zero",
-          ADD_U=True, STORE_STATES=False, STORE_FINAL=True)
+    if MERGED_GROUP_WALKS:
+        _walk_groups(kern.state_fwd_groups, bh * groups, dk, dv, *chunks, maps, contributions, n, g, t, h, **walk)
+    else:
+        _walk(kern.state_fwd, bh * groups, dk, dk, *chunks, None, None, maps, n, g, t, h, **walk, INIT="identity",
+              ADD_U=False, STORE_STATES=False, STORE_FINAL=True)
+        _walk(kern.state_fwd, bh * groups, dk, dv, *chunks, None, None, contributions, n, g, t, h, **walk,
+              INIT="zero", ADD_U=True, STORE_STATES=False, STORE_FINAL=True)
     starts = torch.empty(bh, groups + 1, dk, dv, **f32)  # fp32: the inner walks start from these
-    _walk(kern.state_fwd_maps, bh, dk, dv, maps, contributions, h0, starts, ht, groups, DOT=dot)
+    _walk(kern.state_fwd_maps, bh, dk, dv, maps, contributions, h0, starts, ht, groups, DOT=dot,
+          H0_INIT="zero" if h0 is None else "given")
     _walk(kern.state_fwd, bh * groups, dk, dv, *chunks, starts[:, :-1].contiguous(), hs, None, n, g, t, h, **walk,
-          INIT="given", ADD_U=True, STORE_STATES=True, STORE_FINAL=False)
+          INIT="given", ADD_U=True, STORE_STATES=True, STORE_FINAL=False, STORE_LAST=KERNEL_FILLS)
 
 
-def _reverse_state_pass(k, wk, gc, dhs, t: int, h: int, n: int, dot: str) -> None:
+def _reverse_state_pass(k, wk, gc, dhs, t: int, h: int, n: int, dot: str, dh0=None) -> None:
     """The backward walk g_i = dhs_i + M_iᵀ g_{i+1} from g_n = dhs_n, in place in dhs: in two levels
-    like `_state_pass` for few long chains. A group's map P = M_firstᵀ ⋯ M_lastᵀ is stored as Pᵀ."""
+    like `_state_pass` for few long chains. A group's map P = M_firstᵀ ⋯ M_lastᵀ is stored as Pᵀ.
+    `dh0` [B·H, Dk, Dv]: also receives g_0 (else the caller copies it from dhs)."""
     bh, dk, dv = gc.shape[0], k.shape[-1], dhs.shape[-1]
     g = _group_size(bh, n, dk, dv)
-    walk = dict(DOT=dot, STAGES=2 if dk <= 128 else 1)
+    walk = dict(DOT=dot, STAGES=STATE_STAGES if dk <= 128 else 1)
     chunks = (k, wk, gc)
+    first = dict(DH0=dh0, STORE_FIRST=dh0 is not None)
     if g == n:
         return _walk(kern.state_bwd, bh, dk, dv, *chunks, dhs, None, None, n, n, t, h, **walk, INIT="end",
-                     ADD_E=True, STORE_STATES=True, FINAL="none")
+                     ADD_E=True, STORE_STATES=True, FINAL="none", **first)
     groups = triton.cdiv(n, g)
     f32 = dict(device=gc.device, dtype=torch.float32)
     maps_t = torch.empty(bh * groups, dk, dk, **f32)
-    _walk(kern.state_bwd, bh * groups, dk, dk, *chunks, None, None, maps_t, n, g, t, h, **walk, INIT="identity",
-          ADD_E=False, STORE_STATES=False, FINAL="transposed")
     contributions = torch.empty(bh, groups, dk, dv, **f32)
-    _walk(kern.state_bwd, bh * groups, dk, dv, *chunks, dhs, None, contributions, n, g, t, h, **walk, INIT="zero",
-          ADD_E=True, STORE_STATES=False, FINAL="plain")
+    if MERGED_GROUP_WALKS:
+        _walk_groups(kern.state_bwd_groups, bh * groups, dk, dv, *chunks, dhs, maps_t, contributions, n, g, t, h,
+                     **walk)
+    else:
+        _walk(kern.state_bwd, bh * groups, dk, dk, *chunks, None, None, maps_t, n, g, t, h, **walk,
+              INIT="identity", ADD_E=False, STORE_STATES=False, FINAL="transposed")
+        _walk(kern.state_bwd, bh * groups, dk, dv, *chunks, dhs, None, contributions, n, g, t, h, **walk,
+              INIT="zero", ADD_E=True, STORE_STATES=False, FINAL="plain")
     ends = torch.cat([contributions, dhs[:, n:]], 1)  # the walk over the groups leaves g at each group's start
     _walk(kern.state_bwd_maps, bh, dk, dv, maps_t, ends, groups, DOT=dot)
     _walk(kern.state_bwd, bh * groups, dk, dv, *chunks, dhs, ends[:, 1:].contiguous(), None, n, g, t, h, **walk,
-          INIT="given", ADD_E=True, STORE_STATES=True, FINAL="none")
+          INIT="given", ADD_E=True, STORE_STATES=True, FINAL="none", **first)
 
 
 def _dot(dtype: torch.dtype, dk: int, dv: int = 64) -> str:
@@ -132,6 +156,11 @@ def _shapes(dtype: torch.dtype, dk: int, dv: int) -> dict:
     return dict(DK=dk, DV=dv, KB=kb, VB=vb, NK=triton.cdiv(dk, kb), NV=triton.cdiv(dv, vb), DOT=_dot(dtype, dk, dv))
 
 
+def _inverse(dot: str) -> dict:
+    """prep_fwd's way to T = (I + A)⁻¹ and the products of its inner (4×4 → 16×16) level."""
+    return dict(INV=INVERSE, INV_DOT=INVERSE_DOT if dot == "bf16" else dot)
+
+
 def _forward_outputs(q, k, v, train: bool) -> tuple[torch.Tensor, ...]:
     """The forward's outputs, unfilled: o, final state, then what the backward reads (T only when
     `train`, else an empty tensor: a custom op's outputs are always tensors). Also the op's fake."""
@@ -140,8 +169,10 @@ def _forward_outputs(q, k, v, train: bool) -> tuple[torch.Tensor, ...]:
     f32 = dict(device=q.device, dtype=torch.float32)
     # operands that every consumer rounds to bf16 anyway (bf16 products) are stored in bf16
     store = dict(device=q.device, dtype=torch.bfloat16 if _dot(q.dtype, dk, dv) == "bf16" else torch.float32)
+    t_store = store if T_LOW_PRECISION else f32  # T: read only by the backward's bf16 products
     return (q.new_empty(b, t, h, dv), q.new_empty(b, h, dk, dv, **f32),
-            q.new_empty(b * h, n, C, C, **f32) if train else q.new_empty(0, **f32), q.new_empty(b * h, n, C, dv, **f32),
+            q.new_empty(b * h, n, C, C, **t_store) if train else q.new_empty(0, **f32),
+            q.new_empty(b * h, n, C, dv, **f32),
             q.new_empty(b * h, n, C, dk, **store), q.new_empty(b * h, n, C, **f32),
             q.new_empty(b * h, n + 1, dk, dv, **store))
 
@@ -154,9 +185,9 @@ def _forward(q, k, v, g, beta, scale: float, h0, train: bool):
     shapes = _shapes(q.dtype, dk, dv)
     o, ht, tt, u, wk, gc, hs = outputs = _forward_outputs(q, k, v, train)
     kern.prep_fwd[(n, b * h)](k, v, g, beta, tt if train else None, u, wk, gc, t, n, h, **shapes, SAVE_T=train,
-                              **_warps("prep_fwd", dk, dv))
-    h0 = torch.zeros_like(ht) if h0 is None else h0.float().contiguous()
-    if train:
+                              **_inverse(shapes["DOT"]), **_warps("prep_fwd", dk, dv))
+    h0 = None if h0 is None else h0.float().contiguous()
+    if train and not KERNEL_FILLS:
         hs[:, n].zero_()  # slot n is unused (the final state goes to ht), but an op's outputs must be defined
     _state_pass(k, wk, u, gc, h0, hs, ht, t, h, n, _state_dot(shapes["DOT"]))
     kern.output_fwd[(n, b * h, shapes["NV"])](q, k, gc, hs, u, wk, o, scale, t, n, h,
@@ -182,23 +213,36 @@ def _backward(q, k, v, beta, g_dtype, tt, u, wk, gc, hs, do, dht, scale: float):
     shapes = _shapes(q.dtype, dk, dv)
     f32 = dict(device=q.device, dtype=torch.float32)
     dq, dk_, dv_, dg, dbeta, dh0 = grads = _gradients(q, k, v, beta, g_dtype)
-    dko, dkb = torch.empty(b * h, n, C, dk, **f32), torch.empty(b * h, n, C, dk, **f32)
-    dw, ws, du = (torch.empty(b * h, n, C, dv, **f32) for _ in range(3))
+    fused = FUSED_BWD and shapes["NK"] == 1 and shapes["NV"] == 1  # one block of Dk and of Dv
+    dko, dw = torch.empty(b * h, n, C, dk, **f32), torch.empty(b * h, n, C, dv, **f32)
     dgo = torch.empty(b * h, n, C, **f32)
     dhs = torch.empty(b * h, n + 1, dk, dv, **f32)
-    if dht is None:
+    fills = {}
+    if KERNEL_FILLS:  # output_bwd fills slot n, the walk writes dh0
+        fills = dict(DHT=None if dht is None else dht.reshape(b * h, dk, dv).contiguous(),
+                     SLOT_N="zero" if dht is None else "given")
+    elif dht is None:
         dhs[:, n].zero_()
     else:
         dhs[:, n].copy_(dht.reshape(b * h, dk, dv))
+    ws = None if fused else torch.empty(b * h, n, C, dv, **f32)
     grid = (n, b * h)
-    kern_bwd.output_bwd[grid](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, ws, dhs, scale, t, n, h, **shapes,
-                              **_warps("output_bwd", dk, dv))
-    _reverse_state_pass(k, wk, gc, dhs, t, h, n, _state_dot(shapes["DOT"]))
-    kern_bwd.prep_bwd_state[grid](k, gc, tt, ws, hs, dhs, dw, du, dkb, dko, dgo, n, t, h, **shapes,
-                                  **_warps("prep_bwd_state", dk, dv))
-    kern_bwd.prep_bwd_wy[grid](k, v, beta, gc, u, wk, dw, dkb, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
-                               **_warps("prep_bwd_wy", dk, dv))
-    dh0.copy_(dhs[:, 0].view(b, h, dk, dv))
+    kern_bwd.output_bwd[grid](q, k, gc, hs, u, wk, do, dq, dko, dgo, dw, ws, dhs, scale, t, n, h, **shapes, **fills,
+                              STORE_W=not fused, **_warps("output_bwd", dk, dv))
+    _reverse_state_pass(k, wk, gc, dhs, t, h, n, _state_dot(shapes["DOT"]),
+                        dh0.view(b * h, dk, dv) if KERNEL_FILLS else None)
+    if fused:
+        kern_bwd.prep_bwd[grid](k, v, beta, gc, tt, u, wk, hs, dhs, dw, dko, dgo, dk_, dv_, dg, dbeta, n, t, h,
+                                **{key: shapes[key] for key in ("DK", "DV", "KB", "VB", "DOT")},
+                                **_warps("prep_bwd", dk, dv))
+    else:
+        dkb, du = torch.empty(b * h, n, C, dk, **f32), torch.empty(b * h, n, C, dv, **f32)
+        kern_bwd.prep_bwd_state[grid](k, gc, tt, ws, hs, dhs, dw, du, dkb, dko, dgo, n, t, h, **shapes,
+                                      **_warps("prep_bwd_state", dk, dv))
+        kern_bwd.prep_bwd_wy[grid](k, v, beta, gc, u, wk, dw, dkb, dko, dgo, dk_, dv_, dg, dbeta, t, n, h, **shapes,
+                                   **_warps("prep_bwd_wy", dk, dv))
+    if not KERNEL_FILLS:
+        dh0.copy_(dhs[:, 0].view(b, h, dk, dv))
     return grads
 
 
@@ -207,6 +251,8 @@ class _DeltaRule(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, h0):
+        if KERNEL_FILLS:  # an unused output's gradient stays None (no tensor of zeros to launch and read)
+            ctx.set_materialize_grads(False)
         o, ht, *saved = _forward(q, k, v, g, beta, scale, h0, True)
         ctx.save_for_backward(q, k, v, beta, *saved)
         ctx.scale, ctx.g_dtype, ctx.has_h0 = scale, g.dtype, h0 is not None
@@ -289,7 +335,8 @@ def opcheck_ops(q, k, v, g, beta, h0=None, scale: float = 0.125) -> dict[str, di
 # launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64)
 WARPS = {"prep_fwd": {"num_warps": 2}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
          "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd_state": {"num_warps": 4},
-         "prep_bwd_wy": {"num_warps": 4}, "state_fwd_maps": {"num_warps": 4}, "state_bwd_maps": {"num_warps": 2}}
+         "prep_bwd_wy": {"num_warps": 4}, "state_fwd_maps": {"num_warps": 4}, "state_bwd_maps": {"num_warps": 2},
+         "prep_bwd": {"num_warps": 8}}  # prep_bwd (new, untuned): twice the live [64, 64] tiles of the two it fuses
 WARPS_WIDE = {"state_fwd": {"num_warps": 8}, "state_bwd": {"num_warps": 8}}  # Dk > 64: [64, Dk] tiles per step
 LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
 STATE_BLOCK = 64  # at most this many state columns per program of the state walks
@@ -298,6 +345,17 @@ STATE_PROGRAMS = 64  # ... and wider blocks once more programs than this would r
 STATE_GROUP_MIN_CHUNKS = 64  # the state walks go two-level from this many chunks ...
 STATE_GROUP_BELOW_PROGRAMS = 64  # ... when it would run fewer programs than this (H200, `ops_gpu.py --sweep`:
 # two levels won at 16 and 32 programs, lost at 128)
+STATE_STAGES = 2  # software-pipelining stages of the state walks' loops (Dk ≤ 128; 1 above)
+# Round of issue #25 (benchmarks/delta_rule_gpu_round.sh times each against LEGACY, the path before it):
+INVERSE = "nilpotent"  # T's 16×16 diagonal blocks: "nilpotent" (4×4 blocks, then two block-merges, all
+# 64×64 products) or "substitution" (15 dependent forward-substitution steps on [4, 16, 16])
+INVERSE_DOT = "tf32"  # products of the inverse's inner level where the kernels use bf16 products ("bf16": same)
+T_LOW_PRECISION = True  # save T in bf16 where its only consumers (the backward's bf16 products) round it anyway
+FUSED_BWD = True  # prep_bwd_state + prep_bwd_wy as one kernel (`prep_bwd`) where Dk, Dv ≤ 64
+KERNEL_FILLS = True  # the kernels write the state slots and dh0 that zero_/copy_ launches used to fill
+MERGED_GROUP_WALKS = True  # a two-level walk's map and contribution walks in one launch (they are independent)
+LEGACY = {"INVERSE": "substitution", "T_LOW_PRECISION": False, "FUSED_BWD": False, "KERNEL_FILLS": False,
+          "MERGED_GROUP_WALKS": False}
 
 
 def check_head_sizes(dk: int, dv: int) -> None:

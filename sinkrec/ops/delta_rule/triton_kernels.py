@@ -10,7 +10,8 @@ Wkᵀ(K̃ g')); M is never formed, except as a group's map in the two-level walk
 
 Forward:  `prep_fwd` (per chunk: G, T, U, Wk) → `state_fwd` (sequential over chunks, h in registers)
 → `output_fwd` (per chunk and block of Dv columns).
-Backward: `output_bwd` → `state_bwd` → `prep_bwd_state` → `prep_bwd_wy` (triton_kernels_bwd.py).
+Backward: `output_bwd` → `state_bwd` → `prep_bwd` (or, with a Dk or Dv block > 64 or FUSED_BWD
+off, `prep_bwd_state` → `prep_bwd_wy`) (triton_kernels_bwd.py).
 
 Every head size: the chunk-parallel kernels work on blocks of at most 64 columns of Dk (KB wide, NK
 of them) and of Dv (VB wide, NV of them), looping over the blocks inside a program, so no tile is
@@ -19,8 +20,9 @@ state walks hold h as [Dk, BS] (BS columns of Dv per program) and read Wk and K�
 
 Inputs use the [B, T, H, D] layout directly (rows past T read as zeros: g = β = 0 writes and decays
 nothing); chunk-level tensors are [B·H, N, C, ·] (fp32, or bf16 for Wk and the states where every
-consumer rounds them to bf16). T is inverted per 16×16 diagonal block by forward substitution (the
-four blocks at once), the rest by a nilpotent series of 64×64 products. Element-wise arithmetic and
+consumer rounds them to bf16). T's 16×16 diagonal blocks come from exact 4×4 inverses merged by
+64×64 products (or by forward substitution, the four blocks at once), the rest by a nilpotent series
+of 64×64 products (`_unit_lower_inverse`). Element-wise arithmetic and
 accumulation are fp32; `DOT` picks the products: "tf32x3" (fp32-accurate), "tf32" or "bf16".
 """
 
@@ -121,12 +123,40 @@ def _block_diag_inverse(a):
 
 
 @triton.jit
-def prep_fwd(K, V, G_IN, BETA, TT, U, WK, GC, T, N, H, DK: tl.constexpr, DV: tl.constexpr, KB: tl.constexpr,
-             VB: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, DOT: tl.constexpr, SAVE_T: tl.constexpr):
-    """Per chunk: G, T = (I + A)⁻¹, U and Wk (T itself only when the backward needs it).
+def _merge_blocks(d, a, same, DOT: tl.constexpr):
+    """(I + a)⁻¹ from d = the inverse of I + (a's diagonal blocks, `same`), when the blocks below the
+    diagonal form at most four block rows: with L = a off the blocks, N = d L is nilpotent (N⁴ = 0),
+    so (I + a)⁻¹ = (I + N)⁻¹ d = (I − N)(I + N²) d. Four 64×64 products, exact in exact arithmetic."""
+    nil = _mm(d, tl.where(same, 0.0, a), DOT)
+    p = d + _mm(_mm(nil, nil, DOT), d, DOT)
+    return p - _mm(nil, p, DOT)
 
-    With A = A_d + L (A_d the 16×16 diagonal blocks, L the rest) and D = (I + A_d)⁻¹, N = D L is
-    nilpotent (N⁴ = 0), so T = (I + N)⁻¹ D = (I − N)(I + N²) D: four 64×64 products."""
+
+@triton.jit
+def _unit_lower_inverse(a, INV: tl.constexpr, INV_DOT: tl.constexpr, DOT: tl.constexpr):
+    """T = (I + a)⁻¹ for a strictly lower-triangular [64, 64] a. The 16×16 diagonal blocks: by forward
+    substitution (INV "substitution": 15 dependent steps on [4, 16, 16]) or (INV "nilpotent") by the
+    same block formula one level down: 4×4 blocks as (I − a₄)(I + a₄²) (a₄⁴ = 0), merged into 16×16
+    blocks by `_merge_blocks` (products in INV_DOT); then the 16×16 blocks into T (products in DOT)."""
+    r = tl.arange(0, 64)
+    same16 = r[:, None] // 16 == r[None, :] // 16
+    if INV == "substitution":
+        d = _block_diag_inverse(tl.where(same16, a, 0.0))
+    else:
+        same4 = r[:, None] // 4 == r[None, :] // 4
+        a4 = tl.where(same4, a, 0.0)
+        eye = tl.where(r[:, None] == r[None, :], 1.0, 0.0)
+        d4 = eye - a4 + _mm(eye - a4, _mm(a4, a4, INV_DOT), INV_DOT)
+        d = _merge_blocks(d4, tl.where(same16, a, 0.0), same4, INV_DOT)
+    return _merge_blocks(d, a, same16, DOT)
+
+
+@triton.jit
+def prep_fwd(K, V, G_IN, BETA, TT, U, WK, GC, T, N, H, DK: tl.constexpr, DV: tl.constexpr, KB: tl.constexpr,
+             VB: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, DOT: tl.constexpr, SAVE_T: tl.constexpr,
+             INV: tl.constexpr, INV_DOT: tl.constexpr):
+    """Per chunk: G, T = (I + A)⁻¹ (`_unit_lower_inverse`), U and Wk (T itself only when the backward
+    needs it, in TT's dtype: bf16 where every consumer rounds it to bf16 anyway)."""
     n, bh, b, h, chunk = _program(N, H)
     r = tl.arange(0, 64)
     g = _gate_rows(G_IN, n, T, H, h, b)
@@ -139,11 +169,7 @@ def prep_fwd(K, V, G_IN, BETA, TT, U, WK, GC, T, N, H, DK: tl.constexpr, DV: tl.
         kk += _mm(k, tl.trans(k), DOT)
     strict = r[:, None] > r[None, :]
     a = tl.where(strict, beta[:, None] * kk * tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0)), 0.0)
-    same_block = r[:, None] // 16 == r[None, :] // 16
-    d = _block_diag_inverse(tl.where(same_block, a, 0.0))
-    nil = _mm(d, tl.where(same_block, 0.0, a), DOT)
-    p = d + _mm(_mm(nil, nil, DOT), d, DOT)
-    tt = p - _mm(nil, p, DOT)
+    tt = _unit_lower_inverse(a, INV, INV_DOT, DOT)
     if SAVE_T:
         _store_block(TT + chunk * 64 * 64, tt, 0, 0, 64, 64, 64, 64)
     for i in tl.static_range(NK):
@@ -218,10 +244,11 @@ def _chunk_map(K, WK, GC, bh, n, N, T, H, DK: tl.constexpr):
 @triton.jit
 def state_fwd(K, WK, U, GC, H0, HS, HT, N, G, T, H, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
               DOT: tl.constexpr, STAGES: tl.constexpr, INIT: tl.constexpr, ADD_U: tl.constexpr,
-              STORE_STATES: tl.constexpr, STORE_FINAL: tl.constexpr):
+              STORE_STATES: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_LAST: tl.constexpr = False):
     """h_{i+1} = γ_C h_i + K̃ᵀ((U_i if ADD_U) − Wk h_i) in fp32 over one group's chunks, from `_initial`;
-    stores each h_i in HS's [B·H, N+1] layout (STORE_STATES) and the group's last h at HT's row
-    (STORE_FINAL). ADD_U off and INIT "identity" give the group's map M_last ⋯ M_first."""
+    stores each h_i in HS's [B·H, N+1] layout (STORE_STATES; with STORE_LAST also h_N into slot N, by
+    the group that ends the chain) and the group's last h at HT's row (STORE_FINAL). ADD_U off and
+    INIT "identity" give the group's map M_last ⋯ M_first."""
     row, bh, start, steps = _group(N, G)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
@@ -238,6 +265,8 @@ def state_fwd(K, WK, U, GC, H0, HS, HT, N, G, T, H, DK: tl.constexpr, DV: tl.con
         if ADD_U:
             w += tl.load(U + chunk * 64 * DV + r[:, None] * DV + rv[None, :], mask=vm, other=0.0)
         h = decay * h + _mm(tl.trans(ktail), w, DOT)
+    if STORE_LAST:
+        tl.store(HS + (bh * (N + 1) + N) * DK * DV + hv, h.to(HS.dtype.element_ty), mask=vm & (start + steps == N))
     if STORE_FINAL:
         tl.store(HT + row * DK * DV + hv, h, mask=vm)
 
@@ -245,12 +274,13 @@ def state_fwd(K, WK, U, GC, H0, HS, HT, N, G, T, H, DK: tl.constexpr, DV: tl.con
 @triton.jit
 def state_bwd(K, WK, GC, DHS, G0, GT, N, G, T, H, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
               DOT: tl.constexpr, STAGES: tl.constexpr, INIT: tl.constexpr, ADD_E: tl.constexpr,
-              STORE_STATES: tl.constexpr, FINAL: tl.constexpr):
+              STORE_STATES: tl.constexpr, FINAL: tl.constexpr, DH0=None, STORE_FIRST: tl.constexpr = False):
     """Reverse walk g_i = M_iᵀ g_{i+1} (+ e_i if ADD_E), M_iᵀ g = γ_C g − Wkᵀ(K̃ g), over one group's
     chunks, in place in DHS's [B·H, N+1] layout: DHS holds the outputs' gradients e_i into each state
     (and dh_T at N) and, with STORE_STATES, leaves with the total gradient g_i. INIT "end" starts from
     DHS's slot N, else as `_initial` from G0. FINAL "plain" / "transposed" stores the group's g_start
-    (or its transpose, DV = DK) at GT's row; "none" stores nothing."""
+    (or its transpose, DV = DK) at GT's row; "none" stores nothing. STORE_FIRST: the group that starts
+    the chain also stores g_0 (the initial state's gradient) at DH0's row b·h."""
     row, bh, start, steps = _group(N, G)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
@@ -268,6 +298,8 @@ def state_bwd(K, WK, GC, DHS, G0, GT, N, G, T, H, DK: tl.constexpr, DV: tl.const
             g += tl.load(DHS + (chunk + bh) * DK * DV + hv, mask=vm, other=0.0)
         if STORE_STATES:
             tl.store(DHS + (chunk + bh) * DK * DV + hv, g, mask=vm)
+    if STORE_FIRST:
+        tl.store(DH0 + bh * DK * DV + hv, g, mask=vm & (start == 0))
     if FINAL == "plain":
         tl.store(GT + row * DK * DV + hv, g, mask=vm)
     elif FINAL == "transposed":
@@ -275,15 +307,17 @@ def state_bwd(K, WK, GC, DHS, G0, GT, N, G, T, H, DK: tl.constexpr, DV: tl.const
 
 
 @triton.jit
-def state_fwd_maps(MM, BB, H0, HS, HT, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
+def state_fwd_maps(MM, BB, H0, HS, HT, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr,
+                   H0_INIT: tl.constexpr = "given"):
     """The walk over the groups of a two-level walk: h_{i+1} = M_i h_i + B_i with the groups' maps M
-    [DK, DK] and contributions B given (one chain per b·h, from H0), each h_i into HS, the last into HT."""
+    [DK, DK] and contributions B given (one chain per b·h, from H0, or zero: H0_INIT "zero"), each h_i
+    into HS, the last into HT."""
     bh = tl.program_id(0)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
     vm = rv[None, :] < DV
     hv = rk[:, None] * DV + rv[None, :]
-    h = _initial(H0, bh, "given", DK, DV, BS)
+    h = _initial(H0, bh, H0_INIT, DK, DV, BS)
     for i in tl.range(0, N, num_stages=2):
         chunk = bh * N + i
         tl.store(HS + (chunk + bh) * DK * DV + hv, h.to(HS.dtype.element_ty), mask=vm)
@@ -307,3 +341,53 @@ def state_bwd_maps(MT, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.conste
         g = _mm(tl.trans(tl.load(MT + chunk * DK * DK + rk[:, None] * DK + rk[None, :])), g, DOT)
         g += tl.load(DHS + (chunk + bh) * DK * DV + hv, mask=vm, other=0.0)
         tl.store(DHS + (chunk + bh) * DK * DV + hv, g, mask=vm)
+
+
+@triton.jit
+def state_fwd_groups(K, WK, U, GC, MAPS, CONTRIB, N, G, T, H, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
+                     NMAP: tl.constexpr, DOT: tl.constexpr, STAGES: tl.constexpr):
+    """Both first walks of a two-level forward walk in one launch (they are independent): column blocks
+    [0, NMAP) of program_id(1) walk each group's map (from the identity, without U; DK columns into
+    MAPS' row), the others its contribution (from zero, with U; DV columns into CONTRIB's row). Same
+    steps as `state_fwd` with INIT "identity" / "zero"."""
+    row, bh, start, steps = _group(N, G)
+    p = tl.program_id(1)
+    is_map = p < NMAP
+    is_contribution = p >= NMAP
+    col = tl.where(is_map, p, p - NMAP) * BS + tl.arange(0, BS)
+    rk = tl.arange(0, DK)
+    r = tl.arange(0, 64)
+    vm = col[None, :] < tl.where(is_map, DK, DV)
+    h = tl.where((rk[:, None] == col[None, :]) & is_map, 1.0, 0.0)
+    for i in tl.range(0, steps, num_stages=STAGES):
+        chunk = bh * N + start + i
+        decay, ktail, wk = _chunk_map(K, WK, GC, bh, start + i, N, T, H, DK)
+        u = tl.load(U + chunk * 64 * DV + r[:, None] * DV + col[None, :], mask=vm & is_contribution, other=0.0)
+        h = decay * h + _mm(tl.trans(ktail), u - _mm(wk, h, DOT), DOT)
+    tl.store(MAPS + row * DK * DK + rk[:, None] * DK + col[None, :], h, mask=vm & is_map)
+    tl.store(CONTRIB + row * DK * DV + rk[:, None] * DV + col[None, :], h, mask=vm & is_contribution)
+
+
+@triton.jit
+def state_bwd_groups(K, WK, GC, DHS, MT, CONTRIB, N, G, T, H, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
+                     NMAP: tl.constexpr, DOT: tl.constexpr, STAGES: tl.constexpr):
+    """Both first walks of a two-level backward walk in one launch: column blocks [0, NMAP) walk each
+    group's map from the identity without the outputs' gradients and store it transposed into MT's
+    row, the others the group's contribution (from zero, adding DHS's e_i) into CONTRIB's row. Same
+    steps as `state_bwd` with INIT "identity", FINAL "transposed" / INIT "zero", FINAL "plain"."""
+    row, bh, start, steps = _group(N, G)
+    p = tl.program_id(1)
+    is_map = p < NMAP
+    is_contribution = p >= NMAP
+    col = tl.where(is_map, p, p - NMAP) * BS + tl.arange(0, BS)
+    rk = tl.arange(0, DK)
+    vm = col[None, :] < tl.where(is_map, DK, DV)
+    g = tl.where((rk[:, None] == col[None, :]) & is_map, 1.0, 0.0)
+    for j in tl.range(0, steps, num_stages=STAGES):
+        chunk = bh * N + start + steps - 1 - j
+        decay, ktail, wk = _chunk_map(K, WK, GC, bh, start + steps - 1 - j, N, T, H, DK)
+        g = decay * g - _mm(tl.trans(wk), _mm(ktail, g, DOT), DOT)
+        g += tl.load(DHS + (chunk + bh) * DK * DV + rk[:, None] * DV + col[None, :], mask=vm & is_contribution,
+                     other=0.0)
+    tl.store(MT + row * DK * DK + col[None, :] * DK + rk[:, None], g, mask=vm & is_map)
+    tl.store(CONTRIB + row * DK * DV + rk[:, None] * DV + col[None, :], g, mask=vm & is_contribution)

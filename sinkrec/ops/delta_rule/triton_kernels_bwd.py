@@ -25,11 +25,28 @@ from .triton_kernels import (
 
 
 @triton.jit
+def _slot_n(DST, DHT, bh, last, r0, c0, SLOT_N: tl.constexpr, R: tl.constexpr, C: tl.constexpr, BR: tl.constexpr,
+            BC: tl.constexpr):
+    """Block (r0, c0) of the final state's gradient into DST (a row-major [R, C] slot) when `last`:
+    the block of DHT's row bh (SLOT_N "given") or zeros."""
+    r = r0 + tl.arange(0, BR)
+    c = c0 + tl.arange(0, BC)
+    m = (r[:, None] < R) & (c[None, :] < C) & last
+    if SLOT_N == "given":
+        x = tl.load(DHT + bh * R * C + r[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
+    else:
+        x = tl.zeros((BR, BC), dtype=tl.float32)
+    tl.store(DST + r[:, None] * C + c[None, :], x, mask=m)
+
+
+@triton.jit
 def output_bwd(Q, K, GC, HS, U, WK, DO, DQ, DKO, DGO, DW, WS, DHS, scale, T, N, H, DK: tl.constexpr,
                DV: tl.constexpr, KB: tl.constexpr, VB: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr,
-               DOT: tl.constexpr):
+               DOT: tl.constexpr, DHT=None, SLOT_N: tl.constexpr = "none", STORE_W: tl.constexpr = True):
     """Gradients through o = (q⊙γ)h + (qkᵀ⊙D)W, W = U − Wk h: dq (final), the output's parts of dk and
-    dG, dW, the gradient into h, (q⊙γ)ᵀdo − Wkᵀ dW; W itself into WS (prep_bwd_state reads it)."""
+    dG, dW, the gradient into h, (q⊙γ)ᵀdo − Wkᵀ dW; W itself into WS (STORE_W; prep_bwd_state reads
+    it, the fused `prep_bwd` recomputes it). SLOT_N "zero" / "given": the last chunk's program also
+    fills DHS's slot N (the final state's gradient) with zeros / DHT [B·H, DK, DV]; "none": left."""
     n, bh, b, h, chunk = _program(N, H)
     r = tl.arange(0, 64)
     G = tl.load(GC + chunk * 64 + r)
@@ -51,9 +68,13 @@ def output_bwd(Q, K, GC, HS, U, WK, DO, DQ, DKO, DGO, DW, WS, DHS, scale, T, N, 
             qg = _rows(Q, n, T, H, h, b, i * KB, DK, KB) * (scale * gamma)[:, None]
             dh = _mm(tl.trans(qg), do, DOT) - _mm(tl.trans(wk), dw, DOT)
             _store_block(DHS + (bh * (N + 1) + n) * DK * DV, dh, i * KB, j * VB, DK, DV, KB, VB)
+            if SLOT_N != "none":
+                _slot_n(DHS + (bh * (N + 1) + N) * DK * DV, DHT, bh, n == N - 1, i * KB, j * VB,
+                        SLOT_N, DK, DV, KB, VB)
             wh += _mm(wk, _block(state, i * KB, j * VB, DK, DV, KB, VB), DOT)
         w = _block(U + chunk * 64 * DV, 0, j * VB, 64, DV, 64, VB) - wh
-        _store_block(WS + chunk * 64 * DV, w, 0, j * VB, 64, DV, 64, VB)
+        if STORE_W:
+            _store_block(WS + chunk * 64 * DV, w, 0, j * VB, 64, DV, 64, VB)
         s += _mm(do, tl.trans(w), DOT)
     s = s * decay
     x = s * qk
@@ -153,5 +174,54 @@ def prep_bwd_wy(K, V, BETA, GC, U, WK, DVB, DKB, DKO, DGO, DK_OUT, DV_OUT, DG_OU
               + (beta * gamma)[:, None] * _block(DKB + chunk * 64 * DK, 0, i * KB, 64, DK, 64, KB)
               + _mm(mb, k, DOT) + _mm(tl.trans(mb), k, DOT))
         _store_rows(DK_OUT, dk, n, T, H, h, b, i * KB, DK, KB)
+    _store_gate_rows(DB_OUT, dbeta, n, T, H, h, b)
+    _store_gate_rows(DG_OUT, dg, n, T, H, h, b)
+
+
+@triton.jit
+def prep_bwd(K, V, BETA, GC, TT, U, WK, HS, DHS, DW, DKO, DGO, DK_OUT, DV_OUT, DG_OUT, DB_OUT, N, T, H,
+             DK: tl.constexpr, DV: tl.constexpr, KB: tl.constexpr, VB: tl.constexpr, DOT: tl.constexpr):
+    """`prep_bwd_state` and `prep_bwd_wy` in one program per chunk, for one block of each of Dk and Dv
+    (Dk, Dv ≤ 64): every intermediate (dU, dWk, d(β⊙V), d(β⊙γ⊙K), the updated dk and dG parts) stays
+    in registers instead of going through fp32 scratch and a second launch, and W = U − Wk h is
+    recomputed from what the program reads anyway (output_bwd need not store it). Same formulas and
+    product precisions as the two kernels."""
+    n, bh, b, h, chunk = _program(N, H)
+    r = tl.arange(0, 64)
+    G = tl.load(GC + chunk * 64 + r)
+    gtot = tl.load(GC + chunk * 64 + 63)
+    tail = tl.exp(gtot - G)
+    k = _rows(K, n, T, H, h, b, 0, DK, KB)
+    state = _block(HS + (bh * (N + 1) + n) * DK * DV, 0, 0, DK, DV, KB, VB)
+    g_next = _block(DHS + (bh * (N + 1) + n + 1) * DK * DV, 0, 0, DK, DV, KB, VB)
+    # the chunk map's side (prep_bwd_state), in an order that lets each tile die early
+    dd = tl.sum(tl.sum(g_next * state, 1), 0)
+    du = _block(DW + chunk * 64 * DV, 0, 0, 64, DV, 64, VB) + _mm(tail[:, None] * k, g_next, DOT)
+    tt = _block(TT + chunk * 64 * 64, 0, 0, 64, 64, 64, 64)
+    dvb = _mm(tl.trans(tt), du, DOT)  # d(β⊙V)
+    dkb = _mm(tl.trans(tt), -_mm(du, tl.trans(state), DOT), DOT)  # d(β⊙γ⊙K) = Tᵀ dWk
+    u = _block(U + chunk * 64 * DV, 0, 0, 64, DV, 64, VB)
+    wk = _block(WK + chunk * 64 * DK, 0, 0, 64, DK, 64, KB)
+    dkt = _mm(u - _mm(wk, state, DOT), tl.trans(g_next), DOT)  # W g'ᵀ, W = U − Wk h as output_bwd has it
+    r_tail = tl.sum(dkt * tail[:, None] * k, 1)
+    dko = _block(DKO + chunk * 64 * DK, 0, 0, 64, DK, 64, KB) + tail[:, None] * dkt
+    dG = tl.load(DGO + chunk * 64 + r) - r_tail + tl.where(r == 63, tl.sum(r_tail, 0) + dd * tl.exp(gtot), 0.0)
+    # through U, Wk and T (prep_bwd_wy)
+    beta = _gate_rows(BETA, n, T, H, h, b)
+    gamma = tl.exp(G)
+    da = _mm(dvb, tl.trans(u), DOT) + _mm(dkb, tl.trans(wk), DOT)
+    dbeta = tl.sum(dvb * _rows(V, n, T, H, h, b, 0, DV, VB), 1)
+    _store_rows(DV_OUT, beta[:, None] * dvb, n, T, H, h, b, 0, DV, VB)
+    gk = tl.sum(dkb * gamma[:, None] * k, 1)
+    kk = _mm(k, tl.trans(k), DOT)
+    strict = r[:, None] > r[None, :]
+    m = tl.where(strict, -da * tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0)), 0.0)
+    dbeta += gk + tl.sum(m * kk, 1)
+    y = m * kk * beta[:, None]  # dA ⊙ A
+    dG += beta * gk + tl.sum(y, 1) - tl.sum(y, 0)
+    dg = tl.sum(dG, 0) - tl.cumsum(dG, 0) + dG  # g enters G_s for every s ≥ t
+    mb = beta[:, None] * m
+    dk = dko + (beta * gamma)[:, None] * dkb + _mm(mb, k, DOT) + _mm(tl.trans(mb), k, DOT)
+    _store_rows(DK_OUT, dk, n, T, H, h, b, 0, DK, KB)
     _store_gate_rows(DB_OUT, dbeta, n, T, H, h, b)
     _store_gate_rows(DG_OUT, dg, n, T, H, h, b)
