@@ -1,0 +1,58 @@
+"""The tuned study's scheduler (benchmarks/study.py): which job takes a free slot on the GPU machine."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+study = pytest.importorskip("benchmarks.study")
+
+
+class FakeJob:
+    def __init__(self, s, kind, cmd, log, seed=None):
+        self.study, self.kind, self.seed, self.cmd = s, kind, seed, cmd
+
+
+def trial(number, state, seconds, value=0.1, epochs=1):
+    return {"number": number, "state": state, "seconds": seconds, "value": value,
+            "intermediate": {str(i): value for i in range(epochs)}, "user_attrs": {"config": {"train": {}}}}
+
+
+@pytest.fixture
+def make(monkeypatch, tmp_path):
+    monkeypatch.setattr(study, "Job", FakeJob)
+    monkeypatch.setattr(study, "seed_cmd", lambda s, work, device, seed: ["seed", str(seed)])
+
+    def pick(studies, remaining, fill=False, jobs=()):
+        return study.next_job(studies, list(jobs), tmp_path, "cpu", remaining, fill=fill)
+    return pick
+
+
+def test_seeds_of_a_finished_study_come_before_trials(make):
+    done = study.Study("ml-100k", "gdn", trials=[trial(i, "COMPLETE", 50) for i in range(study.TRIALS)])
+    open_ = study.Study("ml-100k", "sasrec", trials=[trial(0, "COMPLETE", 50)])
+    job = make([open_, done], remaining=500)
+    assert (job.study, job.kind, job.seed) == (done, "seed", 0)
+
+
+def test_a_trial_that_cannot_finish_waits_unless_slots_would_idle(make):
+    slow = study.Study("beauty", "gdn", trials=[trial(0, "COMPLETE", 400)])
+    assert make([slow], remaining=300) is None
+    job = make([slow], remaining=300, fill=True)  # 0.5 × 480 s estimate fits
+    assert job.kind == "tune" and job.cmd[job.cmd.index("--timeout") + 1] == "1"  # one trial, then stop
+    assert make([slow], remaining=200, fill=True) is None
+
+
+def test_a_study_with_only_stopped_trials_gets_a_trial_on_its_guess(make):
+    """Stopped trials scaled to the budget over-estimate (they ran while the GPU was shared
+    differently): without a complete trial the study still starts one when half its guess fits."""
+    guess = study.Study("beauty", "sinkrec", trials=[trial(0, "FAIL", 400, epochs=15)])  # ≈ 800 s
+    assert make([guess], remaining=520).kind == "tune"
+    assert make([guess], remaining=400) is None
+
+
+def test_a_full_study_gets_no_more_workers(make):
+    s = study.Study("ml-100k", "gdn", trials=[trial(0, "COMPLETE", 50)])
+    busy = [FakeJob(s, "tune", [], None) for _ in range(study.WORKERS_PER_STUDY)]
+    assert make([s], remaining=500, jobs=busy) is None
