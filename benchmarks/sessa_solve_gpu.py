@@ -261,15 +261,19 @@ def run_round(records, save, budget_s: float):
     target = (*shapes[0], "fwd+bwd")
     on = {**ALL_ON, **FUSED} if results["all_on+FUSED_DQDK"].get(target, 1e9) < results["all_on"].get(target, 1e9) \
         else dict(ALL_ON)
-    results["on_leaf512"] = time_variant("on_leaf512", on, leaf=512)
     base_key = "all_on+FUSED_DQDK" if "FUSED_DQDK" in on else "all_on"
-    best_leaf = 512 if results["on_leaf512"].get(target, 1e9) < results[base_key].get(target, 1e9) else 1024
+    leaf_keys = {defaults["LEAF"]: base_key}
+    for leaf in (512, 2048):
+        if leaf != defaults["LEAF"]:
+            leaf_keys[leaf] = f"on_leaf{leaf}"
+            results[leaf_keys[leaf]] = time_variant(leaf_keys[leaf], on, leaf=leaf)
+    best_leaf = min(leaf_keys, key=lambda lf: results[leaf_keys[lf]].get(target, 1e9))
     # tiles, one kernel at a time, at the target shape with the faster switch set
     best_cfg = {}
     for name, cands in CFG_CANDIDATES.items():
         if (name == "dqdk") != ("FUSED_DQDK" in on):
             continue  # the kernels this switch set does not run
-        timed = {cands[0]: results[base_key if best_leaf == 1024 else "on_leaf512"].get(target)}
+        timed = {cands[0]: results[leaf_keys[best_leaf]].get(target)}
         for cand in cands[1:]:
             if left() < RESERVE_S:
                 print(f"skip {name}={cand}: time kept for the tuned variant", flush=True)
