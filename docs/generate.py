@@ -49,11 +49,17 @@ STUDY = "study-tuned.json"  # the README's numbers: the pre-registered tuned stu
 STUDY_DATASETS = {"ml-100k": "ML-100K", "lastfm": "LastFM", "beauty": "Beauty", "ml-1m-ts-half": "ML-1M-ts-half",
                   "ml-1m": "ML-1M (200)", "ml-1m-1024": "ML-1M (1024)"}
 # the code a model's numbers depend on: a change here after its runs makes them stale
+# What a model computes: its module, the layers it imports and the definition of its recurrence. A
+# fast path held to that definition by tests (the Triton kernels: interpreter tests here, the GPU
+# check there) computes the same function, so changing its speed leaves the numbers current.
+_DELTA_RULE = ["sinkrec/ops/delta_rule/__init__.py", "sinkrec/ops/delta_rule/reference.py",
+               "sinkrec/ops/delta_rule/chunked.py"]
+_GDN_LAYER = ["sinkrec/models/base.py", "sinkrec/nn/basic.py", "sinkrec/nn/gated_deltanet.py", *_DELTA_RULE]
 MODEL_CODE = {
     "sasrec": ["sinkrec/models/sasrec.py", "sinkrec/models/base.py", "sinkrec/nn/basic.py"],
-    "gdn": ["sinkrec/models/gdn.py", "sinkrec/models/base.py", "sinkrec/nn/basic.py", "sinkrec/nn/gated_deltanet.py",
-            "sinkrec/ops/delta_rule"],
-    "sinkrec": ["sinkrec/models/sinkrec.py", "sinkrec/models/base.py", "sinkrec/nn", "sinkrec/ops/delta_rule"],
+    "gdn": ["sinkrec/models/gdn.py", *_GDN_LAYER],
+    "sinkrec": ["sinkrec/models/sinkrec.py", *_GDN_LAYER, "sinkrec/nn/memory.py", "sinkrec/nn/memory_attention.py",
+                "sinkrec/nn/rvq.py", "sinkrec/nn/tdgd.py"],
 }
 MODEL_NAMES = {"sasrec": "SASRec", "gdn": "GDN", "sinkrec": "SinkRec", "sessa": "Sessa"}
 QUALITY_METRICS = ["ndcg@10", "hr@10", "mrr"]
