@@ -150,8 +150,9 @@ def round_variants() -> list[tuple[str, dict, tuple[int, ...]]]:
 
     every, d128 = (0, 1, 2), (2,)
     variants = [("default", {}, every), ("legacy (before the #25 round)", dict(tc.LEGACY), every)]
-    variants += [(f"{key}={value!r} (as before)", {key: value}, every if key in ("INVERSE", "KERNEL_FILLS") else (0,))
-                 for key, value in tc.LEGACY.items()]  # the others act on the backward or two-level walks only
+    forward_too = ("INVERSE", "KERNEL_FILLS", "U_LOW_PRECISION")  # the others act on the backward or two-level walks
+    variants += [(f"{key}={value!r} (as before)", {key: value}, every if key in forward_too else (0,))
+                 for key, value in tc.LEGACY.items()]
     variants += [("INVERSE_DOT='bf16'", {"INVERSE_DOT": "bf16"}, every),
                  ("single-chain state walks", {"STATE_GROUP_MIN_CHUNKS": 1 << 30}, (0,))]
     for name, warps in [("prep_fwd", 4), ("prep_fwd", 8), ("prep_bwd", 4), ("output_bwd", 8), ("output_fwd", 8)]:

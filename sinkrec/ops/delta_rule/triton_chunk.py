@@ -3,8 +3,9 @@
 Three launches forward (prep, state walk, output) and three backward (four where Dk or Dv > 64), no
 T×T or per-chunk Python loops: kernels parallel over all chunks and one sequential state walk each
 way (in two levels for few long chains at Dk ≤ 64). The module constants at the end pick the
-variants (`benchmarks/ops_gpu.py --round` times them; LEGACY restores the path before issue #25). Every head size: Dk a power of two ≥ 16, Dv ≥ 16; the kernels loop over
-64-wide blocks of Dk and Dv, so shared memory and registers stay those of D = 64. fp32 and bf16/fp16
+variants (`benchmarks/ops_gpu.py --round` times them; LEGACY restores the path before issue #25).
+Every head size: Dk a power of two ≥ 16, Dv ≥ 16; the kernels loop over 64-wide blocks of Dk and Dv,
+so shared memory and registers stay those of D = 64. fp32 and bf16/fp16
 inputs (fp32 accumulation and state; the products are picked by `_dot`); float64 goes to the PyTorch
 chunked path. Eager calls go through a plain `autograd.Function`; under torch.compile the same
 kernels run as two custom ops (no graph break). Imported lazily: the package works without Triton.
@@ -161,18 +162,22 @@ def _inverse(dot: str) -> dict:
     return dict(INV=INVERSE, INV_DOT=INVERSE_DOT if dot == "bf16" else dot)
 
 
+def _store_dtype(dtype: torch.dtype, dk: int, dv: int) -> torch.dtype:
+    """Operands that every consumer rounds to bf16 anyway (bf16 products) are stored in bf16."""
+    return torch.bfloat16 if _dot(dtype, dk, dv) == "bf16" else torch.float32
+
+
 def _forward_outputs(q, k, v, train: bool) -> tuple[torch.Tensor, ...]:
     """The forward's outputs, unfilled: o, final state, then what the backward reads (T only when
     `train`, else an empty tensor: a custom op's outputs are always tensors). Also the op's fake."""
     b, t, h, dk = k.shape
     dv, n = v.shape[-1], triton.cdiv(t, C)
     f32 = dict(device=q.device, dtype=torch.float32)
-    # operands that every consumer rounds to bf16 anyway (bf16 products) are stored in bf16
-    store = dict(device=q.device, dtype=torch.bfloat16 if _dot(q.dtype, dk, dv) == "bf16" else torch.float32)
+    store = dict(device=q.device, dtype=_store_dtype(q.dtype, dk, dv))
     t_store = store if T_LOW_PRECISION else f32  # T: read only by the backward's bf16 products
     return (q.new_empty(b, t, h, dv), q.new_empty(b, h, dk, dv, **f32),
             q.new_empty(b * h, n, C, C, **t_store) if train else q.new_empty(0, **f32),
-            q.new_empty(b * h, n, C, dv, **f32),
+            q.new_empty(b * h, n, C, dv, **(store if U_LOW_PRECISION else f32)),
             q.new_empty(b * h, n, C, dk, **store), q.new_empty(b * h, n, C, **f32),
             q.new_empty(b * h, n + 1, dk, dv, **store))
 
@@ -351,11 +356,14 @@ INVERSE = "nilpotent"  # T's 16×16 diagonal blocks: "nilpotent" (4×4 blocks, t
 # 64×64 products) or "substitution" (15 dependent forward-substitution steps on [4, 16, 16])
 INVERSE_DOT = "tf32"  # products of the inverse's inner level where the kernels use bf16 products ("bf16": same)
 T_LOW_PRECISION = True  # save T in bf16 where its only consumers (the backward's bf16 products) round it anyway
+U_LOW_PRECISION = True  # save U = T(β⊙V) in bf16 where the products are bf16 (as Wk and the states already are):
+# U is written once and read 2-4 times; its fp32 copy was the largest chunk tensor (the 64×8192 forward is
+# memory-bound: ≈ 56 KB per chunk read or written); adds one bf16 rounding to U, which bf16 products made anyway
 FUSED_BWD = True  # prep_bwd_state + prep_bwd_wy as one kernel (`prep_bwd`) where Dk, Dv ≤ 64
 KERNEL_FILLS = True  # the kernels write the state slots and dh0 that zero_/copy_ launches used to fill
 MERGED_GROUP_WALKS = True  # a two-level walk's map and contribution walks in one launch (they are independent)
-LEGACY = {"INVERSE": "substitution", "T_LOW_PRECISION": False, "FUSED_BWD": False, "KERNEL_FILLS": False,
-          "MERGED_GROUP_WALKS": False}
+LEGACY = {"INVERSE": "substitution", "T_LOW_PRECISION": False, "U_LOW_PRECISION": False, "FUSED_BWD": False,
+          "KERNEL_FILLS": False, "MERGED_GROUP_WALKS": False}
 
 
 def check_head_sizes(dk: int, dv: int) -> None:
