@@ -127,3 +127,32 @@ def test_synchronous_normal_is_an_explicit_option(tmp_path):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert SQLiteStore(tmp_path / "b.db", synchronous="normal")._connect().execute(
         "PRAGMA synchronous").fetchone()[0] == 1
+
+
+def test_a_lone_call_commits_in_its_own_thread(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    assert store._committer.submit(lambda conn: threading.get_ident()) == threading.get_ident()
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="POSIX file locks")
+def test_write_transactions_hold_the_file_lock_that_other_processes_wait_on(tmp_path):
+    import fcntl
+    import os
+
+    store = SQLiteStore(tmp_path / "s.db")
+    Engine(tiny_recommender("gdn"), store).record(random_events(3))
+    other = os.open(f"{tmp_path / 's.db'}-writer.lock", os.O_RDWR)  # another open file: as another process
+
+    def try_lock() -> bool:
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(other, fcntl.LOCK_UN)
+        return True
+
+    assert store._committer.submit(lambda conn: try_lock()) is False  # held during the transaction
+    assert try_lock()  # and released after it
+    os.close(other)
+    store.close()

@@ -10,6 +10,8 @@ Redis: one MULTI/EXEC).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -101,10 +103,11 @@ CREATE TABLE IF NOT EXISTS states (user TEXT PRIMARY KEY, n_events INTEGER NOT N
 class SQLiteStore(Store):
     """Embedded default: one file in WAL mode, `synchronous=FULL` so a commit is on disk before the ack.
 
-    Writes go through a GroupCommitter: one writer thread per store commits all concurrent calls in
+    Writes go through a GroupCommitter: one request thread at a time commits all concurrent calls in
     one transaction (one fsync); states are computed before, outside the write lock (`update_many`).
-    Several processes on one machine may share the file: `BEGIN IMMEDIATE` serialises their writers,
-    and each re-reads a user's state row inside its write transaction (`_write`).
+    Several processes on one machine may share the file: a file lock (PATH-writer.lock) and
+    `BEGIN IMMEDIATE` serialise their writers, and each re-reads a user's state row inside its
+    write transaction (`_write`).
     WAL checkpoints run in a background thread (PASSIVE, every `checkpoint_every` s), never inside a
     commit: the writer connection has `wal_autocheckpoint=0`.
     `synchronous="NORMAL"` is an explicit opt-out (faster, but a
@@ -122,7 +125,8 @@ class SQLiteStore(Store):
         self._local = threading.local()
         with self._conn() as conn:
             conn.executescript(SCHEMA)
-        self._committer = GroupCommitter(self._connect_writer, self._unavailable)
+        self._lock_fd: int | None = None
+        self._committer = GroupCommitter(self._connect_writer, self._unavailable, writer_lock=self._writer_lock)
         self._planning = threading.Lock()
         self.checkpoints = 0  # background WAL checkpoints run
         self._stop = threading.Event()
@@ -133,6 +137,23 @@ class SQLiteStore(Store):
         conn = self._connect()
         conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints belong to the background thread
         return conn
+
+    @contextlib.contextmanager
+    def _writer_lock(self):
+        """An exclusive flock on PATH-writer.lock around each write transaction (POSIX; elsewhere SQLite's
+        own busy handler alone): writers of other processes wait in the kernel, woken the moment it is free."""
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(f"{self.path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _checkpoint_loop(self, every: float) -> None:
         conn = None
@@ -174,7 +195,7 @@ class SQLiteStore(Store):
 
         The new states are computed in the calling thread from a read snapshot (WAL readers do not
         block the writer, so the model runs while another group fsyncs, and in parallel across
-        processes). The committer then re-reads each user's state row inside the write transaction:
+        processes). The group commit then re-reads each user's state row inside the write transaction:
         unchanged (same event count and bytes) means no event of that user was recorded meanwhile,
         and the precomputed result is written; otherwise it is recomputed there, under the lock.
         """
@@ -275,6 +296,9 @@ class SQLiteStore(Store):
         if self._checkpointer.is_alive():
             self._checkpointer.join()
         self._committer.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
