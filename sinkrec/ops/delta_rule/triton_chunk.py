@@ -26,13 +26,23 @@ from .sizes import triton_head_sizes_ok
 C = 64  # chunk length of the kernels
 
 
+def _cdiv(a: int, b: int) -> int:
+    """⌈a / b⌉ in plain Python (triton.cdiv is a constexpr function: microseconds per host call)."""
+    return -(-a // b) if FAST_HOST else triton.cdiv(a, b)
+
+
+def _pow2(x: int) -> int:
+    """The next power of two ≥ x ≥ 1, in plain Python (as `_cdiv`)."""
+    return 1 << (x - 1).bit_length() if FAST_HOST else triton.next_power_of_2(x)
+
+
 def _state_block(programs: int, dv: int, dk: int = 64) -> int:
     """Columns of the state per program of the state walks: small blocks (more programs in flight)
     while the batch·heads are few, wider ones (Wk, K̃ read by fewer programs) once they fill the GPU;
     at most 8192 / Dk (the [Dk, BS] state in registers)."""
-    cap = min(STATE_BLOCK, triton.next_power_of_2(dv), max(16, 8192 // dk))
+    cap = min(STATE_BLOCK, _pow2(dv), max(16, 8192 // dk))
     bs = 16
-    while bs < cap and programs * triton.cdiv(dv, bs) > STATE_PROGRAMS:
+    while bs < cap and programs * _cdiv(dv, bs) > STATE_PROGRAMS:
         bs *= 2
     return bs
 
@@ -45,16 +55,16 @@ def _warps(name: str, dk: int, dv: int) -> dict:
 def _walk(kernel, rows: int, dk: int, dv: int, *args, **flags) -> None:
     """One launch of a state walk: `rows` independent chains (or groups) × blocks of the Dv columns."""
     bs = _state_block(rows, dv, dk)
-    kernel[(rows, triton.cdiv(dv, bs))](*args, DK=dk, DV=dv, BS=bs, **flags, **_warps(kernel.__name__, dk, dv))
+    kernel[(rows, _cdiv(dv, bs))](*args, DK=dk, DV=dv, BS=bs, **flags, **_warps(kernel.__name__, dk, dv))
 
 
 def _walk_groups(kernel, rows: int, dk: int, dv: int, *args, **flags) -> None:
     """One launch of both first walks of a two-level walk (`state_*_groups`): the groups' maps on the
     first column blocks (Dk columns), their contributions on the others (Dv columns)."""
     bs = _state_block(rows, dv, dk)
-    nmap = triton.cdiv(dk, bs)
+    nmap = _cdiv(dk, bs)
     warps = _warps(kernel.__name__.replace("_groups", ""), dk, dv)
-    kernel[(rows, nmap + triton.cdiv(dv, bs))](*args, DK=dk, DV=dv, BS=bs, NMAP=nmap, **flags, **warps)
+    kernel[(rows, nmap + _cdiv(dv, bs))](*args, DK=dk, DV=dv, BS=bs, NMAP=nmap, **flags, **warps)
 
 
 def _group_size(bh: int, n: int, dk: int, dv: int) -> int:
@@ -62,7 +72,7 @@ def _group_size(bh: int, n: int, dk: int, dv: int) -> int:
     too few programs to fill the GPU; then ≈ √n, for a walk in two levels (Dk ≤ 64: the groups' maps
     are [Dk, Dk] tiles)."""
     if (dk > 64 or n < STATE_GROUP_MIN_CHUNKS
-            or bh * triton.cdiv(dv, _state_block(bh, dv, dk)) >= STATE_GROUP_BELOW_PROGRAMS):
+            or bh * _cdiv(dv, _state_block(bh, dv, dk)) >= STATE_GROUP_BELOW_PROGRAMS):
         return n
     return math.isqrt(n - 1) + 1
 
@@ -86,7 +96,7 @@ def _state_pass(k, wk, u, gc, h0, hs, ht, t: int, h: int, n: int, dot: str) -> N
         return _walk(kern.state_fwd, bh, dk, dv, *chunks, h0, hs, ht, n, n, t, h, **walk,
                      INIT="zero" if h0 is None else "given", ADD_U=True, STORE_STATES=True, STORE_FINAL=True,
                      STORE_LAST=KERNEL_FILLS)
-    groups = triton.cdiv(n, g)
+    groups = _cdiv(n, g)
     f32 = dict(device=gc.device, dtype=torch.float32)
     maps, contributions = torch.empty(bh * groups, dk, dk, **f32), torch.empty(bh * groups, dk, dv, **f32)
     if MERGED_GROUP_WALKS:
@@ -115,7 +125,7 @@ def _reverse_state_pass(k, wk, gc, dhs, t: int, h: int, n: int, dot: str, dh0=No
     if g == n:
         return _walk(kern.state_bwd, bh, dk, dv, *chunks, dhs, None, None, n, n, t, h, **walk, INIT="end",
                      ADD_E=True, STORE_STATES=True, FINAL="none", **first)
-    groups = triton.cdiv(n, g)
+    groups = _cdiv(n, g)
     f32 = dict(device=gc.device, dtype=torch.float32)
     maps_t = torch.empty(bh * groups, dk, dk, **f32)
     contributions = torch.empty(bh, groups, dk, dv, **f32)
@@ -153,8 +163,8 @@ def _state_dot(dot: str) -> str:
 
 def _shapes(dtype: torch.dtype, dk: int, dv: int) -> dict:
     """Compile-time sizes, 64-wide (at most) blocks and product precision of the chunk-parallel kernels."""
-    kb, vb = min(triton.next_power_of_2(dk), 64), min(triton.next_power_of_2(dv), 64)
-    return dict(DK=dk, DV=dv, KB=kb, VB=vb, NK=triton.cdiv(dk, kb), NV=triton.cdiv(dv, vb), DOT=_dot(dtype, dk, dv))
+    kb, vb = min(_pow2(dk), 64), min(_pow2(dv), 64)
+    return dict(DK=dk, DV=dv, KB=kb, VB=vb, NK=_cdiv(dk, kb), NV=_cdiv(dv, vb), DOT=_dot(dtype, dk, dv))
 
 
 def _inverse(dot: str) -> dict:
@@ -171,7 +181,7 @@ def _forward_outputs(q, k, v, train: bool) -> tuple[torch.Tensor, ...]:
     """The forward's outputs, unfilled: o, final state, then what the backward reads (T only when
     `train`, else an empty tensor: a custom op's outputs are always tensors). Also the op's fake."""
     b, t, h, dk = k.shape
-    dv, n = v.shape[-1], triton.cdiv(t, C)
+    dv, n = v.shape[-1], _cdiv(t, C)
     f32 = dict(device=q.device, dtype=torch.float32)
     store = dict(device=q.device, dtype=_store_dtype(q.dtype, dk, dv))
     t_store = store if T_LOW_PRECISION else f32  # T: read only by the backward's bf16 products
@@ -185,7 +195,7 @@ def _forward_outputs(q, k, v, train: bool) -> tuple[torch.Tensor, ...]:
 def _forward(q, k, v, g, beta, scale: float, h0, train: bool):
     """Launches prep_fwd, the state walk and output_fwd into `_forward_outputs`."""
     b, t, h, dk = k.shape
-    dv, n = v.shape[-1], triton.cdiv(t, C)
+    dv, n = v.shape[-1], _cdiv(t, C)
     q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
     shapes = _shapes(q.dtype, dk, dv)
     o, ht, tt, u, wk, gc, hs = outputs = _forward_outputs(q, k, v, train)
@@ -362,8 +372,9 @@ U_LOW_PRECISION = True  # save U = T(β⊙V) in bf16 where the products are bf16
 FUSED_BWD = True  # prep_bwd_state + prep_bwd_wy as one kernel (`prep_bwd`) where Dk, Dv ≤ 64
 KERNEL_FILLS = True  # the kernels write the state slots and dh0 that zero_/copy_ launches used to fill
 MERGED_GROUP_WALKS = True  # a two-level walk's map and contribution walks in one launch (they are independent)
-LEGACY = {"INVERSE": "substitution", "T_LOW_PRECISION": False, "U_LOW_PRECISION": False, "FUSED_BWD": False,
-          "KERNEL_FILLS": False, "MERGED_GROUP_WALKS": False}
+FAST_HOST = True  # host arithmetic of the launches in plain Python (30 triton.cdiv calls per step cost ≈ 100 µs)
+LEGACY = {"FAST_HOST": False, "INVERSE": "substitution", "T_LOW_PRECISION": False, "U_LOW_PRECISION": False,
+          "FUSED_BWD": False, "KERNEL_FILLS": False, "MERGED_GROUP_WALKS": False}
 
 
 def check_head_sizes(dk: int, dv: int) -> None:
