@@ -14,7 +14,7 @@ from fastapi import FastAPI, Path, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import SinkrecError, UnknownItemError
 from .asgi import Admit, Authenticate, LimitBody, Observe
@@ -52,16 +52,19 @@ def _handler(status: int, code: str):
 
 
 def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: Limits | None = None,
-               open_metrics: bool = False) -> FastAPI:
+               open_metrics: bool = False, metrics_dir: str | None = None) -> FastAPI:
     """The app over one engine, wrapped in its ASGI layers; `engine=None` builds it only for its schema.
 
     `tokens=None` serves without auth (the loopback default; server.py refuses it on other hosts).
+    `metrics_dir`: the directory the worker processes of one server share, so that /metrics reports
+    the whole server (metrics.py); None: this process alone.
     """
     limits = limits or Limits()
     app = FastAPI(title="sinkrec serve", version="1",
                   description="Streaming recommendations with durable per-user state (docs/serving.md).")
-    metrics = Metrics(engine)
+    metrics = Metrics(engine, directory=metrics_dir)
     app.state.engine, app.state.metrics = engine, metrics
+    app.router.on_shutdown.append(metrics.close)
     store_kind = engine.store.kind if engine is not None else "none"
 
     @app.exception_handler(RequestValidationError)
@@ -122,7 +125,7 @@ def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: L
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # add_middleware puts each layer outside the previous one: Observe ends up outermost.
     app.add_middleware(Admit, limits=limits)

@@ -3,6 +3,8 @@
 Worker processes are uvicorn's: they share the listening socket and build their own app from the
 settings passed in the environment (`SINKREC_SERVE_SETTINGS`, JSON without any token: workers
 read tokens from the same file or variable as the parent). Each worker exits soon after its parent.
+They share a temporary metrics directory (removed when the server stops), so that /metrics
+reports the whole server whichever worker answers.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -51,7 +55,7 @@ def build_app(settings: dict, tokens: Tokens | None = None):
     log.info("serving %s (checkpoint %s, %s store, auth %s)", settings["run"], engine.checkpoint,
              engine.store.kind, "on" if tokens else "off")
     return create_app(engine, tokens=tokens, limits=Limits(**settings["limits"]),
-                      open_metrics=settings["open_metrics"])
+                      open_metrics=settings["open_metrics"], metrics_dir=settings.get("metrics_dir"))
 
 
 def worker_app():
@@ -83,13 +87,15 @@ def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port:
         app = build_app(settings, tokens)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
         return
-    os.environ[SETTINGS_ENV] = json.dumps({**settings, "parent": os.getpid()})
+    metrics_dir = tempfile.mkdtemp(prefix="sinkrec-metrics-")  # the workers' snapshots (metrics.py)
+    os.environ[SETTINGS_ENV] = json.dumps({**settings, "parent": os.getpid(), "metrics_dir": metrics_dir})
     log.info("serving %s on http://%s:%d with %d worker processes", run, host, port, workers)
     try:
         uvicorn.run("sinkrec.serve.server:worker_app", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, access_log=False)
     finally:
         os.environ.pop(SETTINGS_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def rebuild(run: str | Path, store: str = "sqlite") -> int:
