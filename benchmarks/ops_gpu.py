@@ -150,12 +150,12 @@ def round_variants() -> list[tuple[str, dict, tuple[int, ...]]]:
 
     every, d128 = (0, 1, 2), (2,)
     variants = [("default", {}, every), ("legacy (before the #25 round)", dict(tc.LEGACY), every)]
-    forward_too = ("INVERSE", "KERNEL_FILLS", "U_LOW_PRECISION")  # the others act on the backward or two-level walks
-    variants += [(f"{key}={value!r} (as before)", {key: value}, every if key in forward_too else (0,))
-                 for key, value in tc.LEGACY.items()]
+    forward_too = ("INVERSE", "KERNEL_FILLS", "U_LOW_PRECISION", "WARPS")  # others: backward or two-level walks only
+    variants += [(f"{key}={value!r} (as before)" if key != "WARPS" else "WARPS as before (prep_fwd 2 warps)",
+                  {key: value}, every if key in forward_too else (0,)) for key, value in tc.LEGACY.items()]
     variants += [("INVERSE_DOT='bf16'", {"INVERSE_DOT": "bf16"}, every),
                  ("single-chain state walks", {"STATE_GROUP_MIN_CHUNKS": 1 << 30}, (0,))]
-    for name, warps in [("prep_fwd", 4), ("prep_fwd", 8), ("prep_bwd", 4), ("output_bwd", 8), ("output_fwd", 8)]:
+    for name, warps in [("prep_fwd", 8), ("prep_bwd", 4), ("output_bwd", 8), ("output_fwd", 8)]:
         variants.append((f"{name} num_warps={warps}", {"WARPS": {**tc.WARPS, name: {"num_warps": warps}}},
                          (0,) if "bwd" in name else every))
     variants += [("STATE_PROGRAMS=128", {"STATE_PROGRAMS": 128}, d128),

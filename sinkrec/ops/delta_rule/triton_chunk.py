@@ -347,8 +347,10 @@ def opcheck_ops(q, k, v, g, beta, h0=None, scale: float = 0.125) -> dict[str, di
             (("fwd", fwd), ("bwd", bwd))}
 
 
-# launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64)
-WARPS = {"prep_fwd": {"num_warps": 2}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
+# launch options, picked by `benchmarks/ops_gpu.py --sweep` on an H200 (bf16, H=4, D=64); prep_fwd 2 → 4 warps
+# untimed with the product-only inverse (INVERSE "nilpotent": ≈ 10 products of [64, 64] tiles, 64 fp32 registers
+# per tile and thread at 2 warps)
+WARPS = {"prep_fwd": {"num_warps": 4}, "state_fwd": {"num_warps": 4}, "output_fwd": {"num_warps": 4},
          "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd_state": {"num_warps": 4},
          "prep_bwd_wy": {"num_warps": 4}, "state_fwd_maps": {"num_warps": 4}, "state_bwd_maps": {"num_warps": 2},
          "prep_bwd": {"num_warps": 8}}  # prep_bwd (new, untuned): twice the live [64, 64] tiles of the two it fuses
@@ -374,7 +376,8 @@ KERNEL_FILLS = True  # the kernels write the state slots and dh0 that zero_/copy
 MERGED_GROUP_WALKS = True  # a two-level walk's map and contribution walks in one launch (they are independent)
 FAST_HOST = True  # host arithmetic of the launches in plain Python (30 triton.cdiv calls per step cost ≈ 100 µs)
 LEGACY = {"FAST_HOST": False, "INVERSE": "substitution", "T_LOW_PRECISION": False, "U_LOW_PRECISION": False,
-          "FUSED_BWD": False, "KERNEL_FILLS": False, "MERGED_GROUP_WALKS": False}
+          "FUSED_BWD": False, "KERNEL_FILLS": False, "MERGED_GROUP_WALKS": False,
+          "WARPS": {**WARPS, "prep_fwd": {"num_warps": 2}}}  # 2 warps: tuned for the substitution
 
 
 def check_head_sizes(dk: int, dv: int) -> None:
