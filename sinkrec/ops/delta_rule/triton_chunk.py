@@ -109,8 +109,10 @@ def _state_pass(k, wk, u, gc, h0, hs, ht, t: int, h: int, n: int, dot: str) -> N
     starts = torch.empty(bh, groups + 1, dk, dv, **f32)  # fp32: the inner walks start from these
     _walk(kern.state_fwd_maps, bh, dk, dv, maps, contributions, h0, starts, ht, groups, DOT=dot,
           H0_INIT="zero" if h0 is None else "given")
-    _walk(kern.state_fwd, bh * groups, dk, dv, *chunks, starts[:, :-1].contiguous(), hs, None, n, g, t, h, **walk,
-          INIT="given", ADD_U=True, STORE_STATES=True, STORE_FINAL=False, STORE_LAST=KERNEL_FILLS)
+    inplace = INPLACE_GROUPS  # read `starts` in place (no copy of its first `groups` slots)
+    _walk(kern.state_fwd, bh * groups, dk, dv, *chunks, starts if inplace else starts[:, :-1].contiguous(), hs, None,
+          n, g, t, h, **walk, INIT="starts" if inplace else "given", ADD_U=True, STORE_STATES=True,
+          STORE_FINAL=False, STORE_LAST=KERNEL_FILLS)
 
 
 def _reverse_state_pass(k, wk, gc, dhs, t: int, h: int, n: int, dot: str, dh0=None) -> None:
@@ -128,6 +130,13 @@ def _reverse_state_pass(k, wk, gc, dhs, t: int, h: int, n: int, dot: str, dh0=No
     groups = _cdiv(n, g)
     f32 = dict(device=gc.device, dtype=torch.float32)
     maps_t = torch.empty(bh * groups, dk, dk, **f32)
+    if MERGED_GROUP_WALKS and INPLACE_GROUPS:  # no cat, no copies: the kernels read and write `ends` in place
+        ends = torch.empty(bh, groups + 1, dk, dv, **f32)
+        _walk_groups(kern.state_bwd_groups, bh * groups, dk, dv, *chunks, dhs, maps_t, ends, n, g, t, h, **walk,
+                     CONTRIB_SKIP=True)
+        _walk(kern.state_bwd_maps, bh, dk, dv, maps_t, ends, groups, DOT=dot, END=dhs, END_N=n, FROM_END=True)
+        return _walk(kern.state_bwd, bh * groups, dk, dv, *chunks, dhs, ends, None, n, g, t, h, **walk, INIT="ends",
+                     ADD_E=True, STORE_STATES=True, FINAL="none", **first)
     contributions = torch.empty(bh, groups, dk, dv, **f32)
     if MERGED_GROUP_WALKS:
         _walk_groups(kern.state_bwd_groups, bh * groups, dk, dv, *chunks, dhs, maps_t, contributions, n, g, t, h,
@@ -374,9 +383,10 @@ U_LOW_PRECISION = True  # save U = T(β⊙V) in bf16 where the products are bf16
 FUSED_BWD = True  # prep_bwd_state + prep_bwd_wy as one kernel (`prep_bwd`) where Dk, Dv ≤ 64
 KERNEL_FILLS = True  # the kernels write the state slots and dh0 that zero_/copy_ launches used to fill
 MERGED_GROUP_WALKS = True  # a two-level walk's map and contribution walks in one launch (they are independent)
+INPLACE_GROUPS = True  # two-level walks read the groups' starts / ends in place (no contiguous copies, no cat)
 FAST_HOST = True  # host arithmetic of the launches in plain Python (30 triton.cdiv calls per step cost ≈ 100 µs)
 LEGACY = {"FAST_HOST": False, "INVERSE": "substitution", "T_LOW_PRECISION": False, "U_LOW_PRECISION": False,
-          "FUSED_BWD": False, "KERNEL_FILLS": False, "MERGED_GROUP_WALKS": False,
+          "FUSED_BWD": False, "KERNEL_FILLS": False, "MERGED_GROUP_WALKS": False, "INPLACE_GROUPS": False,
           "WARPS": {**WARPS, "prep_fwd": {"num_warps": 2}}}  # 2 warps: tuned for the substitution
 
 

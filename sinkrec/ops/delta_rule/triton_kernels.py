@@ -248,14 +248,18 @@ def state_fwd(K, WK, U, GC, H0, HS, HT, N, G, T, H, DK: tl.constexpr, DV: tl.con
     """h_{i+1} = γ_C h_i + K̃ᵀ((U_i if ADD_U) − Wk h_i) in fp32 over one group's chunks, from `_initial`;
     stores each h_i in HS's [B·H, N+1] layout (STORE_STATES; with STORE_LAST also h_N into slot N, by
     the group that ends the chain) and the group's last h at HT's row (STORE_FINAL). ADD_U off and
-    INIT "identity" give the group's map M_last ⋯ M_first."""
+    INIT "identity" give the group's map M_last ⋯ M_first; INIT "starts" reads the group's start from
+    H0 laid out [B·H, groups + 1] (`state_fwd_maps`' output, read in place)."""
     row, bh, start, steps = _group(N, G)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
     r = tl.arange(0, 64)
     vm = rv[None, :] < DV
     hv = rk[:, None] * DV + rv[None, :]
-    h = _initial(H0, row, INIT, DK, DV, BS)
+    if INIT == "starts":  # H0 in the [B·H, groups + 1] layout of `state_fwd_maps`' HS
+        h = _initial(H0, row + bh, "given", DK, DV, BS)
+    else:
+        h = _initial(H0, row, INIT, DK, DV, BS)
     for i in tl.range(0, steps, num_stages=STAGES):
         chunk = bh * N + start + i
         if STORE_STATES:
@@ -278,8 +282,9 @@ def state_bwd(K, WK, GC, DHS, G0, GT, N, G, T, H, DK: tl.constexpr, DV: tl.const
     """Reverse walk g_i = M_iᵀ g_{i+1} (+ e_i if ADD_E), M_iᵀ g = γ_C g − Wkᵀ(K̃ g), over one group's
     chunks, in place in DHS's [B·H, N+1] layout: DHS holds the outputs' gradients e_i into each state
     (and dh_T at N) and, with STORE_STATES, leaves with the total gradient g_i. INIT "end" starts from
-    DHS's slot N, else as `_initial` from G0. FINAL "plain" / "transposed" stores the group's g_start
-    (or its transpose, DV = DK) at GT's row; "none" stores nothing. STORE_FIRST: the group that starts
+    DHS's slot N, "ends" from G0's row + b·h + 1 ([B·H, groups + 1] layout), else as `_initial` from
+    G0. FINAL "plain" / "transposed" stores the group's g_start (or its transpose, DV = DK) at GT's
+    row; "none" stores nothing. STORE_FIRST: the group that starts
     the chain also stores g_0 (the initial state's gradient) at DH0's row b·h."""
     row, bh, start, steps = _group(N, G)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
@@ -288,6 +293,8 @@ def state_bwd(K, WK, GC, DHS, G0, GT, N, G, T, H, DK: tl.constexpr, DV: tl.const
     hv = rk[:, None] * DV + rv[None, :]
     if INIT == "end":
         g = tl.load(DHS + (bh * (N + 1) + N) * DK * DV + hv, mask=vm, other=0.0)
+    elif INIT == "ends":  # G0 in the [B·H, groups + 1] layout of `state_bwd_maps`: the group's end is slot + 1
+        g = _initial(G0, row + bh + 1, "given", DK, DV, BS)
     else:
         g = _initial(G0, row, INIT, DK, DV, BS)
     for j in tl.range(0, steps, num_stages=STAGES):
@@ -327,15 +334,21 @@ def state_fwd_maps(MM, BB, H0, HS, HT, N, DK: tl.constexpr, DV: tl.constexpr, BS
 
 
 @triton.jit
-def state_bwd_maps(MT, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr):
+def state_bwd_maps(MT, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, DOT: tl.constexpr, END=None,
+                   END_N=0, FROM_END: tl.constexpr = False):
     """The reverse walk over the groups: g_i = e_i + P_i g_{i+1} from g_N = DHS's slot N, with the
-    groups' maps stored transposed (MT holds P_iᵀ), in place in DHS's [B·H, N+1] layout."""
+    groups' maps stored transposed (MT holds P_iᵀ), in place in DHS's [B·H, N+1] layout. FROM_END:
+    g_N is read from slot END_N of END's [B·H, END_N + 1] layout instead, and stored into slot N."""
     bh = tl.program_id(0)
     rv = tl.program_id(1) * BS + tl.arange(0, BS)
     rk = tl.arange(0, DK)
     vm = rv[None, :] < DV
     hv = rk[:, None] * DV + rv[None, :]
-    g = tl.load(DHS + (bh * (N + 1) + N) * DK * DV + hv, mask=vm, other=0.0)
+    if FROM_END:
+        g = tl.load(END + (bh * (END_N + 1) + END_N) * DK * DV + hv, mask=vm, other=0.0)
+        tl.store(DHS + (bh * (N + 1) + N) * DK * DV + hv, g, mask=vm)
+    else:
+        g = tl.load(DHS + (bh * (N + 1) + N) * DK * DV + hv, mask=vm, other=0.0)
     for j in tl.range(0, N, num_stages=2):
         chunk = bh * N + N - 1 - j
         g = _mm(tl.trans(tl.load(MT + chunk * DK * DK + rk[:, None] * DK + rk[None, :])), g, DOT)
@@ -370,11 +383,12 @@ def state_fwd_groups(K, WK, U, GC, MAPS, CONTRIB, N, G, T, H, DK: tl.constexpr, 
 
 @triton.jit
 def state_bwd_groups(K, WK, GC, DHS, MT, CONTRIB, N, G, T, H, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
-                     NMAP: tl.constexpr, DOT: tl.constexpr, STAGES: tl.constexpr):
+                     NMAP: tl.constexpr, DOT: tl.constexpr, STAGES: tl.constexpr, CONTRIB_SKIP: tl.constexpr = False):
     """Both first walks of a two-level backward walk in one launch: column blocks [0, NMAP) walk each
     group's map from the identity without the outputs' gradients and store it transposed into MT's
     row, the others the group's contribution (from zero, adding DHS's e_i) into CONTRIB's row. Same
-    steps as `state_bwd` with INIT "identity", FINAL "transposed" / INIT "zero", FINAL "plain"."""
+    steps as `state_bwd` with INIT "identity", FINAL "transposed" / INIT "zero", FINAL "plain".
+    CONTRIB_SKIP: CONTRIB is laid out [B·H, groups + 1] (row + b·h), for `state_bwd_maps` in place."""
     row, bh, start, steps = _group(N, G)
     p = tl.program_id(1)
     is_map = p < NMAP
@@ -390,4 +404,5 @@ def state_bwd_groups(K, WK, GC, DHS, MT, CONTRIB, N, G, T, H, DK: tl.constexpr, 
         g += tl.load(DHS + (chunk + bh) * DK * DV + rk[:, None] * DV + col[None, :], mask=vm & is_contribution,
                      other=0.0)
     tl.store(MT + row * DK * DK + col[None, :] * DK + rk[:, None], g, mask=vm & is_map)
-    tl.store(CONTRIB + row * DK * DV + rk[:, None] * DV + col[None, :], g, mask=vm & is_contribution)
+    crow = row + bh if CONTRIB_SKIP else row
+    tl.store(CONTRIB + crow * DK * DV + rk[:, None] * DV + col[None, :], g, mask=vm & is_contribution)
