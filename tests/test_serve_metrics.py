@@ -1,14 +1,17 @@
-"""/metrics of a server with several worker processes reports the whole server: each worker's snapshot
-in a shared directory, merged by whichever worker answers (serve/metrics.py)."""
+"""Several worker processes as one server: /metrics reports the whole server (each worker's snapshot in a
+shared directory, merged by whichever worker answers: serve/metrics.py), and connections spread over
+the workers (each its own SO_REUSEPORT socket: serve/server.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import sys
 import time
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sinkrec.serve import Engine, SQLiteStore
@@ -92,4 +95,53 @@ def test_a_two_worker_server_counts_every_event_on_every_scrape(run_folder, tmp_
         assert recorded == posted
         assert int(re.search(r"^sinkrec_workers (\S+)$", text, re.M).group(1).split(".")[0]) == 2
     finally:
+        server.stop()
+
+
+def _established(pid: int, port: int) -> int:
+    """TCP connections of process `pid` whose local port is `port`, established (Linux /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_connections_opened_at_once_spread_over_the_workers(run_folder, tmp_path):  # noqa: F811 - the fixture
+    """Each worker listens on its own SO_REUSEPORT socket: a burst of connections does not all land on one."""
+    import socket
+    import subprocess
+
+    server = ServerProcess(run_folder, f"sqlite:///{tmp_path}/s.db", args=("--workers", "2"))
+    conns = []
+    try:
+        deadline = time.time() + 30
+        while int(samples(httpx.get(server.url + "/metrics", timeout=10).text)[("sinkrec_workers", ())]) < 2:
+            assert time.time() < deadline, "the second worker did not start"
+            time.sleep(0.2)
+        for _ in range(32):
+            conn = socket.create_connection(("127.0.0.1", server.port))
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            conns.append(conn)
+        for conn in conns:  # every connection answered: each was accepted by some worker
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        workers = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", "spawn_main"], capture_output=True,
+                                 text=True).stdout.split()
+        counts = [_established(int(pid), server.port) for pid in workers]
+        assert len(counts) == 2 and sum(counts) == 32 and min(counts) > 0, counts
+    finally:
+        for conn in conns:
+            conn.close()
         server.stop()

@@ -1,8 +1,10 @@
 """Run the service with uvicorn (one worker process per core by default), or rebuild every stored state.
 
-Worker processes are uvicorn's: they share the listening socket and build their own app from the
-settings passed in the environment (`SINKREC_SERVE_SETTINGS`, JSON without any token: workers
-read tokens from the same file or variable as the parent). Each worker exits soon after its parent.
+Each worker process listens on a socket of its own, bound to the port with SO_REUSEPORT, so the
+kernel spreads connections evenly over the workers (`_run_workers`; where SO_REUSEPORT is missing,
+uvicorn's workers sharing one socket). Workers build their own app from the JSON-able settings
+(without any token: workers read tokens from the same file or variable as the parent). Each
+worker exits soon after its parent.
 They share a temporary metrics directory (removed when the server stops), so that /metrics
 reports the whole server whichever worker answers.
 """
@@ -14,7 +16,10 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -88,14 +93,91 @@ def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
         return
     metrics_dir = tempfile.mkdtemp(prefix="sinkrec-metrics-")  # the workers' snapshots (metrics.py)
-    os.environ[SETTINGS_ENV] = json.dumps({**settings, "parent": os.getpid(), "metrics_dir": metrics_dir})
+    settings = {**settings, "parent": os.getpid(), "metrics_dir": metrics_dir}
     log.info("serving %s on http://%s:%d with %d worker processes", run, host, port, workers)
     try:
-        uvicorn.run("sinkrec.serve.server:worker_app", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, access_log=False)
+        if hasattr(socket, "SO_REUSEPORT"):
+            _run_workers(settings, host, port, workers, log_level)
+        else:  # uvicorn's workers share one socket
+            os.environ[SETTINGS_ENV] = json.dumps(settings)
+            uvicorn.run("sinkrec.serve.server:worker_app", factory=True, host=host, port=port, workers=workers,
+                        log_level=log_level, access_log=False)
     finally:
         os.environ.pop(SETTINGS_ENV, None)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT: every worker's own, and the parent's (which holds the port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise SinkrecError(f"cannot listen on {host}:{port}: {exc}") from None
+    return sock
+
+
+def _worker_main(settings: dict, host: str, port: int, log_level: str) -> None:
+    """One worker process: its own listening socket in the port's SO_REUSEPORT group, its own app."""
+    import uvicorn
+
+    from ..procs import watch_parent
+
+    sock = _socket(host, port)
+    sock.listen(2048)
+    watch_parent(settings["parent"], every=0.5)  # a SIGKILLed parent leaves no worker serving
+    config = uvicorn.Config(build_app(settings), log_level=log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _run_workers(settings: dict, host: str, port: int, workers: int, log_level: str) -> None:
+    """Start `workers` processes, restart any that dies, stop them all on SIGINT/SIGTERM.
+
+    Each worker listens on a socket of its own, all bound to the port with SO_REUSEPORT: the kernel
+    spreads new connections evenly over them. (With one shared socket, as uvicorn's workers have,
+    whichever worker wakes first accepts a whole burst: 64 clients connecting at once all landed on
+    one of two workers, the other idle.) The parent's socket is bound, never listening: it keeps the
+    port while workers restart, and receives no connection.
+    """
+    import multiprocessing
+    import signal
+
+    holder = _socket(host, port)
+    spawn = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+
+    def start() -> multiprocessing.Process:
+        proc = spawn.Process(target=_worker_main, args=(settings, host, port, log_level), daemon=False)
+        proc.start()
+        return proc
+
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    procs, restarts = [start() for _ in range(workers)], []
+    try:
+        while not stop.wait(0.5):
+            for n, proc in enumerate(procs):
+                if not proc.is_alive():
+                    restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
+                    if len(restarts) > 3 * workers:  # a worker that cannot start: stop, don't spin
+                        raise SinkrecError(f"worker processes keep exiting ({len(restarts)} in a minute, the last "
+                                           f"with code {proc.exitcode}): see the log above")
+                    log.warning("worker %d exited (code %s): starting another", proc.pid, proc.exitcode)
+                    procs[n] = start()
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: uvicorn finishes the requests in flight
+        for proc in procs:
+            proc.join(15)
+            if proc.is_alive():
+                proc.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        holder.close()
 
 
 def rebuild(run: str | Path, store: str = "sqlite") -> int:
