@@ -25,8 +25,8 @@ import torch
 
 from ..batch import Batch
 from ..errors import SinkrecError, UnknownItemError
-from . import fused
 from . import state as codec
+from . import steppers
 from .batched import step_many
 from .limits import check_deadline
 from .open_store import open_store
@@ -89,7 +89,7 @@ class Engine:
         self.store = store
         self.streaming = bool(getattr(self.model, "supports_streaming", False)) and (
             type(self.model).__name__ in FIXED_SIZE_CACHE)
-        self.step_one = fused.stepper(self.model) if self.streaming else None  # GDN, SinkRec: inline step
+        self.step_one = steppers.stepper(self.model) if self.streaming else None  # GDN, SinkRec: inline step
         self.fused = self.step_one is not None
         self.n_items = len(recommender.item_ids) - 1
         self.index = recommender.lookup  # item id → index, as Recommender.encode uses it

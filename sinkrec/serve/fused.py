@@ -1,5 +1,5 @@
 """Cheaper single-event steps: the same math as `encode_step` on one item, inline (GDN here, SinkRec in
-fused_sinkrec.py); `stepper(model)` picks the one for a model.
+fused_sinkrec.py); `steppers.stepper(model)` picks the one for a model.
 
 `encode_step` goes through the layers' modules, the convolution and the delta-rule dispatcher,
 written for whole sequences; at one event per call their overhead is most of the cost. This step
@@ -14,21 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def stepper(model):
-    """`step(cache, item, when) -> hidden [1, 1, d]` for this model, or None when it has no inline step.
-
-    A step precomputes what depends only on the weights (merged projections), once: it belongs to a
-    model whose weights no longer change, as in serving."""
-    from .fused_sinkrec import SinkRecStep
-    from .fused_sinkrec import supports as sinkrec_supports
-
-    if supports(model):
-        return GDNStep(model)
-    if sinkrec_supports(model):
-        return SinkRecStep(model)
-    return None
 
 
 def supports(model) -> bool:
