@@ -46,18 +46,7 @@ def op(impl, xs):
 
 
 def measure(impl, b, t, mode, h=H, d=D):
-    xs = inputs(b, t, h, d)
-    grad = torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16)
-
-    def step():
-        if mode == "fwd":
-            with torch.no_grad():
-                op(impl, xs)
-        else:
-            out = op(impl, xs)
-            out = out.transpose(1, 2) if impl == "sdpa" else out
-            out.backward(grad)
-
+    step, _ = op_step(impl, mode, b, t, h, d, accumulate=True)
     ms = gpu_time_ms(step, repeats=10 if impl == "chunked" else 30)
     return {"op": "delta_rule" if impl != "sdpa" else "attention", "impl": impl, "B": b, "T": t, "H": h, "D": d,
             "dtype": "bf16", "mode": mode, "ms": round(ms, 3), "peak_mib": round(peak_mib(step), 1),
@@ -66,16 +55,7 @@ def measure(impl, b, t, mode, h=H, d=D):
 
 def profile(b, t, mode="fwd_bwd") -> list[dict]:
     """Per-kernel GPU time of the Triton path, µs per call (where the time goes)."""
-    xs = inputs(b, t)
-    grad = torch.randn(b, t, H, D, device="cuda", dtype=torch.bfloat16)
-
-    def step():
-        if mode == "fwd":
-            with torch.no_grad():
-                op("triton", xs)
-        else:
-            op("triton", xs).backward(grad)
-
+    step, _ = op_step("triton", mode, b, t, accumulate=True)
     for _ in range(3):
         step()
     torch.cuda.synchronize()
@@ -175,9 +155,9 @@ def _settings(settings: dict):
     return lambda: [setattr(tc, key, value) for key, value in before.items()]
 
 
-def _round_step(impl, mode, b, t, h, d, accumulate=False):
-    """One call of the op at a target shape: forward under no_grad, or forward + backward (gradients
-    returned by autograd.grad, or accumulated into .grad as `measure` does with `accumulate`)."""
+def op_step(impl, mode, b, t, h=H, d=D, accumulate=False):
+    """One call of the op: forward under no_grad, or forward + backward (gradients returned by
+    autograd.grad, or accumulated into .grad with `accumulate`, as a training step does)."""
     xs = inputs(b, t, h, d)
     grad = torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16)
 
@@ -185,10 +165,13 @@ def _round_step(impl, mode, b, t, h, d, accumulate=False):
         if mode == "fwd":
             with torch.no_grad():
                 op(impl, xs)
-        elif accumulate:
-            op(impl, xs).backward(grad)
+            return
+        out = op(impl, xs)
+        out = out.transpose(1, 2) if impl == "sdpa" else out
+        if accumulate:
+            out.backward(grad)
         else:
-            torch.autograd.grad(op(impl, xs), xs, grad)
+            torch.autograd.grad(out, xs, grad, allow_unused=True)
     return step, xs
 
 
@@ -232,7 +215,7 @@ def run_round(only: str | None = None, warm: str | None = None, peers: bool = Tr
             restore = _settings(settings)
             try:
                 for s in shapes:
-                    step, _ = _round_step("triton", *ROUND_SHAPES[s])
+                    step, _ = op_step("triton", *ROUND_SHAPES[s])
                     step()
                     torch.cuda.synchronize()
                 round_errors(("d64", "d128") if 2 in shapes else ("d64",))
@@ -243,7 +226,7 @@ def run_round(only: str | None = None, warm: str | None = None, peers: bool = Tr
                 torch.cuda.empty_cache()
         for _mode, b, t, h, d in ROUND_SHAPES if peers and i == n - 1 else []:  # fla autotunes on its first calls
             try:
-                _round_step("fla", "fwd", b, t, h, d)[0]()
+                op_step("fla", "fwd", b, t, h, d)[0]()
             except Exception as error:
                 print(f"warm fla: {type(error).__name__}: {str(error)[:200]}", flush=True)
         return []
@@ -255,12 +238,12 @@ def run_round(only: str | None = None, warm: str | None = None, peers: bool = Tr
             r.update(round_errors(("d64", "d128") if 2 in shapes else ("d64",)))
             for s in shapes:
                 mode, b, t, h, d = ROUND_SHAPES[s]
-                step, xs = _round_step("triton", mode, b, t, h, d)
+                step, xs = op_step("triton", mode, b, t, h, d)
                 key = f"{mode}_{b}x{t}_h{h}_d{d}"
                 r[f"{key}_ms"] = round(do_bench(step, warmup=10, rep=60, return_mode="median"), 4)
                 if label.startswith(("default", "legacy")) and mode == "fwd_bwd":
                     r[f"{key}_synced_call_ms"] = round(gpu_time_ms(step, repeats=20), 4)
-                    step_acc, _ = _round_step("triton", mode, b, t, h, d, accumulate=True)
+                    step_acc, _ = op_step("triton", mode, b, t, h, d, accumulate=True)
                     r[f"{key}_backward_accumulate_ms"] = round(gpu_time_ms(step_acc, repeats=20), 4)
                 del step, xs
                 torch.cuda.empty_cache()
@@ -275,7 +258,7 @@ def run_round(only: str | None = None, warm: str | None = None, peers: bool = Tr
     if peers:
         for mode, b, t, h, d in ROUND_SHAPES:
             try:
-                step, _ = _round_step("fla", mode, b, t, h, d)
+                step, _ = op_step("fla", mode, b, t, h, d)
                 ms = do_bench(step, warmup=10, rep=60, return_mode="median")
                 records.append({"variant": "fla (peer)", f"{mode}_{b}x{t}_h{h}_d{d}_ms": round(ms, 4)})
             except Exception as error:  # not installed, or refused (its backward on Triton < 3.7.1 on Hopper)

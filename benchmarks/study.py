@@ -38,7 +38,7 @@ MODELS = ("sasrec", "gdn", "sinkrec")
 TRIALS = 20
 SEEDS = (0, 1, 2)
 WORKERS_PER_STUDY = 3
-FILL_FRACTION = 0.5  # estimates measured before MPS ran about twice the trials' later times
+FILL_FRACTION = 0.5  # a stale estimate can be twice a trial (ML-1M-ts-half GDN: 93-146 s before MPS, 36-84 s with it)
 # one CPU thread per child: 14 processes each starting a thread per core fought over 16 cores
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 COMMON = ["train.schedule=cosine", "train.warmup_steps=100", "model.d_model=64"]

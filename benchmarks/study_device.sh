@@ -2,8 +2,7 @@
 # One stretch of the tuned study (benchmarks/study.py) on a lent GPU machine, in two steps.
 #
 #   bash benchmarks/study_device.sh prepare     # here: wheels, datasets and a snapshot of HEAD, in ignored folders
-#   MINUTES=8.6 bash benchmarks/study_device.sh run    # there (carry .snap .data .whl .tcache); OUT/state.tgz, study.log
-#   mkdir -p .tcache && tar xzf tcache.tgz -C .tcache    # here: Triton's compiled kernels for the next stretch
+#   MINUTES=8.6 bash benchmarks/study_device.sh run    # there (carry .snap .data .whl); writes OUT/state.tgz, study.log
 #   tar xzf state.tgz -C benchmarks/results/study-tuned && python benchmarks/study.py report    # here, then commit
 #
 # The snapshot (git archive of HEAD plus the committed study state) keeps other uncommitted work off the machine.
@@ -11,7 +10,7 @@ set -u
 cd "$(dirname "$0")/.."
 case "${1:-}" in
 prepare)
-  for path in /.whl/ /.data/ /.snap/ /.tcache/; do grep -qx "$path" .git/info/exclude 2>/dev/null || echo "$path" >> .git/info/exclude; done
+  for path in /.whl/ /.data/ /.snap/; do grep -qx "$path" .git/info/exclude 2>/dev/null || echo "$path" >> .git/info/exclude; done
   mkdir -p .whl .data
   for wheel in optuna==5.1.0 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0; do  # not on the GPU image
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -24,8 +23,6 @@ prepare)
 run)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   data=$PWD/.data
-  # Triton's compiled kernels from the last stretch (.tcache, carried when present): no first-epoch compiles
-  mkdir -p .tcache && export TRITON_CACHE_DIR=$PWD/.tcache
   # MPS lets the processes' kernels share the GPU at once instead of taking turns; without it, go on
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
   mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
@@ -43,8 +40,6 @@ run)
   tail -24 "$OUT/study.log"
   tar czf "$OUT/state.tgz" -C /tmp/state .
   tar czf "$OUT/logs.tgz" -C /tmp/sinkrec-study --exclude '*.db' --exclude '*.pt' --exclude '*.safetensors' . 2>/dev/null
-  tar czf "$OUT/tcache.tgz" -C "$TRITON_CACHE_DIR" . && [ "$(stat -c %s "$OUT/tcache.tgz")" -lt 15000000 ] \
-    || rm -f "$OUT/tcache.tgz"
   [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
   exit $rc ;;
 *)

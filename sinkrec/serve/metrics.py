@@ -27,6 +27,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
 
+from ..procs import alive
+
 # Fine steps between 2 and 5 ms, where the per-event update target lies.
 BUCKETS = (0.0005, 0.001, 0.002, 0.0025, 0.003, 0.0035, 0.004, 0.0045, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
            1.0, 2.0, 5.0)
@@ -120,11 +122,12 @@ def merge(snapshots: list[dict], own: int) -> list[dict]:
             for name, labels, value in fam["samples"]:
                 key = (name, tuple(sorted(labels.items())))
                 into["samples"][key] = into["samples"].get(key, 0.0) + value
-    alive = sum(1 for snap in snapshots if snap.get("pid") == own or _alive(snap.get("pid")))
+    workers = sum(1 for snap in snapshots
+                  if snap.get("pid") == own or (isinstance(snap.get("pid"), int) and alive(snap["pid"])))
     out = [{**fam, "samples": [[name, dict(labels), value] for (name, labels), value in fam["samples"].items()]}
            for fam in families.values()]
     out.append({"name": "sinkrec_workers", "type": "gauge", "help": "worker processes reporting metrics",
-                "samples": [["sinkrec_workers", {}, float(alive)]]})
+                "samples": [["sinkrec_workers", {}, float(workers)]]})
     return out
 
 
@@ -140,18 +143,6 @@ class _Merged:
             for name, labels, value in fam["samples"]:
                 metric.add_sample(name, labels, value)
             yield metric
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _safe(fn) -> float:

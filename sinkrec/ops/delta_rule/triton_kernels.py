@@ -357,6 +357,19 @@ def state_bwd_maps(MT, DHS, N, DK: tl.constexpr, DV: tl.constexpr, BS: tl.conste
 
 
 @triton.jit
+def _map_or_contribution(NMAP: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr):
+    """The column block of a merged group walk (`state_*_groups`): blocks [0, NMAP) of program_id(1)
+    walk the group's map (DK columns, from the identity), the others its contribution (DV columns,
+    from zero). Returns (is_map, is_contribution, columns, column mask, start value [DK, BS])."""
+    p = tl.program_id(1)
+    is_map = p < NMAP
+    col = tl.where(is_map, p, p - NMAP) * BS + tl.arange(0, BS)
+    rk = tl.arange(0, DK)
+    start = tl.where((rk[:, None] == col[None, :]) & is_map, 1.0, 0.0)
+    return is_map, p >= NMAP, col, col[None, :] < tl.where(is_map, DK, DV), start
+
+
+@triton.jit
 def state_fwd_groups(K, WK, U, GC, MAPS, CONTRIB, N, G, T, H, DK: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
                      NMAP: tl.constexpr, DOT: tl.constexpr, STAGES: tl.constexpr):
     """Both first walks of a two-level forward walk in one launch (they are independent): column blocks
@@ -364,14 +377,9 @@ def state_fwd_groups(K, WK, U, GC, MAPS, CONTRIB, N, G, T, H, DK: tl.constexpr, 
     MAPS' row), the others its contribution (from zero, with U; DV columns into CONTRIB's row). Same
     steps as `state_fwd` with INIT "identity" / "zero"."""
     row, bh, start, steps = _group(N, G)
-    p = tl.program_id(1)
-    is_map = p < NMAP
-    is_contribution = p >= NMAP
-    col = tl.where(is_map, p, p - NMAP) * BS + tl.arange(0, BS)
+    is_map, is_contribution, col, vm, h = _map_or_contribution(NMAP, DK, DV, BS)
     rk = tl.arange(0, DK)
     r = tl.arange(0, 64)
-    vm = col[None, :] < tl.where(is_map, DK, DV)
-    h = tl.where((rk[:, None] == col[None, :]) & is_map, 1.0, 0.0)
     for i in tl.range(0, steps, num_stages=STAGES):
         chunk = bh * N + start + i
         decay, ktail, wk = _chunk_map(K, WK, GC, bh, start + i, N, T, H, DK)
@@ -390,13 +398,8 @@ def state_bwd_groups(K, WK, GC, DHS, MT, CONTRIB, N, G, T, H, DK: tl.constexpr, 
     steps as `state_bwd` with INIT "identity", FINAL "transposed" / INIT "zero", FINAL "plain".
     CONTRIB_SKIP: CONTRIB is laid out [B·H, groups + 1] (row + b·h), for `state_bwd_maps` in place."""
     row, bh, start, steps = _group(N, G)
-    p = tl.program_id(1)
-    is_map = p < NMAP
-    is_contribution = p >= NMAP
-    col = tl.where(is_map, p, p - NMAP) * BS + tl.arange(0, BS)
+    is_map, is_contribution, col, vm, g = _map_or_contribution(NMAP, DK, DV, BS)
     rk = tl.arange(0, DK)
-    vm = col[None, :] < tl.where(is_map, DK, DV)
-    g = tl.where((rk[:, None] == col[None, :]) & is_map, 1.0, 0.0)
     for j in tl.range(0, steps, num_stages=STAGES):
         chunk = bh * N + start + steps - 1 - j
         decay, ktail, wk = _chunk_map(K, WK, GC, bh, start + steps - 1 - j, N, T, H, DK)

@@ -168,9 +168,10 @@ def _dq_kernel(Q, K, LSE, G, SV, U, DELTA, DQo, T, scale, D, DQ, BQ: tl.constexp
 
 
 @triton.jit
-def _dk_kernel(Q, K, LSE, G, SV, U, DELTA, DKo, T, scale, D, DQ, BQ: tl.constexpr, BDP: tl.constexpr,
-               BM: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr):
-    """dk_j = scale Σ_{t>j} γ_t α_{t,j} (u_t·s_j − δ_t) q_t."""
+def _dk_kernel(Q, K, LSE, G, SV, U, DELTA, DKo, DQo, T, scale, D, DQ, BQ: tl.constexpr, BDP: tl.constexpr,
+               BM: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, WITH_DQ: tl.constexpr):
+    """dk_j = scale Σ_{t>j} γ_t α_{t,j} (u_t·s_j − δ_t) q_t. WITH_DQ (FUSED_DQDK): each causal tile also adds
+    its dq share to DQo (zeroed, fp32) with atomics, so the scores and u·s are computed once, not per kernel."""
     pid_n, pid_b = tl.program_id(0), tl.program_id(1)
     cols = pid_n * BN + tl.arange(0, BN)
     dq = tl.arange(0, BQ)
@@ -188,8 +189,12 @@ def _dk_kernel(Q, K, LSE, G, SV, U, DELTA, DKo, T, scale, D, DQ, BQ: tl.constexp
         pt = tl.where(cols[:, None] < rows[None, :], tl.exp(sct), 0.0)
         ut = _load_cols(U + pid_b * T * D, rows, dd, D).to(k.dtype)
         dpt = tl.dot(sv, ut, input_precision=PREC)
-        dlt = gam[None, :] * pt * (dpt - delta[None, :])
-        acc += tl.dot(dlt.to(k.dtype), tl.trans(qt), input_precision=PREC)
+        dlt = (gam[None, :] * pt * (dpt - delta[None, :])).to(k.dtype)
+        acc += tl.dot(dlt, tl.trans(qt), input_precision=PREC)
+        if WITH_DQ:
+            dq_part = tl.dot(tl.trans(dlt), k, input_precision=PREC)
+            tl.atomic_add(DQo + pid_b * T * DQ + rows[:, None] * DQ + dq[None, :], dq_part, mask=dq[None, :] < DQ,
+                          sem="relaxed")
     tl.store(DKo + pid_b * T * DQ + cols[:, None] * DQ + dq[None, :], acc, mask=dq[None, :] < DQ)
 
 
@@ -255,36 +260,6 @@ def _leaf_p_kernel(Q, K, LSE, G, P, M, T, NL, L, scale, DQ, BQ: tl.constexpr, BM
     out = (pid_z * L + lm)[:, None] * L + ln[None, :]
     tl.store(P + out, p)
     tl.store(M + out, tl.where(ln[None, :] == lm[:, None], 1.0, 0.0) - gam[:, None] * p)
-
-
-@triton.jit
-def _dqdk_kernel(Q, K, LSE, G, SV, U, DELTA, DQo, DKo, T, scale, D, DQ, BQ: tl.constexpr, BDP: tl.constexpr,
-                 BM: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr):
-    """dk and dq in one pass over the causal tiles (the scores and u·s computed once, not once per kernel): each
-    program holds dk of BN keys and adds each tile's dq share to DQo (zeroed, fp32) with atomics."""
-    pid_n, pid_b = tl.program_id(0), tl.program_id(1)
-    cols = pid_n * BN + tl.arange(0, BN)
-    dq = tl.arange(0, BQ)
-    dd = tl.arange(0, BDP)
-    k = _load_rows(K + pid_b * T * DQ, cols, dq, DQ)
-    sv = _load_rows(SV + pid_b * T * D, cols, dd, D).to(k.dtype)
-    acc = tl.zeros([BN, BQ], tl.float32)
-    for r0 in range(pid_n * BN, T, BM):
-        rows = r0 + tl.arange(0, BM)
-        qt = _load_cols(Q + pid_b * T * DQ, rows, dq, DQ)
-        lse = tl.load(LSE + pid_b * T + rows)
-        gam = tl.load(G + pid_b * T + rows) * scale
-        delta = tl.load(DELTA + pid_b * T + rows)
-        sct = tl.dot(k, qt, input_precision=PREC) * scale - lse[None, :]
-        pt = tl.where(cols[:, None] < rows[None, :], tl.exp(sct), 0.0)
-        ut = _load_cols(U + pid_b * T * D, rows, dd, D).to(k.dtype)
-        dpt = tl.dot(sv, ut, input_precision=PREC)
-        dlt = (gam[None, :] * pt * (dpt - delta[None, :])).to(k.dtype)
-        acc += tl.dot(dlt, tl.trans(qt), input_precision=PREC)
-        dq_part = tl.dot(tl.trans(dlt), k, input_precision=PREC)
-        tl.atomic_add(DQo + pid_b * T * DQ + rows[:, None] * DQ + dq[None, :], dq_part, mask=dq[None, :] < DQ,
-                      sem="relaxed")
-    tl.store(DKo + pid_b * T * DQ + cols[:, None] * DQ + dq[None, :], acc, mask=dq[None, :] < DQ)
 
 
 def _p2(x: int) -> int:
@@ -410,15 +385,15 @@ class TritonKernels(TorchKernels):
         if FUSED_DQDK:
             dqo.zero_()
             tiles, opts = cls._cfg(q, "dqdk", block)
-            _dqdk_kernel[(t // tiles["BN"], b)](q, k, lse, gamma, s, u, delta, dqo, dko, t, scale, d, dq,
-                                                BQ=_p2(dq), BDP=_p2(d), **tiles, **opts)
+            _dk_kernel[(t // tiles["BN"], b)](q, k, lse, gamma, s, u, delta, dko, dqo, t, scale, d, dq,
+                                              BQ=_p2(dq), BDP=_p2(d), **tiles, WITH_DQ=True, **opts)
             return dqo, dko
         tiles, opts = cls._cfg(q, "dq", block)
         _dq_kernel[(t // tiles["BM"], b)](q, k, lse, gamma, s, u, delta, dqo, t, scale, d, dq, BQ=_p2(dq),
                                           BDP=_p2(d), **tiles, REV=LONGEST_FIRST, **opts)
         tiles, opts = cls._cfg(q, "dk", block)
-        _dk_kernel[(t // tiles["BN"], b)](q, k, lse, gamma, s, u, delta, dko, t, scale, d, dq, BQ=_p2(dq),
-                                          BDP=_p2(d), **tiles, **opts)
+        _dk_kernel[(t // tiles["BN"], b)](q, k, lse, gamma, s, u, delta, dko, None, t, scale, d, dq, BQ=_p2(dq),
+                                          BDP=_p2(d), **tiles, WITH_DQ=False, **opts)
         return dqo, dko
 
     # the leaf hooks (blocked.TorchKernels has the PyTorch versions)
