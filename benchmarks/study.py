@@ -9,10 +9,12 @@ seeds and scored once on test. The same dataset settings hold for every model.
 The study spans sessions. Its state is JSON under benchmarks/results/study-tuned/ (one file per
 study: its trials and seed runs), committed after each session; `run` rebuilds SQLite studies from
 it, keeps up to --parallel processes busy on one GPU until --minutes pass, and writes the state back.
-A process still running at the deadline is stopped; its trial is recorded as failed and redone.
+A process still running at the deadline is stopped and its trial recorded as failed; with --keep its
+run folder is kept (up to --keep-mb), and a later stretch given it as --restore continues that
+trial from its last epoch (exact resume) rather than training those settings again.
 
     python benchmarks/study.py plan
-    python benchmarks/study.py run --minutes 9 --parallel 14 --device cuda --out DIR
+    python benchmarks/study.py run --minutes 9 --parallel 14 --device cuda --out DIR [--keep K --restore R]
     python benchmarks/study.py report     # results JSON + table; tuned configs of finished studies
 """
 
@@ -86,6 +88,12 @@ class Study:
                    if t["state"] == "FAIL" and t.get("seconds") and t["intermediate"]]
         return max([float(DATASETS[self.dataset][3]), *stopped])
 
+    def stopped(self) -> list[dict]:
+        """Trials killed at a deadline (failed without an error) that no trial has continued yet."""
+        continued = {t["user_attrs"].get("resume_of") for t in self.trials}
+        return [t for t in self.trials if t["state"] == "FAIL" and t["number"] not in continued and t.get("params")
+                and not {"error", "duplicate_of"} & set(t["user_attrs"]) and t["user_attrs"].get("run")]
+
     def state(self) -> dict:
         catalogue, overrides, epochs = self.settings
         return {"study": self.name, "dataset": self.dataset, "catalogue": catalogue, "model": self.model,
@@ -112,6 +120,62 @@ def save(study: Study, state: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(study.state(), indent=1))
     os.replace(tmp, path)
+
+
+def committed_epoch(folder: Path) -> int:
+    try:
+        return int(json.loads((folder / "metrics.json").read_text())["checkpoint"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def keep_stopped(studies: list[Study], keep: Path, megabytes: float) -> list[str]:
+    """Copy the run folders of trials stopped at the deadline (the files their manifest names) into
+    `keep`, most epochs first, up to `megabytes`: the next stretch continues them (sinkrec tune
+    continues a killed trial from its last epoch) instead of training them again from the start."""
+    import shutil
+
+    candidates = []
+    for study in studies:
+        for trial in study.stopped():
+            folder = Path(trial["user_attrs"]["run"])
+            if committed_epoch(folder):
+                names = ["metrics.json", *json.loads((folder / "metrics.json").read_text())["checkpoint"].values()]
+                files = sorted({folder / n for n in names if isinstance(n, str) and (folder / n).is_file()})
+                candidates.append((committed_epoch(folder) / study.settings[2], study, folder, files))
+    kept, used = [], 0.0
+    for _, study, folder, files in sorted(candidates, key=lambda c: -c[0]):
+        size = sum(f.stat().st_size for f in files) / 2**20
+        if used + size > megabytes:
+            continue
+        target = keep / study.name / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy2(f, target / f.name)
+        used += size
+        kept.append(f"{study.name}/{folder.name} (epoch {committed_epoch(folder)}, {size:.1f} MB)")
+    return kept
+
+
+def restore_stopped(studies: list[Study], keep: Path) -> list[str]:
+    """Put kept run folders back where their trials ran (the path each trial recorded)."""
+    import shutil
+
+    restored = []
+    for study in studies:
+        for trial in study.stopped():
+            source, folder = keep / study.name / Path(trial["user_attrs"]["run"]).name, Path(trial["user_attrs"]["run"])
+            if source.is_dir() and not folder.exists():
+                shutil.copytree(source, folder)
+                restored.append(f"{study.name}/{folder.name}")
+    return restored
+
+
+def pending_fraction(study: Study) -> float | None:
+    """The share of a trial still to run for the next of this study's continuations (None: none pending)."""
+    epochs = [committed_epoch(Path(t["user_attrs"]["run"])) for t in study.stopped()]
+    epochs = [e for e in epochs if e]  # continued in trial order: the first one is next
+    return 1 - epochs[0] / study.settings[2] if epochs else None
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -207,12 +271,12 @@ def next_job(studies: list[Study], jobs: list[Job], work: Path, device: str, rem
                 if seed not in done and seed not in running and study.trial_seconds() * 1.2 < remaining:
                     log = work / study.name / f"seed-{seed}.log"
                     return Job(study, "seed", seed_cmd(study, work, device, seed), log, seed)
-    for study in studies:
+    for study in sorted(studies, key=lambda s: pending_fraction(s) is None):  # continuations first
         active = [j for j in jobs if j.study is study and j.kind == "tune"]
         running_trials = sum(t["state"] == "RUNNING" for t in study.trials)
         if len(study.finished()) + max(len(active), running_trials) >= TRIALS or len(active) >= WORKERS_PER_STUDY:
             continue
-        estimate = study.trial_seconds() * 1.2
+        estimate = study.trial_seconds() * 1.2 * (pending_fraction(study) or 1.0)
         unknown = not any(t["state"] == "COMPLETE" for t in study.trials)  # only stopped trials to go by
         if estimate < remaining or ((fill or unknown) and estimate * FILL_FRACTION < remaining):
             worker = len(active)
@@ -226,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
     studies = [s for s in load_studies(state) if not args.only or s.dataset in args.only.split(",")]
     for study in studies:
         prepare_study(work, study)
+    if args.restore and Path(args.restore).is_dir():
+        print("restored stopped trials:", ", ".join(restore_stopped(studies, Path(args.restore))) or "none")
     before = {s.name: (len(s.finished()), len(s.seeds)) for s in studies}
     deadline = time.monotonic() + args.minutes * 60
     jobs: list[Job] = []
@@ -258,12 +324,14 @@ def run(args: argparse.Namespace) -> int:
         if not jobs:
             break
         time.sleep(2)
-    for job in jobs:  # past the deadline: their trials become failed ones and are redone next time
+    for job in jobs:  # past the deadline: their trials fail; with --keep, the next stretch continues them
         job.stop()
     for study in studies:
         refresh(work, study)
         save(study, Path(args.out))
     log_session(Path(args.out), args, studies, before)
+    if args.keep:
+        print("kept stopped trials:", ", ".join(keep_stopped(studies, Path(args.keep), args.keep_mb)) or "none")
     print(table(studies))
     return 0
 
@@ -368,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--git", default="", help="commit of the code that ran (where the tree travelled without .git)")
     p.add_argument("--fill", action=argparse.BooleanOptionalAction, default=True,
                    help="start a trial that may not finish rather than leave a slot idle")
+    p.add_argument("--keep", help="copy run folders of trials stopped at the deadline here (to continue them)")
+    p.add_argument("--keep-mb", type=float, default=36.0, help="at most this many MB of them (most epochs first)")
+    p.add_argument("--restore", help="folder an earlier --keep filled: its trials continue where they stopped")
     p.set_defaults(func=run)
     p = sub.add_parser("report", help="results JSON, table, and tuned configs of studies with every seed")
     p.add_argument("--state", default=str(STATE))

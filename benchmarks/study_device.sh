@@ -2,15 +2,17 @@
 # One stretch of the tuned study (benchmarks/study.py) on a lent GPU machine, in two steps.
 #
 #   bash benchmarks/study_device.sh prepare     # here: wheels, datasets and a snapshot of HEAD, in ignored folders
-#   MINUTES=8.6 bash benchmarks/study_device.sh run    # there (carry .snap .data .whl); writes OUT/state.tgz, study.log
+#   MINUTES=8.6 bash benchmarks/study_device.sh run    # there (carry .snap .data .whl .resume); writes OUT/state.tgz,
+#                                                       # study.log and resume.tgz.part-* (trials stopped at the deadline)
 #   tar xzf state.tgz -C benchmarks/results/study-tuned && python benchmarks/study.py report    # here, then commit
+#   bash benchmarks/study_device.sh resume FOLDER      # here: .resume from FOLDER/resume.tgz.part-*, for the next run
 #
 # The snapshot (git archive of HEAD plus the committed study state) keeps other uncommitted work off the machine.
 set -u
 cd "$(dirname "$0")/.."
 case "${1:-}" in
 prepare)
-  for path in /.whl/ /.data/ /.snap/; do grep -qx "$path" .git/info/exclude 2>/dev/null || echo "$path" >> .git/info/exclude; done
+  for path in /.whl/ /.data/ /.snap/ /.resume/; do grep -qx "$path" .git/info/exclude 2>/dev/null || echo "$path" >> .git/info/exclude; done
   mkdir -p .whl .data
   for wheel in optuna==5.1.0 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0; do  # not on the GPU image
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -35,14 +37,19 @@ run)
   cd .snap || exit 1
   export PYTHONPATH=$PWD:/tmp/site SINKREC_DATA_PATH=$data SINKREC_CACHE=/tmp/sinkrec-cache PYTHONUNBUFFERED=1
   python3 benchmarks/study.py run --minutes "${MINUTES:-8.6}" --parallel "${PARALLEL:-14}" --device cuda \
-    --out /tmp/state --git "$(cat GITREV)" > "$OUT/study.log" 2>&1
+    --out /tmp/state --git "$(cat GITREV)" --restore ../.resume --keep /tmp/keep --keep-mb "${KEEP_MB:-36}" \
+    > "$OUT/study.log" 2>&1
   rc=$?
+  [ -d /tmp/keep ] && tar cf - -C /tmp/keep . | gzip -1 | split -b 15m -d - "$OUT/resume.tgz.part-"  # ≤ 16 MiB a file
   tail -24 "$OUT/study.log"
   tar czf "$OUT/state.tgz" -C /tmp/state .
   tar czf "$OUT/logs.tgz" -C /tmp/sinkrec-study --exclude '*.db' --exclude '*.pt' --exclude '*.safetensors' . 2>/dev/null
   [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
   exit $rc ;;
+resume)
+  rm -rf .resume && mkdir .resume && cat "${2:?the folder holding resume.tgz.part-*}"/resume.tgz.part-* | tar xz -C .resume
+  du -sh .resume ;;
 *)
-  echo "usage: bash benchmarks/study_device.sh prepare|run" >&2
+  echo "usage: bash benchmarks/study_device.sh prepare|run|resume FOLDER" >&2
   exit 2 ;;
 esac

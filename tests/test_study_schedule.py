@@ -56,3 +56,41 @@ def test_a_full_study_gets_no_more_workers(make):
     s = study.Study("ml-100k", "gdn", trials=[trial(0, "COMPLETE", 50)])
     busy = [FakeJob(s, "tune", [], None) for _ in range(study.WORKERS_PER_STUDY)]
     assert make([s], remaining=500, jobs=busy) is None
+
+
+def stopped_trial(number, folder, epoch):
+    """A trial killed at the deadline after committing `epoch` (a run folder with its manifest)."""
+    import json
+
+    folder.mkdir(parents=True)
+    names = {"model": f"model-{epoch:04d}.pt", "best_model": f"model-{epoch:04d}.pt", "state": f"state-{epoch:04d}.pt"}
+    for name in set(names.values()):
+        (folder / name).write_bytes(b"x" * 1000)
+    (folder / "metrics.json").write_text(json.dumps({"checkpoint": {"epoch": epoch, **names}}))
+    return {**trial(number, "FAIL", None, epochs=epoch), "params": {"train.lr": 0.001},
+            "user_attrs": {"run": str(folder)}}
+
+
+def test_stopped_trials_are_kept_and_restored_where_they_ran(tmp_path):
+    import shutil
+
+    s = study.Study("beauty", "gdn", trials=[stopped_trial(0, tmp_path / "work" / "trial-0000", 20),
+                                             {**trial(1, "FAIL", None), "params": {"train.lr": 0.01},
+                                              "user_attrs": {"error": "NonFiniteError", "run": "x"}}])
+    kept = study.keep_stopped([s], tmp_path / "keep", megabytes=1)
+    assert kept == ["beauty-gdn/trial-0000 (epoch 20, 0.0 MB)"]
+    assert sorted(p.name for p in (tmp_path / "keep" / "beauty-gdn" / "trial-0000").iterdir()) == [
+        "metrics.json", "model-0020.pt", "state-0020.pt"]
+    assert study.keep_stopped([s], tmp_path / "small", megabytes=0.001) == []  # over the size limit
+    shutil.rmtree(tmp_path / "work")
+    assert study.restore_stopped([s], tmp_path / "keep") == ["beauty-gdn/trial-0000"]
+    assert study.committed_epoch(tmp_path / "work" / "trial-0000") == 20
+
+
+def test_a_stopped_trial_to_continue_goes_first_with_what_is_left_of_it(make, tmp_path):
+    other = study.Study("ml-100k", "gdn", trials=[trial(0, "COMPLETE", 50)])
+    slow = study.Study("beauty", "sinkrec", trials=[trial(0, "COMPLETE", 450),
+                                                    stopped_trial(1, tmp_path / "t1", 20)])  # 10 of 30 epochs left
+    job = make([other, slow], remaining=200)  # 450 s × 1.2 × 1/3 fits in 200 s without filling
+    assert job.study is slow and job.kind == "tune"
+    assert make([study.Study("beauty", "sinkrec", trials=[trial(0, "COMPLETE", 450)])], remaining=200) is None

@@ -99,19 +99,16 @@ def test_duplicate_settings_fail_without_counting(tmp_path):
     assert duplicates and all(t.state.name == "FAIL" for t in duplicates)
 
 
-def test_killed_study_marks_its_trial_failed_and_resumes(tmp_path):
+def _kill_after_two_epochs(cmd, storage):
+    """Start `cmd`, SIGKILL it once a trial has reported two epochs; that trial's number."""
     import os
     import signal
     import time
 
-    (tmp_path / "space.yaml").write_text(SPACE)
-    out = tmp_path / "study"
-    cmd = _tune_cmd(out, tmp_path / "space.yaml", trials=3, budget="epochs:30")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    storage = f"sqlite:///{out / 'study.db'}"
     deadline, killed = time.monotonic() + 240, None
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
         try:
             running = [t for t in optuna.load_study(study_name="sasrec-synthetic", storage=storage).get_trials()
                        if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2]
@@ -123,14 +120,51 @@ def test_killed_study_marks_its_trial_failed_and_resumes(tmp_path):
             break
     proc.wait()
     assert killed is not None, "the study finished or never reported an epoch before the kill"
-    result = subprocess.run(_tune_cmd(out, tmp_path / "space.yaml", trials=3, budget="epochs:2"),
-                            capture_output=True, text=True, timeout=240)
+    return killed
+
+
+def test_killed_trial_fails_and_is_continued_exactly_from_its_last_epoch(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    out = tmp_path / "study"
+    storage = f"sqlite:///{out / 'study.db'}"
+    cmd = _tune_cmd(out, tmp_path / "space.yaml", trials=2, budget="epochs:30")
+    killed = _kill_after_two_epochs(cmd, storage)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "marked failed" in result.stderr and "continuing killed trial" in result.stderr
     trials = optuna.load_study(study_name="sasrec-synthetic", storage=storage).get_trials()
-    assert trials[killed].state.name == "FAIL"
-    assert sum(t.state.name == "COMPLETE" for t in trials) == 3 and len(trials) == 4
-    assert len(set(_settings(trials))) == 4  # the rerun drew new settings, also against the killed trial
-    assert "marked failed" in result.stderr
+    assert trials[killed].state.name == "FAIL" and "error" not in trials[killed].user_attrs
+    after = [t for t in trials if t.user_attrs.get("resume_of") == killed]
+    assert len(after) == 1 and after[0].state.name == "COMPLETE" and after[0].params == trials[killed].params
+    done = trials[killed].intermediate_values
+    assert len(done) >= 2 and sorted(after[0].intermediate_values) == list(range(1, 31))
+    assert {e: after[0].intermediate_values[e] for e in done} == done  # the epochs it had are reported again
+    fresh = [t for t in trials if t.number != killed and "resume_of" not in t.user_attrs]
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 2 and len(set(_settings(fresh + [after[0]]))) == 2
+    # exact: the continued trial scores what the same settings score trained without a kill
+    rerun = train(after[0].user_attrs["config"] | {"output_dir": str(tmp_path / "uninterrupted")})
+    assert rerun.valid["ndcg@10"] == pytest.approx(after[0].value, abs=1e-9)
+
+
+def test_only_killed_trials_with_a_committed_epoch_are_continued_once(tmp_path):
+    from sinkrec.tune.loop import continue_killed_trials
+
+    train(None, model="sasrec", overrides=TINY + ["train.epochs=1"], output_dir=tmp_path / "run", baselines=False)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    numbers = {}
+    for name, attrs in (("killed", {"run": str(tmp_path / "run")}), ("raised", {"run": str(tmp_path / "run"),
+                        "error": "NonFiniteError: diverged"}), ("no epoch", {"run": str(tmp_path / "empty")})):
+        trial = study.ask(space)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        numbers[name] = trial.number
+    assert continue_killed_trials(study, tmp_path) == [numbers["killed"]]
+    assert continue_killed_trials(study, tmp_path) == []  # queued once
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.user_attrs["resume_of"] for t in waiting] == [numbers["killed"]]
+    assert waiting[0].system_attrs["fixed_params"] == study.trials[numbers["killed"]].params  # params once it runs
 
 
 def test_study_state_travels_as_json_and_resumes_without_repeats(tmp_path):

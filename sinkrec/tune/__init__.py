@@ -103,7 +103,9 @@ def objective(base: dict[str, Any], space: dict[str, dict[str, Any]], out: Path)
     def run(trial) -> float:
         folder = trial_folder(out, trial.number)
         values = suggest(trial, space)
-        check_new_settings(trial, values)
+        resume_from = trial.user_attrs.get("resume_from")  # a killed trial's settings, queued to continue it
+        if resume_from is None:
+            check_new_settings(trial, values)
         raw = with_values(dict(base, output_dir=str(folder)), values)
         cfg = make_config(raw)
         key = json.dumps(raw["data"], sort_keys=True)
@@ -112,7 +114,12 @@ def objective(base: dict[str, Any], space: dict[str, dict[str, Any]], out: Path)
         data = datasets[key]
         metric = cfg.eval.valid_metric
         trial.set_user_attr("config", raw)
-        result = trial_trainer(trial, metric)(cfg, data).fit()
+        trainer = trial_trainer(trial, metric)(cfg, data)
+        if resume_from is not None:
+            trainer.resume(resume_from)
+            for record in trainer.history:  # the pruner compares every epoch: report the ones already run
+                trial.report(record[f"valid_{metric}"], record["epoch"])
+        result = trainer.fit()
         trial.set_user_attr("epochs", len(result.history))
         return result.valid[metric]
 

@@ -1,14 +1,17 @@
 """The trial loop that makes a study resumable: `--trials` is a total, killed trials fail, no settings twice.
 
 A study may be stopped at any moment (a SIGKILL, a lost machine) and started again with the same
-command. Three rules make that safe:
+command. Four rules make that safe:
 - the total counts finished trials (complete or pruned) and trials some live worker is running;
   a worker takes its next trial under a file lock, so workers on one machine never overshoot;
 - a trial whose worker died is marked failed: each running trial records its host and holds the lock
   of its run folder, and a lock nobody on that host holds means its process is gone (trials of other
   machines: Optuna's heartbeat);
 - a trial whose settings equal an earlier trial's (any state) fails as a duplicate and does not count,
-  and the sampler's seed mixes in the study's size, so a rerun does not redraw the same sequence.
+  and the sampler's seed mixes in the study's size, so a rerun does not redraw the same sequence;
+- a failed trial that was killed (not one that raised) after its run folder committed an epoch is
+  continued once: its settings are queued with `resume_of`, and the worker that takes them resumes
+  that folder exactly (the trainer's resume) instead of training those settings from the start.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import SinkrecError
+from ..errors import CheckpointError, SinkrecError
 from ..training import lock
 
 try:
@@ -31,6 +34,7 @@ except ImportError:  # Windows: one worker per study
 
 log = logging.getLogger("sinkrec.tune")
 MAX_DUPLICATES = 20  # consecutive duplicate draws before the space counts as exhausted
+MAX_ERRORS = 5  # consecutive trials that raised (diverged, out of memory, ...) before the worker stops
 
 
 class DuplicateSettings(SinkrecError):
@@ -73,6 +77,37 @@ def fail_dead_trials(study, out: Path) -> list[int]:
     return dead
 
 
+def continue_killed_trials(study, out: Path) -> list[int]:
+    """Queue a continuation of each killed trial whose run folder holds a committed epoch; their numbers.
+
+    Called under the study lock, so two workers never queue the same one. A trial that raised
+    (user attribute `error`, e.g. diverged) or was a duplicate is not continued: it would end the same way.
+    """
+    import optuna
+
+    from ..training import runfolder
+
+    trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs.get("resume_of") for t in trials}
+    queued = []
+    for trial in trials:
+        if trial.state != optuna.trial.TrialState.FAIL or trial.number in continued or not trial.params or (
+                {"error", "duplicate_of"} & set(trial.user_attrs)):
+            continue
+        folder = Path(trial.user_attrs.get("run", trial_folder(out, trial.number)))
+        try:
+            if not folder.is_dir() or runfolder.read_manifest(folder) is None:
+                continue
+        except CheckpointError:
+            continue
+        study.enqueue_trial(trial.params, user_attrs={"resume_of": trial.number, "resume_from": str(folder)},
+                            skip_if_exists=False)
+        queued.append(trial.number)
+    if queued:
+        log.info("continuing killed trial(s) %s from their last committed epoch", ", ".join(map(str, queued)))
+    return queued
+
+
 def counted(study) -> int:
     """Trials that count towards the total: finished (complete or pruned) and running."""
     import optuna
@@ -93,7 +128,7 @@ def run_trials(study, objective: Callable, total: int, out: Path, timeout: float
     """Run trials until the study holds `total` counted ones (or `timeout` s pass); trials run here."""
     import optuna
 
-    started, ran, duplicates = time.monotonic(), 0, 0
+    started, ran, duplicates, errors = time.monotonic(), 0, 0, 0
     while timeout is None or time.monotonic() - started < timeout:
         taken: list[int] = []
         with contextlib.ExitStack() as held:
@@ -118,16 +153,22 @@ def run_trials(study, objective: Callable, total: int, out: Path, timeout: float
             fail_dead_trials(study, out)
             if counted(study) >= total:
                 break
+            continue_killed_trials(study, out)
             try:
-                study.optimize(locked_objective, n_trials=1, catch=(RuntimeError, DuplicateSettings))
+                study.optimize(locked_objective, n_trials=1, catch=(RuntimeError, SinkrecError))
             finally:  # only once Optuna has recorded the trial's end: until then it must look alive
                 for number in taken:
                     lock.release(trial_folder(out, number))
         ran += 1
         last = next((t for t in study.get_trials(deepcopy=False) if taken and t.number == taken[0]), None)
-        duplicates = duplicates + 1 if last is not None and "duplicate_of" in last.user_attrs else 0
+        attrs = last.user_attrs if last is not None else {}
+        duplicates = duplicates + 1 if "duplicate_of" in attrs else 0
+        errors = errors + 1 if "error" in attrs and "duplicate_of" not in attrs else 0
         if duplicates >= MAX_DUPLICATES:
             log.warning("%d draws in a row repeated earlier settings: the space looks exhausted; stopping",
                         duplicates)
+            break
+        if errors >= MAX_ERRORS:
+            log.warning("%d trials in a row failed (the last: %s); stopping", errors, attrs["error"])
             break
     return ran
