@@ -16,6 +16,6 @@ done
 timeout 300 python3 benchmarks/sessa_solve_gpu.py --round --budget 1 --git "$GIT" --out $dir/sessa_check.json \
   > $dir/sessa_check.log 2>&1
 wait
-grep -hE "PASS|FAIL|Error" $dir/delta_check*.log | cut -c1-120
-grep -E "^check" $dir/sessa_check.log | cut -c1-140
+{ grep -hE "PASS|FAIL|Error" $dir/delta_check*.log | cut -c1-120
+  grep -E "^check" $dir/sessa_check.log | cut -c1-140; } | tee $dir/summary.txt
 tar czf "$OUT/checks.tgz" -C $dir .
