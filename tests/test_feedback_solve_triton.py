@@ -26,7 +26,18 @@ from sinkrec.ops.feedback_solve import feedback_solve_reference
 from sinkrec.ops.feedback_solve import triton_kernels as tk
 from sinkrec.ops.feedback_solve.triton_kernels import feedback_solve_triton
 for name, value in json.loads(sys.argv[1]).items():
-    setattr(tk, name, value)
+    if name == "REFUSE_FUSED":  # the GPU's answer to a fused dq+dk kernel too big for shared memory
+        class Refusing:
+            def __init__(self, kernel): self.kernel = kernel
+            def __getitem__(self, grid):
+                def launch(*args, **kw):
+                    if kw["WITH_DQ"]:
+                        raise tk.OutOfResources(245760, 232448, "shared memory")
+                    return self.kernel[grid](*args, **kw)
+                return launch
+        tk._dk_kernel = Refusing(tk._dk_kernel)
+    else:
+        setattr(tk, name, value)
 gen = torch.Generator().manual_seed(0)
 def rel(a, b): return ((a - b).norm() / b.norm()).item()
 # ragged: T not a multiple of the leaf (64 or 128), D and Dq not powers of two, several leaves
@@ -57,6 +68,7 @@ ALL_ON = {"LONGEST_FIRST": True, "FUSED_STEP": True, "TRITON_LEAVES": True, "PUS
     {"TRITON_LEAVES": True},
     {"INV_BASE": 32},  # leaf inverses by doubling, PyTorch leaf blocks
     {"FUSED_DQDK": True},
+    {"FUSED_DQDK": True, "REFUSE_FUSED": True},  # falls back to the two kernels
     {"PUSH_SPLIT": True, "SPLIT_ATOMIC_COST": 0.0},  # split as far as the loop allows
     {**ALL_ON, "FUSED_DQDK": False, "CFG": {"lse": {"BM": 128, "BN": 128, "num_warps": 8, "num_stages": 2},
                        "push": {"BM": 128, "BN": 32, "num_warps": 8, "num_stages": 2},
@@ -65,7 +77,7 @@ ALL_ON = {"LONGEST_FIRST": True, "FUSED_STEP": True, "TRITON_LEAVES": True, "PUS
                        "dqdk": {"BM": 128, "BN": 64, "num_warps": 8, "num_stages": 1}},
      "STEP_CFG": {"BM": 32, "BK": 64, "BD": 32, "num_warps": 2, "num_stages": 3}},  # tiles cut to the leaf
 ], ids=["defaults", "all_off", "all_on", "fused_step", "triton_leaves", "inv_base", "fused_dqdk",
-                                   "push_split", "all_on_tiles"])
+                                   "fused_dqdk_refused", "push_split", "all_on_tiles"])
 def test_triton_interpreter_matches_reference(switches):
     """fp32 (the interpreter does not emulate 16-bit products): output and every gradient ≤ 1e-4 of float64."""
     import json

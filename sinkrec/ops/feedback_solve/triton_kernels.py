@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from .blocked import TorchKernels, _BlockedSolve, _leaves, _round_up
 
@@ -44,6 +45,7 @@ PUSH_SPLIT = True  # pushes with few row (key) programs split the leaf's keys (r
 FUSED_DQDK = False  # dq and dk in one kernel (4 products per causal tile, not 6; dq by fp32 atomics)
 INV_BASE = 128  # > 0: leaf inverses by doubling from INV_BASE-row triangular solves ([[A,0],[C,B]]⁻¹ has the
 #               corner −B⁻¹CA⁻¹: batched fp32 GEMMs), not one batched trsm of the whole leaf (0)
+_FUSED_FITS: dict[tuple, bool] = {}  # (dtype, Dq, D, leaf) → False once FUSED_DQDK's kernel did not fit the GPU
 SPLIT_ATOMIC_COST = 0.5  # an atomic tile write, in loop iterations (the split model of `_split`)
 STEP_CFG = dict(BM=64, BK=64, BD=64, num_warps=4, num_stages=2)  # tiles of the leaf step and the intra-leaf product
 
@@ -382,12 +384,16 @@ class TritonKernels(TorchKernels):
         dqo = torch.empty(b, t, dq, device=q.device, dtype=torch.float32)
         dko = torch.empty_like(dqo)
         s, u = s.to(q.dtype), u.to(q.dtype)  # the products' operand dtype (a no-op for fp32)
-        if FUSED_DQDK:
+        key = (q.dtype, dq, d, block)
+        if FUSED_DQDK and _FUSED_FITS.get(key, True):
             dqo.zero_()
             tiles, opts = cls._cfg(q, "dqdk", block)
-            _dk_kernel[(t // tiles["BN"], b)](q, k, lse, gamma, s, u, delta, dko, dqo, t, scale, d, dq,
-                                              BQ=_p2(dq), BDP=_p2(d), **tiles, WITH_DQ=True, **opts)
-            return dqo, dko
+            try:
+                _dk_kernel[(t // tiles["BN"], b)](q, k, lse, gamma, s, u, delta, dko, dqo, t, scale, d, dq,
+                                                  BQ=_p2(dq), BDP=_p2(d), **tiles, WITH_DQ=True, **opts)
+                return dqo, dko
+            except OutOfResources:  # refused before it ran (fp32 at D 256 needs 240 KB): the two kernels
+                _FUSED_FITS[key] = False
         tiles, opts = cls._cfg(q, "dq", block)
         _dq_kernel[(t // tiles["BM"], b)](q, k, lse, gamma, s, u, delta, dqo, t, scale, d, dq, BQ=_p2(dq),
                                           BDP=_p2(d), **tiles, REV=LONGEST_FIRST, **opts)
