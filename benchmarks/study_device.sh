@@ -8,6 +8,9 @@
 #   bash benchmarks/study_device.sh resume FOLDER      # here: .resume from FOLDER/resume.tgz.part-*, for the next run
 #
 # The snapshot (git archive of HEAD plus the committed study state) keeps other uncommitted work off the machine.
+# Run nothing else on the GPU meanwhile: a process outside MPS beside the MPS clients made every one of them
+# fail with CUDA errors (sessions.json, 2026-12-05). STUDY_ARGS adds options of study.py run (e.g. --no-fill
+# for a session's last stretch, whose stopped trials cannot be continued: .resume does not outlive a session).
 set -u
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -38,7 +41,7 @@ run)
   export PYTHONPATH=$PWD:/tmp/site SINKREC_DATA_PATH=$data SINKREC_CACHE=/tmp/sinkrec-cache PYTHONUNBUFFERED=1
   python3 benchmarks/study.py run --minutes "${MINUTES:-8.6}" --parallel "${PARALLEL:-14}" --device cuda \
     --out /tmp/state --git "$(cat GITREV)" --restore ../.resume --keep /tmp/keep --keep-mb "${KEEP_MB:-36}" \
-    > "$OUT/study.log" 2>&1
+    ${STUDY_ARGS:-} > "$OUT/study.log" 2>&1
   rc=$?
   [ -d /tmp/keep ] && tar cf - -C /tmp/keep . | gzip -1 | split -b 15m -d - "$OUT/resume.tgz.part-"  # ≤ 16 MiB a file
   tail -24 "$OUT/study.log"
