@@ -262,11 +262,12 @@ def run_round(records, save, budget_s: float):
         return out
 
     results = {}
+    # the switch sets first: a round cut short by its budget still compares them
+    results["all_on"] = time_variant("all_on", ALL_ON, modes=("fwd", "fwd+bwd"))
+    results["all_on+FUSED_DQDK"] = time_variant("all_on+FUSED_DQDK", {**ALL_ON, **FUSED})
     results["current"] = time_variant("current", {}, modes=("fwd", "fwd+bwd"))
     for k, on in ALL_ON.items():
         results[k] = time_variant(k, {k: on})
-    results["all_on"] = time_variant("all_on", ALL_ON, modes=("fwd", "fwd+bwd"))
-    results["all_on+FUSED_DQDK"] = time_variant("all_on+FUSED_DQDK", {**ALL_ON, **FUSED})
     target = (*shapes[0], "fwd+bwd")
     on = {**ALL_ON, **FUSED} if results["all_on+FUSED_DQDK"].get(target, 1e9) < results["all_on"].get(target, 1e9) \
         else dict(ALL_ON)
