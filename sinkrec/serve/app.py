@@ -3,24 +3,27 @@
 Routes that touch the model or the store are plain `def` functions: FastAPI runs them in its thread
 pool, so a model step or a store commit never blocks the event loop (/healthz is async: it answers
 even when every thread is busy). Auth, body size and admission are plain ASGI layers (asgi.py)
-around the app. Error bodies are always {"error": {"code", "message"}}.
+around the app; a valid POST /v1/events is answered by a plain ASGI route in front of FastAPI's
+(events_route.py), the hot path. Error bodies are always {"error": {"code", "message"}}, from one
+table of errors (answers.py).
 """
 
 from __future__ import annotations
 
-import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Path, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..errors import SinkrecError, UnknownItemError
+from .answers import TABLE, Answers, error_body
 from .asgi import Admit, Authenticate, LimitBody, Observe
 from .auth import Tokens
-from .engine import Engine, UnknownUserError
-from .limits import Limits, TimeBudgetExceeded, TooLarge, check_deadline
+from .engine import Engine
+from .events_route import EventsRoute
+from .limits import Limits, check_deadline
 from .metrics import Metrics
 from .schemas import (
     ID_PATTERN,
@@ -32,32 +35,20 @@ from .schemas import (
     RecommendResponse,
     UserInfo,
 )
-from .stores import Event, EventConflict, StoreUnavailable
+from .stores import Event
 
-log = logging.getLogger("sinkrec.serve")
+JSON = "application/json"
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
-def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-def _handler(status: int, code: str):
-    """An exception handler answering `status` with `code` and the error's one-line message."""
-
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return _error(status, code, str(exc))
-
-    return handle
-
-
 def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: Limits | None = None,
-               open_metrics: bool = False, metrics_dir: str | None = None) -> FastAPI:
+               open_metrics: bool = False, metrics_dir: str | None = None, plain_events: bool = True) -> FastAPI:
     """The app over one engine, wrapped in its ASGI layers; `engine=None` builds it only for its schema.
 
     `tokens=None` serves without auth (the loopback default; server.py refuses it on other hosts).
     `metrics_dir`: the directory the worker processes of one server share, so that /metrics reports
-    the whole server (metrics.py); None: this process alone.
+    the whole server (metrics.py); None: this process alone. `plain_events`: valid POST /v1/events
+    calls are answered by the plain ASGI route (events_route.py); False: by the FastAPI route alone.
     """
     limits = limits or Limits()
     app = FastAPI(title="sinkrec serve", version="1",
@@ -71,32 +62,30 @@ def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: L
     async def invalid(request: Request, exc: RequestValidationError):
         errors = jsonable_encoder(exc.errors())
         shown = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}" for e in errors[:5])
-        return _error(422, "invalid_request", shown or "invalid request")
+        return Response(error_body("invalid_request", shown or "invalid request"), 422, media_type=JSON)
 
-    @app.exception_handler(StoreUnavailable)
-    async def unavailable(request: Request, exc: StoreUnavailable):
-        metrics.store_errors.labels(store_kind).inc()
-        log.warning("store unavailable: %s", exc)  # details (paths, hosts) for the operator, not for clients
-        return _error(503, "store_unavailable", "the event store is unavailable; try again", {"Retry-After": "1"})
+    answers = Answers(metrics, store_kind)
 
-    @app.exception_handler(TimeBudgetExceeded)
-    async def too_slow(request: Request, exc: TimeBudgetExceeded):
-        return _error(503, "time_budget_exceeded", str(exc), {"Retry-After": "1"})
+    async def answer(request: Request, exc: Exception) -> Response:
+        status, body, headers = answers.answer(exc)
+        return Response(body, status, headers, media_type=JSON)
 
-    for error, status, code in ((UnknownItemError, 422, "unknown_item"), (UnknownUserError, 404, "unknown_user"),
-                                (EventConflict, 409, "event_conflict"), (TooLarge, 413, "too_large"),
-                                (SinkrecError, 400, "bad_request")):
-        app.add_exception_handler(error, _handler(status, code))
+    for error in TABLE:
+        app.add_exception_handler(error, answer)
+
+    def record(body: EventsRequest, deadline: float | None) -> dict:
+        """What POST /v1/events does with a valid body, whichever route took it."""
+        limits.check_events(len(body.events))
+        result = engine.record([Event(e.user, e.item, e.timestamp, e.event_id) for e in body.events],
+                               deadline=deadline)
+        metrics.events.labels("recorded").inc(result.recorded)
+        metrics.events.labels("duplicate").inc(result.duplicates)
+        return EventsResponse(recorded=result.recorded, duplicates=result.duplicates).model_dump()
 
     @app.post("/v1/events", response_model=EventsResponse, responses=ERRORS,
               summary="Record events; each user's state is updated before the answer")
     def post_events(body: EventsRequest, request: Request) -> EventsResponse:
-        limits.check_events(len(body.events))
-        result = engine.record([Event(e.user, e.item, e.timestamp, e.event_id) for e in body.events],
-                               deadline=request.state.deadline)
-        metrics.events.labels("recorded").inc(result.recorded)
-        metrics.events.labels("duplicate").inc(result.duplicates)
-        return EventsResponse(recorded=result.recorded, duplicates=result.duplicates)
+        return EventsResponse(**record(body, request.state.deadline))
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERRORS,
               summary="Top-k items for stored users or explicit histories (a batch of queries)")
@@ -128,6 +117,10 @@ def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: L
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # add_middleware puts each layer outside the previous one: Observe ends up outermost.
+    if plain_events and engine is not None:
+        pool = ThreadPoolExecutor(limits.max_concurrency, thread_name_prefix="sinkrec-events")  # Admit's slots
+        app.router.on_shutdown.append(lambda: pool.shutdown(wait=True))
+        app.add_middleware(EventsRoute, record=record, answers=answers, pool=pool)
     app.add_middleware(Admit, limits=limits)
     app.add_middleware(LimitBody, max_bytes=limits.max_body_bytes)
     app.add_middleware(Authenticate, tokens=tokens, open_metrics=open_metrics)
