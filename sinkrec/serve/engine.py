@@ -31,6 +31,7 @@ from .batched import step_many
 from .limits import check_deadline
 from .open_store import open_store
 from .state import StateFormatError, UserState
+from .state_cache import StateCache
 from .stores import Event, Store
 
 # Models whose streaming cache has a fixed size. Sessa also streams, but its cache keeps attention
@@ -79,11 +80,17 @@ class RecordResult:
     rebuilt: int = 0  # stale states (older checkpoint, or unreadable) rebuilt from their log on the way
 
 
+STATE_CACHE_BYTES = 128 << 20  # per process: ~2,900 GDN users of the benchmark (d=64), ~400 SinkRec users
+
+
 class Engine:
-    def __init__(self, recommender, store: Store, batch_steps: bool = False):
+    def __init__(self, recommender, store: Store, batch_steps: bool = False,
+                 state_cache_bytes: int = STATE_CACHE_BYTES):
         """`batch_steps`: one model step for all users of a call (batched.py): faster, equal to the
-        one-by-one steps up to summation order, so a state is then not bit-for-bit a replay of its log."""
+        one-by-one steps up to summation order, so a state is then not bit-for-bit a replay of its log.
+        `state_cache_bytes`: decoded states kept under their stored bytes (state_cache.py); 0: none."""
         self.rec = recommender
+        self.states = StateCache(state_cache_bytes)
         self.batch_steps = batch_steps
         self.model = recommender.model.eval()
         self.store = store
@@ -187,8 +194,9 @@ class Engine:
         """The state that `fresh` must be applied to, or None when there is nothing to write."""
         state = None
         if old is not None and not force:
+            state = self.states.take(fresh[0].user, old) if fresh else None  # a call's events share one user
             try:
-                state = codec.loads(old)
+                state = state or codec.loads(old)
             except StateFormatError:
                 state = None
             if state is not None and state.checkpoint != self.checkpoint:
@@ -209,18 +217,25 @@ class Engine:
             if state is None:
                 return None
             self.advance(state, [self.index[e.item] for e in fresh], [e.timestamp for e in fresh], deadline)
-            return codec.dumps(state)
+            return self._encode(state, fresh)
 
         def many(entries: list[tuple]) -> list[bytes | None]:
             states = [self._to_advance(old, fresh, read_log, force) for old, fresh, read_log in entries]
             live = [n for n, state in enumerate(states) if state is not None]
             self.advance_many([states[n] for n in live], [[self.index[e.item] for e in entries[n][1]] for n in live],
                               [[e.timestamp for e in entries[n][1]] for n in live], deadline)
-            return [codec.dumps(state) if state is not None else None for state in states]
+            return [self._encode(state, entries[n][1]) if state is not None else None for n, state in enumerate(states)]
 
         if self.batch_steps and self.streaming:
             step.many = many
         return step
+
+    def _encode(self, state: UserState, fresh: list[Event]) -> bytes:
+        """The state's bytes; the state is kept under them, for the user's next call (if stored)."""
+        blob = codec.dumps(state)
+        if fresh:
+            self.states.put(fresh[0].user, blob, state)
+        return blob
 
     # ---- public operations --------------------------------------------------------------------
     def record(self, events: list[Event], deadline: float | None = None) -> RecordResult:
@@ -242,18 +257,23 @@ class Engine:
         return result
 
     def state(self, user: str) -> UserState:
-        """The user's current state, refreshed first if an older checkpoint produced it."""
+        """The user's current state (the caller's own), refreshed first if an older checkpoint produced it."""
+        return self._stored(user)[1]
+
+    def _stored(self, user: str) -> tuple[bytes, UserState]:
+        """(stored bytes, decoded state), refreshed first if an older checkpoint produced it."""
         blob = self.store.load(user)
         if blob is None:
             raise UnknownUserError(f"no events recorded for user '{user}'")
         try:
-            state = codec.loads(blob)
+            state = self.states.take(user, blob) or codec.loads(blob)
             if state.checkpoint == self.checkpoint:
-                return state
+                return blob, state
         except StateFormatError:
             pass
         self.store.update(user, [], self._step())
-        return codec.loads(self.store.load(user))
+        blob = self.store.load(user)
+        return blob, codec.loads(blob)
 
     @torch.inference_mode()
     def recommend(self, user: str | None = None, history: list[str] | None = None,
@@ -265,7 +285,7 @@ class Engine:
         if (user is None) == (history is None):
             raise SinkrecError("give either a user or a history")
         if user is not None:
-            state = self.state(user)
+            blob, state = self._stored(user)
         else:
             if not history:
                 raise SinkrecError("the history is empty: give at least one item id")
@@ -279,6 +299,8 @@ class Engine:
         blocked = state.seen_indices() if filter_seen else []
         blocked += [self.index[str(i)] for i in exclude if str(i) in self.index]
         out = self.rec.top_k(self.scores(state), blocked, k)
+        if user is not None:
+            self.states.put(user, blob, state)  # unchanged by scoring: kept for the user's next call
         return {"items": [str(i) for i in out["items"]], "scores": out["scores"]}
 
     def rebuild(self, users: Iterable[str] | None = None, progress: Callable[[str], None] | None = None) -> int:
