@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import ROOT, write_results  # noqa: E402
+from sinkrec.recommend import Recommender  # noqa: E402
 from sinkrec.serve import Engine, Event  # noqa: E402
 from sinkrec.serve import state as codec  # noqa: E402
 
@@ -214,7 +215,7 @@ def stored_events(spec: str) -> int:
 def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: list[int]) -> list[dict]:
     from tests.test_serve_http import ServerProcess
 
-    items = [str(i) for i in Engine.from_run(run, "sqlite:///:memory:").rec.item_ids[1:]]
+    items = [str(i) for i in Recommender.from_run(run).item_ids[1:]]
     records = []
     stores = [("sqlite", None)] + ([("redis", redis_url)] if redis_url else [])
     run_tag = uuid.uuid4().hex[:8]
@@ -248,7 +249,7 @@ def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: 
 def kill_tests(run: Path, repetitions: int) -> dict:
     from tests.test_serve_http import ServerProcess, _stream
 
-    items = [str(i) for i in Engine.from_run(run, "sqlite:///:memory:").rec.item_ids[1:50]]
+    items = [str(i) for i in Recommender.from_run(run).item_ids[1:50]]
     with tempfile.TemporaryDirectory() as tmp:
         store, acked = f"sqlite:///{tmp}/k.db", []
         for rep in range(repetitions):
@@ -341,7 +342,7 @@ def main() -> None:
         runs = {name: make_run(name, Path(tmp)) for name in ("gdn", "sinkrec", "sasrec")}
         records = latency(runs, lengths, 30 if args.quick else 200)
         records += throughput(runs["gdn"], args.redis, 1.0 if args.quick else args.seconds, [1, 8, 64])
-        catalogue = len(Engine.from_run(runs["gdn"], "sqlite:///:memory:").rec.item_ids) - 1
+        catalogue = len(Recommender.from_run(runs["gdn"]).item_ids) - 1
         records.append(kill_tests(runs["gdn"], 2 if args.quick else args.kills))
     out = ROOT / "benchmarks" / "results"
     load_avg = [round(x, 2) for x in os.getloadavg()]  # other work on the machine inflates every timing

@@ -167,3 +167,12 @@ def test_model_work_in_another_thread_uses_the_process_thread_count(tmp_path, mo
     worker.start()
     worker.join()
     assert (worker.ident, engine.threads) in calls
+
+
+def test_in_memory_sqlite_is_refused_as_a_store():
+    """Every thread would open its own empty database there: acknowledged events would vanish."""
+    from sinkrec.errors import SinkrecError
+    from sinkrec.serve.open_store import open_store
+
+    with pytest.raises(SinkrecError, match="in-memory SQLite"):
+        open_store("sqlite:///:memory:")

@@ -86,8 +86,6 @@ def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port:
     settings = {"run": str(run), "store": store, "threads": threads, "open_metrics": open_metrics,
                 "batch_steps": batch_steps,
                 "token_file": str(token_file) if token_file else None, "limits": (limits or Limits()).to_dict()}
-    if store.startswith("sqlite:///:memory:") and workers > 1:
-        raise SinkrecError("an in-memory SQLite store cannot be shared by workers: use --workers 1")
     if workers == 1:
         app = build_app(settings, tokens)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -119,6 +119,9 @@ class SQLiteStore(Store):
     def __init__(self, path: str | Path, synchronous: str = "FULL", checkpoint_every: float = 0.5):
         if synchronous.upper() not in ("FULL", "EXTRA", "NORMAL"):
             raise SinkrecError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
+        if str(path) == ":memory:" or str(path).startswith("file::memory:"):  # each connection: its own database
+            raise SinkrecError("an in-memory SQLite database cannot hold serving state (every thread would see "
+                               "its own empty one, and nothing would outlive the process): give a file path")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.synchronous = synchronous.upper()
