@@ -7,7 +7,8 @@
 #  2. alone on the GPU: every variant timed at the three target shapes with triton.testing.do_bench
 #     (median), its fp32/bf16 error on one case, fla as a peer where installed (ops_gpu.py --round).
 # Writes $OUT/triton_check_gpu_round.json, $OUT/ops_gpu_round.json and .md, and the logs.
-#     bash benchmarks/delta_rule_gpu_round.sh          (VARIANTS=a,b to time only those variants)
+#     bash benchmarks/delta_rule_gpu_round.sh          (VARIANTS=a,b to time only those variants;
+#                                                       CHECK_ONLY=1: step 1's check alone, no warm-up or timing)
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 export OUT=${OUT:-/tmp/delta_rule_round}
 mkdir -p "$OUT"
@@ -27,6 +28,7 @@ for i in 0 1; do
   pids+=($!)
 done
 for i in 0 1 2 3 4 5; do
+  [ -n "$CHECK_ONLY" ] && break
   timeout ${WARM_S:-100} python3 benchmarks/ops_gpu.py --round --warm $i/6 "${VARIANT_ARGS[@]}" \
     > "$OUT/warm$i.log" 2>&1 &
 done
@@ -54,6 +56,7 @@ grep -E "PASS|FAIL" "$OUT/check.log" | cut -c1-150
 wait  # the warm-up processes
 grep -h "warm " "$OUT"/warm*.log | head -20
 echo "== check + compile warm-up took $(( $(date +%s) - START )) s"
+[ -n "$CHECK_ONLY" ] && exit $CHECK_RC
 
 timeout ${BENCH_S:-120} python3 benchmarks/ops_gpu.py --round --out "$OUT/ops_gpu_round.json" --git "$GIT" \
   "${VARIANT_ARGS[@]}" > "$OUT/round.log" 2>&1

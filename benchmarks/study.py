@@ -122,11 +122,20 @@ def save(study: Study, state: Path) -> None:
     os.replace(tmp, path)
 
 
-def committed_epoch(folder: Path) -> int:
+def committed(folder: Path) -> tuple[int, list[Path]]:
+    """The epoch a trial's run folder has committed and the files its manifest names ((0, []) before any)."""
+    from sinkrec.errors import CheckpointError
+    from sinkrec.training.runfolder import MANIFEST, read_manifest
+
     try:
-        return int(json.loads((folder / "metrics.json").read_text())["checkpoint"]["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+        manifest = read_manifest(folder) if folder.is_dir() else None
+    except CheckpointError:
+        manifest = None
+    if manifest is None:
+        return 0, []
+    files = manifest["checkpoint"]
+    names = {MANIFEST, files["model"], files["best_model"], files["state"]}
+    return int(files["epoch"]), sorted(folder / n for n in names if (folder / n).is_file())
 
 
 def keep_stopped(studies: list[Study], keep: Path, megabytes: float) -> list[str]:
@@ -139,12 +148,11 @@ def keep_stopped(studies: list[Study], keep: Path, megabytes: float) -> list[str
     for study in studies:
         for trial in study.stopped():
             folder = Path(trial["user_attrs"]["run"])
-            if committed_epoch(folder):
-                names = ["metrics.json", *json.loads((folder / "metrics.json").read_text())["checkpoint"].values()]
-                files = sorted({folder / n for n in names if isinstance(n, str) and (folder / n).is_file()})
-                candidates.append((committed_epoch(folder) / study.settings[2], study, folder, files))
+            epoch, files = committed(folder)
+            if epoch:
+                candidates.append((epoch / study.settings[2], epoch, study, folder, files))
     kept, used = [], 0.0
-    for _, study, folder, files in sorted(candidates, key=lambda c: -c[0]):
+    for _, epoch, study, folder, files in sorted(candidates, key=lambda c: -c[0]):
         size = sum(f.stat().st_size for f in files) / 2**20
         if used + size > megabytes:
             continue
@@ -153,7 +161,7 @@ def keep_stopped(studies: list[Study], keep: Path, megabytes: float) -> list[str
         for f in files:
             shutil.copy2(f, target / f.name)
         used += size
-        kept.append(f"{study.name}/{folder.name} (epoch {committed_epoch(folder)}, {size:.1f} MB)")
+        kept.append(f"{study.name}/{folder.name} (epoch {epoch}, {size:.1f} MB)")
     return kept
 
 
@@ -164,7 +172,8 @@ def restore_stopped(studies: list[Study], keep: Path) -> list[str]:
     restored = []
     for study in studies:
         for trial in study.stopped():
-            source, folder = keep / study.name / Path(trial["user_attrs"]["run"]).name, Path(trial["user_attrs"]["run"])
+            folder = Path(trial["user_attrs"]["run"])
+            source = keep / study.name / folder.name
             if source.is_dir() and not folder.exists():
                 shutil.copytree(source, folder)
                 restored.append(f"{study.name}/{folder.name}")
@@ -173,7 +182,7 @@ def restore_stopped(studies: list[Study], keep: Path) -> list[str]:
 
 def pending_fraction(study: Study) -> float | None:
     """The share of a trial still to run for the next of this study's continuations (None: none pending)."""
-    epochs = [committed_epoch(Path(t["user_attrs"]["run"])) for t in study.stopped()]
+    epochs = [committed(Path(t["user_attrs"]["run"]))[0] for t in study.stopped()]
     epochs = [e for e in epochs if e]  # continued in trial order: the first one is next
     return 1 - epochs[0] / study.settings[2] if epochs else None
 

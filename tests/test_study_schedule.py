@@ -66,7 +66,7 @@ def stopped_trial(number, folder, epoch):
     names = {"model": f"model-{epoch:04d}.pt", "best_model": f"model-{epoch:04d}.pt", "state": f"state-{epoch:04d}.pt"}
     for name in set(names.values()):
         (folder / name).write_bytes(b"x" * 1000)
-    (folder / "metrics.json").write_text(json.dumps({"checkpoint": {"epoch": epoch, **names}}))
+    (folder / "metrics.json").write_text(json.dumps({"checkpoint": {"format": 2, "epoch": epoch, **names}}))
     return {**trial(number, "FAIL", None, epochs=epoch), "params": {"train.lr": 0.001},
             "user_attrs": {"run": str(folder)}}
 
@@ -84,7 +84,7 @@ def test_stopped_trials_are_kept_and_restored_where_they_ran(tmp_path):
     assert study.keep_stopped([s], tmp_path / "small", megabytes=0.001) == []  # over the size limit
     shutil.rmtree(tmp_path / "work")
     assert study.restore_stopped([s], tmp_path / "keep") == ["beauty-gdn/trial-0000"]
-    assert study.committed_epoch(tmp_path / "work" / "trial-0000") == 20
+    assert study.committed(tmp_path / "work" / "trial-0000")[0] == 20
 
 
 def test_a_stopped_trial_to_continue_goes_first_with_what_is_left_of_it(make, tmp_path):

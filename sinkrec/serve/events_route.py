@@ -70,7 +70,6 @@ class EventsRoute:
         await send({"type": "http.response.body", "body": content})
 
 
-
 def _replay(messages: list[dict], receive):
     """`receive` that gives `messages` once more first."""
     pending = list(reversed(messages))
