@@ -141,7 +141,9 @@ def round_variants() -> list[tuple[str, dict, tuple[int, ...]]]:
     variants += [("STATE_PROGRAMS=128", {"STATE_PROGRAMS": 128}, d128),
                  ("STATE_PROGRAMS=264", {"STATE_PROGRAMS": 264}, d128), ("STATE_STAGES=3", {"STATE_STAGES": 3}, every),
                  ("state_fwd num_warps=4 at Dk>64", {"WARPS_WIDE": {**tc.WARPS_WIDE, "state_fwd": {"num_warps": 4}}},
-                  d128)]
+                  d128),
+                 ("STATE_PROGRAMS=128 + state_fwd num_warps=4 at Dk>64",  # BS 32: 128 programs of [128, 32] states
+                  {"STATE_PROGRAMS": 128, "WARPS_WIDE": {**tc.WARPS_WIDE, "state_fwd": {"num_warps": 4}}}, d128)]
     return variants
 
 
