@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import ROOT, write_results  # noqa: E402
+from benchmarks.common import write_results  # noqa: E402
 from sinkrec.recommend import Recommender  # noqa: E402
 from sinkrec.serve import Engine, Event  # noqa: E402
 from sinkrec.serve import state as codec  # noqa: E402
@@ -212,7 +212,12 @@ def stored_events(spec: str) -> int:
         store.close()
 
 
-def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: list[int]) -> list[dict]:
+CONFIGS = ("sqlite:1", "sqlite:2", "sqlite:2b", "redis:1", "redis:2", "redis:2b")
+
+
+def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: list[int],
+               configs: tuple[str, ...] = CONFIGS, sizes: tuple[int, ...] = (1, 16)) -> list[dict]:
+    """`configs`: STORE:PROCESSES, a trailing b for --batch-steps; `sizes`: events per request (at 8, 64)."""
     from tests.test_serve_http import ServerProcess
 
     items = [str(i) for i in Recommender.from_run(run).item_ids[1:]]
@@ -221,6 +226,8 @@ def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: 
     run_tag = uuid.uuid4().hex[:8]
     for store_name, url in stores:
         for processes, batched in ((1, False), (2, False), (2, True)):
+            if f"{store_name}:{processes}{'b' if batched else ''}" not in configs:
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 spec = url or f"sqlite:///{tmp}/s.db"
                 if url:
@@ -231,7 +238,7 @@ def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: 
                                        + (("--batch-steps",) if batched else ()))
                 try:
                     for conc in concurrencies:
-                        for batch in ([1, 16] if conc in (8, 64) else [1]):
+                        for batch in (sizes if conc in (8, 64) else [1]):
                             tag = f"{run_tag}-{store_name}-{processes}-{int(batched)}-{conc}-{batch}"
                             before = stored_events(spec)
                             out = asyncio.run(load([server.url], conc, seconds, batch, items, 1000, tag))
@@ -330,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--lengths", default="100,1000,10000,100000", help="history lengths of the latency rows")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per throughput configuration")
+    parser.add_argument("--rows", default="latency,throughput,kills", help="which parts to run")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="throughput servers: STORE:PROCESSES, b for --batch-steps (e.g. sqlite:2,redis:2)")
+    parser.add_argument("--concurrency", default="1,8,64", help="throughput concurrencies")
+    parser.add_argument("--sizes", default="1,16", help="events per request at concurrency 8 and 64")
+    parser.add_argument("--run", help="a trained GDN run to serve (default: train one); not with latency rows")
+    parser.add_argument("--out", help="results JSON path (default benchmarks/results/serving.json, with .md and .png)")
     return parser
 
 
@@ -338,19 +352,29 @@ def main() -> None:
     torch.set_num_threads(1)
     load_start = [round(x, 2) for x in os.getloadavg()]
     lengths = [100, 1000] if args.quick else [int(n) for n in args.lengths.split(",")]
+    rows = set(args.rows.split(","))
+    if args.run and "latency" in rows:
+        raise SystemExit("--run serves one GDN run: use it with --rows throughput,kills")
+    records = []
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {name: make_run(name, Path(tmp)) for name in ("gdn", "sinkrec", "sasrec")}
-        records = latency(runs, lengths, 30 if args.quick else 200)
-        records += throughput(runs["gdn"], args.redis, 1.0 if args.quick else args.seconds, [1, 8, 64])
+        names = ("gdn", "sinkrec", "sasrec") if "latency" in rows else ("gdn",)
+        runs = {"gdn": Path(args.run)} if args.run else {name: make_run(name, Path(tmp)) for name in names}
+        if "latency" in rows:
+            records += latency(runs, lengths, 30 if args.quick else 200)
+        if "throughput" in rows:
+            records += throughput(runs["gdn"], args.redis, 1.0 if args.quick else args.seconds,
+                                  [int(c) for c in args.concurrency.split(",")], tuple(args.configs.split(",")),
+                                  tuple(int(n) for n in args.sizes.split(",")))
         catalogue = len(Recommender.from_run(runs["gdn"]).item_ids) - 1
-        records.append(kill_tests(runs["gdn"], 2 if args.quick else args.kills))
-    out = ROOT / "benchmarks" / "results"
+        if "kills" in rows:
+            records.append(kill_tests(runs["gdn"], 2 if args.quick else args.kills))
     load_avg = [round(x, 2) for x in os.getloadavg()]  # other work on the machine inflates every timing
-    write_results("serving", records, extra={"catalogue": catalogue, "generator_items": N_ITEMS, "d_model": 64,
-                                             "cores": os.cpu_count(), "load_average": load_avg,
-                                             "load_average_at_start": load_start})
-    (out / "serving.md").write_text(markdown(records))
-    plot(records, out / "serving.png")
+    path = write_results("serving", records, out=args.out,
+                         extra={"catalogue": catalogue, "generator_items": N_ITEMS, "d_model": 64,
+                                "cores": os.cpu_count(), "load_average": load_avg, "load_average_at_start": load_start})
+    if args.out is None:
+        (path.parent / "serving.md").write_text(markdown(records))
+        plot(records, path.parent / "serving.png")
     print(markdown(records))
 
 

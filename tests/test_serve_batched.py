@@ -1,4 +1,5 @@
-"""Batched model steps (one step for all users of a call) against one-by-one steps, in float64; and the
+"""Batched model steps (one step for all users of a call) against one-by-one steps, in float64 (GDN: bit
+for bit; SinkRec with `batch_steps`: to 1e-12); and the
 Redis store computing each user's state once per update, however many times WATCH makes it retry."""
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def test_batched_steps_equal_sequential_steps_in_float64(name, kind, tmp_path):
         return original(items, cache, timestamps)
 
     many.model.encode_step = counted
+    if name == "gdn":  # the batch-invariant row step, shared with concurrent calls (step_batcher.py)
+        rows = many.batcher.rows
+        many.batcher.rows = lambda caches, items: (calls.append(len(items)), rows(caches, items))[1]
     events = random_events(120, users=9)
     i = 0
     while i < len(events):  # uneven multi-user calls: new users, users with several events per call
@@ -62,6 +66,9 @@ def test_batched_steps_equal_sequential_steps_in_float64(name, kind, tmp_path):
         floats = [(x, y) for x, y in pairs if x.is_floating_point()]
         assert floats and all(x.dtype == torch.float64 for x, _ in floats)
         assert max((x - y).abs().max().item() for x, y in floats) <= 1e-12
+        if name == "gdn":  # row steps: bit for bit, batched or not
+            assert all(torch.equal(x, y) for x, y in pairs) and torch.equal(a.hidden, b.hidden)
+            assert codec.dumps(a) == codec.dumps(b)
         assert all(torch.equal(x, y) for x, y in pairs if not x.is_floating_point())
         assert torch.allclose(a.hidden, b.hidden, atol=1e-6)
         assert one.recommend(user=user, k=5)["items"] == many.recommend(user=user, k=5)["items"]

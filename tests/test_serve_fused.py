@@ -8,7 +8,7 @@ import torch
 
 from sinkrec.models import build_model
 from sinkrec.serve import Engine, SQLiteStore
-from sinkrec.serve.fused import GDNStep, supports
+from sinkrec.serve.rows import RowsStep, supports
 
 from .test_serve import _one_thread, random_events, tiny_recommender  # noqa: F401 - fixture
 
@@ -19,7 +19,7 @@ def test_fused_step_equals_encode_step_in_float64(options):
     torch.manual_seed(0)
     model = build_model({"name": "gdn", "d_model": 32, "dropout": 0.0, **options}, 50, 20).eval().double()
     assert supports(model)
-    step, a, b = GDNStep(model), model.new_cache(), model.new_cache()
+    step, a, b = RowsStep(model), model.new_cache(), model.new_cache()
     with torch.inference_mode():
         for t in range(60):
             item = 1 + (t * 17) % 50

@@ -5,8 +5,10 @@
     engine.record([Event("u1", "1193", 978300760.0, "e-1")])  # durable when it returns
     engine.recommend(user="u1", k=10)
 
-Each event is applied with one streaming step (GDN, SinkRec: O(1) in the history length), always
-one event per step, so a state rebuilt from the log is bit-for-bit the state built incrementally.
+Each event is applied with one streaming step (GDN, SinkRec: O(1) in the history length). GDN's step
+is batch-invariant (rows.py): concurrent requests share one step (step_batcher.py), and each user's
+row is bit for bit its step alone, so a state rebuilt from the log (one user per step) is bit-for-bit
+the state built incrementally; SinkRec takes one event per step.
 Models without a fixed-size streaming cache (SASRec, Sessa) keep their last `max_len` events: an
 event only appends to that window (O(1)), and each recommend re-encodes it — O(max_len²) attention
 for SASRec, independent of the history length.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,7 +35,10 @@ from .limits import check_deadline
 from .open_store import open_store
 from .state import StateFormatError, UserState
 from .state_cache import StateCache
+from .step_batcher import Job, StepBatcher, probe, run_jobs
 from .stores import Event, Store
+
+log = logging.getLogger("sinkrec.serve")
 
 # Models whose streaming cache has a fixed size. Sessa also streams, but its cache keeps attention
 # keys/values for every past event (it grows with the history), so it recomputes its window instead.
@@ -65,8 +71,11 @@ def checkpoint_digest(recommender) -> str:
     Computed from the loaded model, so it is the same whatever format the checkpoint is stored in.
     """
     h = hashlib.sha256()
-    h.update(json.dumps([type(recommender.model).__name__, recommender.max_len,
-                         [str(i) for i in recommender.item_ids]]).encode())
+    name = type(recommender.model).__name__
+    # GDN states made by the earlier one-row step (fused.py, before rows.py) differ in the last bits
+    # from what a replay gives now: a new identity makes them rebuild from their logs.
+    step = ["rows-step"] if name == "GDNRec" else []
+    h.update(json.dumps([name, recommender.max_len, [str(i) for i in recommender.item_ids], *step]).encode())
     for name, tensor in sorted(recommender.model.state_dict().items()):
         h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -85,9 +94,12 @@ STATE_CACHE_BYTES = 128 << 20  # per process: ~2,900 GDN users of the benchmark 
 
 class Engine:
     def __init__(self, recommender, store: Store, batch_steps: bool = False,
-                 state_cache_bytes: int = STATE_CACHE_BYTES):
-        """`batch_steps`: one model step for all users of a call (batched.py): faster, equal to the
-        one-by-one steps up to summation order, so a state is then not bit-for-bit a replay of its log.
+                 state_cache_bytes: int = STATE_CACHE_BYTES, share_steps: bool = True):
+        """`share_steps`: GDN events of concurrent requests share one batch-invariant step (exact; on
+        unless the probe at start finds this machine's kernels not batch-invariant).
+        `batch_steps`: for SinkRec, one `encode_step` for all users of a call (batched.py): faster, equal to
+        the one-by-one steps up to summation order, so a state is then not bit-for-bit a replay of its
+        log (GDN always batches the users of a call, exactly).
         `state_cache_bytes`: decoded states kept under their stored bytes (state_cache.py); 0: none."""
         self.rec = recommender
         self.states = StateCache(state_cache_bytes)
@@ -98,6 +110,12 @@ class Engine:
             type(self.model).__name__ in FIXED_SIZE_CACHE)
         self.step_one = steppers.stepper(self.model) if self.streaming else None  # GDN, SinkRec: inline step
         self.fused = self.step_one is not None
+        self.rows = getattr(self.step_one, "rows", None)  # GDN: the batch-invariant row step
+        if self.rows is not None and not probe(self.rows, self.model.new_cache, len(recommender.item_ids) - 1):
+            log.warning("batched GDN steps are not bit-for-bit the single ones with this machine's torch "
+                        "kernels: stepping each request alone")
+            self.rows = None
+        self.batcher = StepBatcher(self.rows) if self.rows is not None and share_steps else None
         self.n_items = len(recommender.item_ids) - 1
         self.index = recommender.lookup  # item id → index, as Recommender.encode uses it
         self.checkpoint = checkpoint_digest(recommender)
@@ -130,13 +148,16 @@ class Engine:
 
     @torch.inference_mode()
     def advance(self, state: UserState, indices: list[int], times: list[float],
-                deadline: float | None = None) -> UserState:
-        """Apply events in order; streaming models take one O(1) step per event.
+                deadline: float | None = None, shared: bool = False) -> UserState:
+        """Apply events in order; streaming models take one O(1) step per event; `shared`: in steps
+        shared with concurrent requests (GDN; the same bits as alone).
 
         Past `deadline` (time.monotonic()) it raises TimeBudgetExceeded between steps."""
         if not indices:
             return state
         pin_threads(self.threads)
+        if shared and self.batcher is not None:
+            return self.advance_many([state], [indices], [times], deadline)[0]
         if self.streaming:
             for index, when in zip(indices, times):
                 check_deadline(deadline)
@@ -160,7 +181,20 @@ class Engine:
     @torch.inference_mode()
     def advance_many(self, states: list[UserState], indices: list[list[int]], times: list[list[float]],
                      deadline: float | None = None) -> list[UserState]:
-        """`advance` for several users; with `batch_steps`, position j of every user is one batched step."""
+        """`advance` for several users: GDN's position j of every user is one row step (shared with
+        concurrent calls); with `batch_steps`, SinkRec's is one batched `encode_step`."""
+        if self.rows is not None:
+            pin_threads(self.threads)
+            jobs = [Job(state.cache, index, deadline) for state, index in zip(states, indices) if index]
+            self.batcher.run(jobs) if self.batcher is not None else run_jobs(self.rows, jobs)
+            for job in jobs:
+                if job.error is not None:
+                    raise job.error
+            live = iter(jobs)
+            for state, index in zip(states, indices):
+                if index:
+                    state.hidden = next(live).hidden.float().clone()
+            return [self._account(s, i) for s, i in zip(states, indices)]
         if not (self.batch_steps and self.streaming) or len(states) < 2:
             return [self.advance(s, i, t, deadline) for s, i, t in zip(states, indices, times)]
         pin_threads(self.threads)
@@ -211,12 +245,16 @@ class Engine:
         return state if fresh else None
 
     def _step(self, force: bool = False, deadline: float | None = None) -> Callable:
-        """The store's step (stores.py: Step); with `batch_steps` it also has `.many` for all users at once."""
-        def step(old: bytes | None, fresh: list[Event], read_log: Callable[[], list[Event]]) -> bytes | None:
+        """The store's step (stores.py: Step), in steps shared with concurrent calls; `.alone` steps by
+        itself (for a store that holds its write lock meanwhile); `.many` does all users of a call at once
+        (GDN, or SinkRec with `batch_steps`)."""
+        def step(old: bytes | None, fresh: list[Event], read_log: Callable[[], list[Event]],
+                 shared: bool = True) -> bytes | None:
             state = self._to_advance(old, fresh, read_log, force)
             if state is None:
                 return None
-            self.advance(state, [self.index[e.item] for e in fresh], [e.timestamp for e in fresh], deadline)
+            self.advance(state, [self.index[e.item] for e in fresh], [e.timestamp for e in fresh], deadline,
+                         shared=shared)
             return self._encode(state, fresh)
 
         def many(entries: list[tuple]) -> list[bytes | None]:
@@ -226,8 +264,9 @@ class Engine:
                               [[e.timestamp for e in entries[n][1]] for n in live], deadline)
             return [self._encode(state, entries[n][1]) if state is not None else None for n, state in enumerate(states)]
 
-        if self.batch_steps and self.streaming:
+        if self.rows is not None or (self.batch_steps and self.streaming):
             step.many = many
+        step.alone = lambda old, fresh, read_log: step(old, fresh, read_log, shared=False)
         return step
 
     def _encode(self, state: UserState, fresh: list[Event]) -> bytes:

@@ -1,12 +1,12 @@
-"""Cheaper single-event steps: the same math as `encode_step` on one item, inline (GDN here, SinkRec in
-fused_sinkrec.py); `steppers.stepper(model)` picks the one for a model.
+"""Pieces of the inline single-event step of SinkRec (fused_sinkrec.py): its GatedDeltaNet layers at one
+position. (GDN's own step is rows.py, written batch-invariant; `steppers.stepper(model)` picks one.)
 
 `encode_step` goes through the layers' modules, the convolution and the delta-rule dispatcher,
 written for whole sequences; at one event per call their overhead is most of the cost. This step
 calls the layers' weights directly: the projections of one input are one matmul, the short
 convolution over its K-wide window is a weighted sum, the delta rule is its one-token update. It
 equals `encode_step` up to summation order (the tests hold it to 1e-12 in float64). The engine uses
-it for every step of a GDN or SinkRec user, in a live update and in a replay alike, so a rebuilt
+it for every step of a SinkRec user, in a live update and in a replay alike, so a rebuilt
 state is still bit-for-bit the incremental one.
 """
 
@@ -14,12 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def supports(model) -> bool:
-    """Only the plain GDN recommender in eval mode, float32 or float64 weights."""
-    return (type(model).__name__ == "GDNRec" and not model.training
-            and model.item_embedding.weight.dtype in (torch.float32, torch.float64))
 
 
 def rms(x: torch.Tensor, norm) -> torch.Tensor:
@@ -84,24 +78,3 @@ class DeltaStep:
     def output(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         o = rms(o, self.gdn.o_norm) * F.silu(gate.view(1, self.heads, self.dk))
         return F.linear(o.reshape(1, -1), self.gdn.o_proj.weight)
-
-
-class GDNStep:
-    """`step(cache, item, when)`: one event for one GDNRec user; updates `cache` in place, returns hidden [1, 1, d]."""
-
-    def __init__(self, model):
-        self.model = model
-        with torch.inference_mode():
-            self.mixers = [DeltaStep(block.mixer) for block in model.blocks]
-
-    @torch.inference_mode()
-    def __call__(self, cache: list, item: int, when: float | None = None) -> torch.Tensor:
-        model = self.model
-        x = model.item_embedding.weight[item][None] * model.d_model ** 0.5  # [1, d]
-        for block, mixer, c in zip(model.blocks, self.mixers, cache):
-            q, k, v, pre, b, gate = mixer.project(rms(x, block.norm1), c)
-            o = mixer.recur(c, q, k, v, mixer.decay(pre), torch.sigmoid(b))
-            x = x + mixer.output(o, gate)
-            up_gate, up = F.linear(rms(x, block.norm2), block.ffn.gate_up.weight).chunk(2, -1)
-            x = x + F.linear(F.silu(up_gate) * up, block.ffn.down.weight)
-        return rms(x, model.norm)[:, None]

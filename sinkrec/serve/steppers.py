@@ -1,8 +1,8 @@
-"""Which inline single-event step a served model gets (its own module: fused_sinkrec builds on fused)."""
+"""Which inline step a served model gets: GDN the batch-invariant row step (rows.py), SinkRec fused_sinkrec.py."""
 
 from __future__ import annotations
 
-from . import fused, fused_sinkrec
+from . import fused_sinkrec, rows
 
 
 def stepper(model):
@@ -10,8 +10,8 @@ def stepper(model):
 
     A step precomputes what depends only on the weights (merged projections), once: it belongs to a
     model whose weights no longer change, as in serving."""
-    if fused.supports(model):
-        return fused.GDNStep(model)
+    if rows.supports(model):
+        return rows.RowsStep(model)
     if fused_sinkrec.supports(model):
         return fused_sinkrec.SinkRecStep(model)
     return None

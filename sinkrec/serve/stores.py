@@ -104,7 +104,8 @@ class SQLiteStore(Store):
     """Embedded default: one file in WAL mode, `synchronous=FULL` so a commit is on disk before the ack.
 
     Writes go through a GroupCommitter: one request thread at a time commits all concurrent calls in
-    one transaction (one fsync); states are computed before, outside the write lock (`update_many`).
+    one transaction (one fsync); states are computed before, outside the write lock (`update_many`),
+    by concurrent calls at once.
     Several processes on one machine may share the file: a file lock (PATH-writer.lock) and
     `BEGIN IMMEDIATE` serialise their writers, and each re-reads a user's state row inside its
     write transaction (`_write`).
@@ -130,7 +131,7 @@ class SQLiteStore(Store):
             conn.executescript(SCHEMA)
         self._lock_fd: int | None = None
         self._committer = GroupCommitter(self._connect_writer, self._unavailable, writer_lock=self._writer_lock)
-        self._planning = threading.Lock()
+        self._starting = threading.Lock()
         self.checkpoints = 0  # background WAL checkpoints run
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_every,),
@@ -201,11 +202,13 @@ class SQLiteStore(Store):
         processes). The group commit then re-reads each user's state row inside the write transaction:
         unchanged (same event count and bytes) means no event of that user was recorded meanwhile,
         and the precomputed result is written; otherwise it is recomputed there, under the lock.
+        Concurrent calls of a process plan at the same time: the engine's model steps meet in one
+        shared step (step_batcher.py) instead of running one after the other.
         """
-        with self._planning:  # one model computation at a time per process: threads only fight for the GIL
+        with self._starting:
             if not self._checkpointer.is_alive() and not self._stop.is_set():  # a store that writes checkpoints
                 self._checkpointer.start()
-            plans = self._read(lambda conn: self._plan_all(conn, batch, step))
+        plans = self._read(lambda conn: self._plan_all(conn, batch, step))
         return self._committer.submit(lambda conn: [self._write(conn, user, events, step, plan)
                                                     for (user, events), plan in zip(batch, plans)])
 
@@ -254,7 +257,7 @@ class SQLiteStore(Store):
         """One user's update inside the group's open write transaction."""
         now = conn.execute("SELECT n_events, blob FROM states WHERE user = ?", (user,)).fetchone()
         if now != plan[0]:  # written since the snapshot (a concurrent call, or earlier in this group)
-            plan = self._plan(conn, user, events, step)
+            plan = self._plan(conn, user, events, getattr(step, "alone", step))  # under the write lock: no waiting
         row, fresh, duplicates, blob = plan
         count = row[0] if row else 0
         if fresh:

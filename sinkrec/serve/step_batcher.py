@@ -1,0 +1,141 @@
+"""One model step for the events of concurrent requests of a process (GDN's row step, rows.py).
+
+A one-event step costs ~0.5 ms, mostly the fixed cost of ~100 small torch ops; a step over 8 users
+costs about twice that. Requests that need a step at the same moment therefore share one: the same
+leader pattern as group_commit.py, without a thread of its own. A request queues its job; the
+first one to find no step running leads: it takes every job queued so far (its own included), runs
+them position by position as row steps over all jobs that still have an event there, and wakes the
+others; requests arriving meanwhile queue up for the next round. The row step is batch-invariant
+(each row bit for bit its user's step alone), so batching never changes a state: a replay, one user
+at a time, gives the same bytes. Two jobs of one user in a round are two independent rows (each
+holds its own decoded copy of the state; the store keeps one of them and redoes the other).
+
+`probe` checks that invariance on this machine's kernels when the engine starts; where it fails the
+engine steps each request alone (with the same function, so replays stay exact either way).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import deque
+
+import torch
+
+from .limits import check_deadline
+
+
+class Job:
+    """One user's events: its cache (updated in place), item indices, and the hidden after the last."""
+
+    __slots__ = ("cache", "items", "deadline", "hidden", "error", "done")
+
+    def __init__(self, cache: list, items: list[int], deadline: float | None = None):
+        self.cache, self.items, self.deadline = cache, items, deadline
+        self.hidden: torch.Tensor | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+def run_jobs(rows, jobs: list[Job]) -> None:
+    """Position j of every job that has one, as one row step; a job past its deadline drops out with its error."""
+    live = [job for job in jobs if job.error is None]
+    for j in range(max((len(job.items) for job in live), default=0)):
+        active = []
+        for job in live:
+            if len(job.items) > j and job.error is None:
+                try:
+                    check_deadline(job.deadline)
+                    active.append(job)
+                except Exception as exc:  # TimeBudgetExceeded: this job only
+                    job.error = exc
+        if not active:
+            break
+        hidden = rows([job.cache for job in active], [job.items[j] for job in active])
+        for r, job in enumerate(active):
+            job.hidden = hidden[r]
+
+
+class StepBatcher:
+    """`run(jobs)`: the jobs of one call stepped together with those of concurrent calls; returns when all are done."""
+
+    def __init__(self, rows, max_rows: int = 64):
+        self.rows, self.max_rows = rows, max_rows
+        self._queue: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self.rounds = 0  # batched steps' rounds run (one per leader turn)
+        self.jobs = 0
+
+    def run(self, jobs: list[Job]) -> None:
+        """Step `jobs` (results and errors on each job)."""
+        with self._cond:
+            self._queue.extend(jobs)
+            while self._busy and not all(job.done.is_set() for job in jobs):
+                self._cond.wait()
+            lead = not all(job.done.is_set() for job in jobs)
+            if lead:
+                self._busy = True
+        if lead:
+            try:
+                while not all(job.done.is_set() for job in jobs):  # own jobs beyond max_rows: more rounds
+                    with self._cond:
+                        group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_rows))]
+                    self._run(group)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _run(self, group: list[Job]) -> None:
+        try:
+            run_jobs(self.rows, group)
+        except BaseException as exc:  # a failing step fails its round, not the process
+            for job in group:
+                job.error = job.error or exc
+        self.rounds += 1
+        self.jobs += len(group)
+        for job in group:
+            job.done.set()
+
+
+def probe(rows, new_cache, n_items: int, users: int = 5, steps: int = 3) -> bool:
+    """Whether `rows` is batch-invariant here: random users (one new) stepped together and alone, bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    together = [new_cache() for _ in range(users)]
+    with torch.inference_mode():
+        rows(together[1:], [1 + n % n_items for n in range(users - 1)])  # give all but one a past
+        for cache in together[1:]:
+            for layer in cache:
+                _jitter(layer, g)
+        alone = copy.deepcopy(together)
+        for _ in range(steps):
+            items = [1 + int(i) for i in torch.randint(0, n_items, (users,), generator=g)]
+            hidden = rows(together, items)
+            for n in range(users):
+                if not torch.equal(rows([alone[n]], [items[n]])[0], hidden[n]):
+                    return False
+        return all(_equal(a, b) for a, b in zip(together, alone))
+
+
+def _jitter(obj, g: torch.Generator) -> None:
+    """Random values in every float tensor of a cache (dataclass of tensors and dicts), in place."""
+    for name, value in vars(obj).items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            setattr(obj, name, torch.randn(value.shape, generator=g, dtype=value.dtype))
+        elif isinstance(value, dict):
+            for key, t in value.items():
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    value[key] = torch.randn(t.shape, generator=g, dtype=t.dtype)
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if hasattr(a, "__dict__"):
+        return _equal(vars(a), vars(b))
+    return a == b

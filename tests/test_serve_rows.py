@@ -1,0 +1,139 @@
+"""GDN's batch-invariant row step (serve/rows.py) and the step shared by concurrent requests
+(serve/step_batcher.py): rows bit for bit their users' steps alone (float32 and float64, random
+weights, those that start at zero included), equal to `encode_step` to 1e-12 in float64, caches
+interchangeable with `encode_step`'s; concurrent calls for many users store states equal, byte for
+byte, to a replay of their logs; the start-up probe falls back where a kernel is not batch-invariant."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import threading
+
+import pytest
+import torch
+
+from sinkrec.models import build_model
+from sinkrec.serve import Engine, Event, SQLiteStore
+from sinkrec.serve import rows as rows_module
+from sinkrec.serve import state as codec
+from sinkrec.serve.rows import RowsStep
+from sinkrec.serve.step_batcher import probe
+
+from .test_serve import _one_thread, make_store, tiny_recommender  # noqa: F401
+
+OPTIONS = [{}, {"n_layers": 1, "conv_size": 1}, {"n_heads": 4, "head_dim": 8}, {"conv_size": 3, "ffn_mult": 2.0}]
+
+
+def random_model(options: dict, dtype: torch.dtype, seed: int = 0, n_items: int = 50):
+    """A GDN with random values in every weight (biases, dt_bias, norms and others that start at zero or one)."""
+    torch.manual_seed(seed)
+    model = build_model({"name": "gdn", "d_model": 32, "dropout": 0.0, **options}, n_items, 20).eval().to(dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (0.5 if p.dim() < 2 else p.shape[-1] ** -0.5))
+    return model
+
+
+def same(a: list, b: list) -> bool:
+    return all(torch.equal(x.state, y.state) and all(torch.equal(x.conv[n], y.conv[n]) for n in "qkv")
+               for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("options", OPTIONS)
+def test_rows_are_bit_for_bit_single_steps(options, dtype):
+    model = random_model(options, dtype)
+    step, users = RowsStep(model), 13
+    together = [model.new_cache() for _ in range(users)]
+    alone = [model.new_cache() for _ in range(users)]
+    rng = random.Random(0)
+    for _ in range(25):
+        active = [u for u in range(users) if rng.random() < 0.7]  # users join late and skip positions
+        items = [rng.randint(1, 50) for _ in active]
+        hidden = step.rows([together[u] for u in active], items)
+        assert hidden.shape == (len(active), 32) and hidden.dtype == dtype
+        for r, u in enumerate(active):
+            assert torch.equal(step(alone[u], items[r], None)[0, 0], hidden[r])
+    for a, b in zip(together, alone):
+        assert same(a, b)
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_rows_equal_encode_step_in_float64_and_caches_interchange(options):
+    model = random_model(options, torch.float64)
+    step, users = RowsStep(model), 5
+    ours, ref = [model.new_cache() for _ in range(users)], [model.new_cache() for _ in range(users)]
+    with torch.inference_mode():
+        for t in range(30):
+            items = [1 + (t * 17 + 5 * u) % 50 for u in range(users)]
+            if t == 15:  # continue each cache with the other implementation
+                ours, ref = copy.deepcopy(ref), copy.deepcopy(ours)
+            hidden = step.rows(ours, items)
+            for u in range(users):
+                expected = model.encode_step(torch.tensor([[items[u]]]), ref[u])[0, -1]
+                assert (hidden[u] - expected).abs().max().item() <= 1e-12
+    for a, b in zip(ours, ref):
+        for x, y in zip(a, b):
+            assert (x.state - y.state).abs().max().item() <= 1e-12
+            assert all(x.conv[n].shape == y.conv[n].shape for n in "qkv")
+
+
+def test_probe_passes_here_and_fails_on_a_non_invariant_op(monkeypatch, caplog, tmp_path):
+    model = random_model({}, torch.float32)
+    assert probe(RowsStep(model).rows, model.new_cache, 50)
+    # `x @ W` adds in another order for one row than for several (gemv vs gemm): not batch-invariant
+    monkeypatch.setattr(rows_module, "linear", lambda x, w, b=None: x @ w if b is None else x @ w + b)
+    assert not probe(RowsStep(model).rows, model.new_cache, 50)
+    with caplog.at_level(logging.WARNING, logger="sinkrec.serve"):
+        engine = Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "p.db"))
+    assert engine.batcher is None and engine.rows is None and "not bit-for-bit" in caplog.text
+    engine.record([Event("u", "i3", 1.0, "a"), Event("v", "i4", 2.0, "b")])  # still serves, one by one
+    assert codec.dumps(engine.state("u")) == codec.dumps(engine.replay(engine.store.events("u")))
+
+
+def test_engine_shares_steps_unless_told_not_to(tmp_path):
+    assert Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "a.db")).batcher is not None
+    assert Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "b.db"), share_steps=False).batcher is None
+    assert Engine(tiny_recommender("sinkrec"), SQLiteStore(tmp_path / "c.db")).batcher is None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_concurrent_calls_store_states_equal_to_replays(kind, dtype, tmp_path):
+    """16 threads post one- and few-event calls over 40 users (some users in several threads at once):
+    steps are really shared, and every stored state is byte for byte a replay of its log."""
+    rec = tiny_recommender("gdn")
+    rec.model.to(dtype)
+    engine = Engine(rec, make_store(kind, tmp_path))
+    before = engine.batcher.rounds
+    errors: list[BaseException] = []
+
+    def client(c: int):
+        rng = random.Random(c)
+        try:
+            for n in range(25):
+                size = rng.choice([1, 1, 1, 3])
+                engine.record([Event(f"u{rng.randrange(40)}", f"i{rng.randint(1, 40)}", float(n), f"c{c}-{n}-{j}")
+                               for j in range(size)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert engine.batcher.jobs > engine.batcher.rounds - before  # some rounds stepped several users
+    users = list(engine.store.users())
+    assert len(users) == 40 and sum(len(engine.store.events(u)) for u in users) >= 16 * 25
+    for user in users:
+        log = engine.store.events(user)
+        assert engine.state(user).n_events == len(log)
+        assert codec.dumps(engine.state(user)) == codec.dumps(engine.replay(log))
+    if kind == "redis":
+        engine.store.clear()
+
