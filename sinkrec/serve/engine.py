@@ -172,6 +172,16 @@ class Engine:
             state.times = (state.times + [float(t) for t in times])[-self.rec.max_len:]
         return self._account(state, indices)
 
+    def _finish(self, states: list[UserState], indices: list[list[int]], jobs: list[Job | None]) -> list[UserState]:
+        """The states after their row-step jobs ran (a job's error, e.g. past the deadline, is raised)."""
+        for job in jobs:
+            if job is not None and job.error is not None:
+                raise job.error
+        for state, job in zip(states, jobs):
+            if job is not None:
+                state.hidden = job.hidden.float().clone()
+        return [self._account(s, i) for s, i in zip(states, indices)]
+
     def _account(self, state: UserState, indices: list[int]) -> UserState:
         for index in indices:
             state.mark_seen(index, self.n_items)
@@ -185,16 +195,10 @@ class Engine:
         concurrent calls); with `batch_steps`, SinkRec's is one batched `encode_step`."""
         if self.rows is not None:
             pin_threads(self.threads)
-            jobs = [Job(state.cache, index, deadline) for state, index in zip(states, indices) if index]
-            self.batcher.run(jobs) if self.batcher is not None else run_jobs(self.rows, jobs)
-            for job in jobs:
-                if job.error is not None:
-                    raise job.error
-            live = iter(jobs)
-            for state, index in zip(states, indices):
-                if index:
-                    state.hidden = next(live).hidden.float().clone()
-            return [self._account(s, i) for s, i in zip(states, indices)]
+            jobs = [Job(state.cache, index, deadline) if index else None for state, index in zip(states, indices)]
+            live = [job for job in jobs if job is not None]
+            self.batcher.submit(live) if self.batcher is not None else run_jobs(self.rows, live)
+            return self._finish(states, indices, jobs)
         if not (self.batch_steps and self.streaming) or len(states) < 2:
             return [self.advance(s, i, t, deadline) for s, i, t in zip(states, indices, times)]
         pin_threads(self.threads)
@@ -264,10 +268,34 @@ class Engine:
                               [[e.timestamp for e in entries[n][1]] for n in live], deadline)
             return [self._encode(state, entries[n][1]) if state is not None else None for n, state in enumerate(states)]
 
+        def split(entries: list[tuple]) -> tuple[list[Job], Callable[[], list[bytes | None]]]:
+            """`many` in two halves, for a store that steps the jobs of several calls at once (`run_jobs`):
+            the decoded states' jobs, and `finish()`, their bytes once the jobs ran."""
+            states = [self._to_advance(old, fresh, read_log, force) for old, fresh, read_log in entries]
+            indices = [[self.index[e.item] for e in fresh] if state is not None else []
+                       for state, (_, fresh, _) in zip(states, entries)]
+            jobs = [Job(state.cache, index, deadline) if state is not None and index else None
+                    for state, index in zip(states, indices)]
+
+            def finish() -> list[bytes | None]:
+                live = [n for n, state in enumerate(states) if state is not None]
+                self._finish([states[n] for n in live], [indices[n] for n in live], [jobs[n] for n in live])
+                return [self._encode(state, entries[n][1]) if state is not None else None
+                        for n, state in enumerate(states)]
+            return [job for job in jobs if job is not None], finish
+
         if self.rows is not None or (self.batch_steps and self.streaming):
             step.many = many
+        if self.rows is not None:
+            step.split, step.run_jobs = split, self._run_jobs
         step.alone = lambda old, fresh, read_log: step(old, fresh, read_log, shared=False)
         return step
+
+    def _run_jobs(self, jobs: list[Job]) -> None:
+        """Row-step jobs of several calls, in this thread (results and errors on the jobs)."""
+        pin_threads(self.threads)
+        with torch.inference_mode():
+            run_jobs(self.rows, jobs)
 
     def _encode(self, state: UserState, fresh: list[Event]) -> bytes:
         """The state's bytes; the state is kept under them, for the user's next call (if stored)."""

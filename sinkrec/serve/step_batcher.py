@@ -56,47 +56,62 @@ def run_jobs(rows, jobs: list[Job]) -> None:
             job.hidden = hidden[r]
 
 
-class StepBatcher:
-    """`run(jobs)`: the jobs of one call stepped together with those of concurrent calls; returns when all are done."""
+class Combiner:
+    """Work of concurrent threads done in groups, without a thread of its own (the pattern of group_commit.py).
 
-    def __init__(self, rows, max_rows: int = 64):
-        self.rows, self.max_rows = rows, max_rows
-        self._queue: deque[Job] = deque()
+    `submit(tasks)` queues the tasks (objects with `done`, a threading.Event, and `error`); the first
+    thread to find no group running leads: it takes every task queued so far (its own included, at
+    most `max_group`), runs `run(group)` and wakes the others; tasks queued meanwhile form the next
+    group. A lone caller so runs its own work in its own thread. An exception out of `run` becomes the
+    error of every task of that group that has none.
+    """
+
+    def __init__(self, run, max_group: int = 64):
+        self.run, self.max_group = run, max_group
+        self._queue: deque = deque()
         self._cond = threading.Condition()
         self._busy = False
-        self.rounds = 0  # batched steps' rounds run (one per leader turn)
-        self.jobs = 0
+        self.rounds = 0  # groups run
+        self.jobs = 0  # tasks run
 
-    def run(self, jobs: list[Job]) -> None:
-        """Step `jobs` (results and errors on each job)."""
+    def submit(self, tasks: list) -> None:
+        """Returns when every task is done (results and errors are on the tasks)."""
         with self._cond:
-            self._queue.extend(jobs)
-            while self._busy and not all(job.done.is_set() for job in jobs):
+            self._queue.extend(tasks)
+            while self._busy and not all(task.done.is_set() for task in tasks):
                 self._cond.wait()
-            lead = not all(job.done.is_set() for job in jobs)
+            lead = not all(task.done.is_set() for task in tasks)
             if lead:
                 self._busy = True
         if lead:
             try:
-                while not all(job.done.is_set() for job in jobs):  # own jobs beyond max_rows: more rounds
+                while not all(task.done.is_set() for task in tasks):  # own tasks beyond max_group: more rounds
                     with self._cond:
-                        group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_rows))]
+                        group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_group))]
                     self._run(group)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _run(self, group: list[Job]) -> None:
+    def _run(self, group: list) -> None:
         try:
-            run_jobs(self.rows, group)
-        except BaseException as exc:  # a failing step fails its round, not the process
-            for job in group:
-                job.error = job.error or exc
+            self.run(group)
+        except BaseException as exc:  # a failing group fails its tasks, not the process
+            for task in group:
+                task.error = task.error or exc
         self.rounds += 1
         self.jobs += len(group)
-        for job in group:
-            job.done.set()
+        for task in group:
+            task.done.set()
+
+
+class StepBatcher(Combiner):
+    """`submit(jobs)`: the jobs of one call stepped together with those of concurrent calls."""
+
+    def __init__(self, rows, max_rows: int = 64):
+        super().__init__(lambda group: run_jobs(self.rows, group), max_rows)
+        self.rows = rows
 
 
 def probe(rows, new_cache, n_items: int, users: int = 5, steps: int = 3) -> bool:

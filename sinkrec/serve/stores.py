@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import SinkrecError
 from .group_commit import GroupCommitter
+from .step_batcher import Combiner
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,16 @@ CREATE TABLE IF NOT EXISTS states (user TEXT PRIMARY KEY, n_events INTEGER NOT N
 """
 
 
+class _Call:
+    """One update_many call waiting for its plans (stores.py's planner: a step_batcher.Combiner)."""
+
+    __slots__ = ("batch", "step", "result", "error", "done")
+
+    def __init__(self, batch: list[tuple[str, list[Event]]], step: Step):
+        self.batch, self.step, self.result, self.error = batch, step, None, None
+        self.done = threading.Event()
+
+
 class SQLiteStore(Store):
     """Embedded default: one file in WAL mode, `synchronous=FULL` so a commit is on disk before the ack.
 
@@ -132,6 +143,7 @@ class SQLiteStore(Store):
         self._lock_fd: int | None = None
         self._committer = GroupCommitter(self._connect_writer, self._unavailable, writer_lock=self._writer_lock)
         self._starting = threading.Lock()
+        self._planner = Combiner(self._plan_calls)
         self.checkpoints = 0  # background WAL checkpoints run
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_every,),
@@ -202,13 +214,17 @@ class SQLiteStore(Store):
         processes). The group commit then re-reads each user's state row inside the write transaction:
         unchanged (same event count and bytes) means no event of that user was recorded meanwhile,
         and the precomputed result is written; otherwise it is recomputed there, under the lock.
-        Concurrent calls of a process plan at the same time: the engine's model steps meet in one
-        shared step (step_batcher.py) instead of running one after the other.
+        Concurrent calls of a process are planned together, by one of their threads at a time
+        (`_plan_calls`): one read snapshot, and one shared model step for all of their users.
         """
         with self._starting:
             if not self._checkpointer.is_alive() and not self._stop.is_set():  # a store that writes checkpoints
                 self._checkpointer.start()
-        plans = self._read(lambda conn: self._plan_all(conn, batch, step))
+        call = _Call(batch, step)
+        self._planner.submit([call])
+        if call.error is not None:
+            raise call.error
+        plans = call.result
         return self._committer.submit(lambda conn: [self._write(conn, user, events, step, plan)
                                                     for (user, events), plan in zip(batch, plans)])
 
@@ -222,6 +238,39 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from None
+
+    def _plan_calls(self, calls: list[_Call]) -> None:
+        """Plans for the calls queued together (the planner's leader runs this; the other threads sleep):
+        one read snapshot; a step with `split` (GDN) leaves its model work as row-step jobs, and the jobs
+        of all calls run as shared steps; each call's failure (a conflict, the deadline) stays its own."""
+        def plan(conn: sqlite3.Connection) -> None:
+            pending = []
+            for call in calls:
+                try:
+                    split = getattr(call.step, "split", None)
+                    if split is None:
+                        call.result = self._plan_all(conn, call.batch, call.step)
+                        continue
+                    reads = [self._known(conn, user, events) for user, events in call.batch]
+                    jobs, finish = split([(row[1] if row else None, fresh, lambda user=user: self._read_log(conn, user))
+                                          for (user, _), (row, fresh, _) in zip(call.batch, reads)])
+                    pending.append((call, reads, jobs, finish))
+                except sqlite3.Error:
+                    raise
+                except Exception as exc:  # this call only
+                    call.error = exc
+            runners: list[tuple[Callable, list]] = []  # calls of one engine share steps
+            for call, _, jobs, _ in pending:
+                same = [r for r in runners if r[0] == call.step.run_jobs]
+                (same[0][1].extend(jobs) if same else runners.append((call.step.run_jobs, list(jobs))))
+            for run_jobs, jobs in runners:
+                run_jobs(jobs)
+            for call, reads, _, finish in pending:
+                try:
+                    call.result = [(*read, blob) for read, blob in zip(reads, finish())]
+                except Exception as exc:
+                    call.error = exc
+        self._read(plan)
 
     def _plan_all(self, conn: sqlite3.Connection, batch: list[tuple[str, list[Event]]], step: Step) -> list[tuple]:
         """Plans for every user of a call; one batched model step when the step offers one (`step.many`)."""
