@@ -216,8 +216,10 @@ CONFIGS = ("sqlite:1", "sqlite:2", "sqlite:2b", "redis:1", "redis:2", "redis:2b"
 
 
 def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: list[int],
-               configs: tuple[str, ...] = CONFIGS, sizes: tuple[int, ...] = (1, 16)) -> list[dict]:
-    """`configs`: STORE:PROCESSES, a trailing b for --batch-steps; `sizes`: events per request (at 8, 64)."""
+               configs: tuple[str, ...] = CONFIGS, sizes: tuple[int, ...] = (1, 16),
+               server_args: tuple[str, ...] = ()) -> list[dict]:
+    """`configs`: STORE:PROCESSES, a trailing b for --batch-steps; `sizes`: events per request (at 8, 64);
+    `server_args`: more flags of `sinkrec serve`."""
     from tests.test_serve_http import ServerProcess
 
     items = [str(i) for i in Recommender.from_run(run).item_ids[1:]]
@@ -235,7 +237,7 @@ def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: 
 
                     redis.Redis.from_url(url).flushdb()
                 server = ServerProcess(run, spec, args=("--workers", str(processes))
-                                       + (("--batch-steps",) if batched else ()))
+                                       + (("--batch-steps",) if batched else ()) + server_args)
                 try:
                     for conc in concurrencies:
                         for batch in (sizes if conc in (8, 64) else [1]):
@@ -246,6 +248,7 @@ def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: 
                             records.append({"kind": "throughput", "model": "gdn", "store": store_name,
                                             "processes": processes, "batch_steps": batched, "concurrency": conc,
                                             "events_per_request": batch, "new_events_stored": new,
+                                            "server_args": " ".join(server_args),
                                             "events_per_s": new / out["seconds"], **out})
                             print(json.dumps(records[-1]), flush=True)
                 finally:
@@ -342,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="throughput servers: STORE:PROCESSES, b for --batch-steps (e.g. sqlite:2,redis:2)")
     parser.add_argument("--concurrency", default="1,8,64", help="throughput concurrencies")
     parser.add_argument("--sizes", default="1,16", help="events per request at concurrency 8 and 64")
+    parser.add_argument("--server-args", default="", help="more flags of `sinkrec serve` (e.g. '--max-concurrency 16')")
     parser.add_argument("--run", help="a trained GDN run to serve (default: train one); not with latency rows")
     parser.add_argument("--out", help="results JSON path (default benchmarks/results/serving.json, with .md and .png)")
     return parser
@@ -364,7 +368,7 @@ def main() -> None:
         if "throughput" in rows:
             records += throughput(runs["gdn"], args.redis, 1.0 if args.quick else args.seconds,
                                   [int(c) for c in args.concurrency.split(",")], tuple(args.configs.split(",")),
-                                  tuple(int(n) for n in args.sizes.split(",")))
+                                  tuple(int(n) for n in args.sizes.split(",")), tuple(args.server_args.split()))
         catalogue = len(Recommender.from_run(runs["gdn"]).item_ids) - 1
         if "kills" in rows:
             records.append(kill_tests(runs["gdn"], 2 if args.quick else args.kills))

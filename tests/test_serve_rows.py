@@ -139,3 +139,12 @@ def test_concurrent_calls_store_states_equal_to_replays(kind, dtype, tmp_path):
     if kind == "redis":
         engine.store.clear()
 
+
+
+def test_state_bytes_of_the_fast_tensor_path_are_the_format_s(monkeypatch, tmp_path):
+    engine = Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "f.db"))
+    engine.record([Event("u", "i3", 1.0, "a"), Event("u", "i5", 2.0, "b")])
+    state = engine.state("u")
+    fast = codec.dumps(state)
+    monkeypatch.setattr(codec, "_LITTLE", False)  # numpy's own path, as on a big-endian machine
+    assert codec.dumps(state) == fast and codec.dumps(codec.loads(fast)) == fast

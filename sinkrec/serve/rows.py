@@ -122,9 +122,11 @@ class RowsStep:
     def _tails(caches: list[DeltaCache], layer: _Layer, like: torch.Tensor) -> torch.Tensor:
         """The users' conv tails [B, K−1, 3·inner]; a user's first step has none (zeros)."""
         zero = like.new_zeros(1, layer.kernel - 1, layer.inner)
-        parts = [torch.cat([(c.conv[n].to(like.dtype) if c.conv.get(n) is not None else zero) for c in caches], 0)
-                 for n in ("q", "k", "v")]
-        return torch.cat(parts, -1)
+        tails = [[c.conv[n].to(like.dtype) if c.conv.get(n) is not None else zero for n in ("q", "k", "v")]
+                 for c in caches]
+        if len(tails) == 1:
+            return torch.cat(tails[0], -1)
+        return torch.cat([torch.cat([t[n] for t in tails], 0) for n in range(3)], -1)
 
     @staticmethod
     def _states(caches: list[DeltaCache], layer: _Layer, dtype) -> torch.Tensor:
