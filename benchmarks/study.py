@@ -89,10 +89,13 @@ class Study:
         return max([float(DATASETS[self.dataset][3]), *stopped])
 
     def stopped(self) -> list[dict]:
-        """Trials killed at a deadline (failed without an error) that no trial has continued yet."""
+        """Trials killed at a deadline or stopped by a device fault (`continuable`) that no trial has
+        continued yet."""
+        from sinkrec.tune.loop import continuable
+
         continued = {t["user_attrs"].get("resume_of") for t in self.trials}
         return [t for t in self.trials if t["state"] == "FAIL" and t["number"] not in continued and t.get("params")
-                and not {"error", "duplicate_of"} & set(t["user_attrs"]) and t["user_attrs"].get("run")]
+                and continuable(t["user_attrs"]) and t["user_attrs"].get("run")]
 
     def state(self) -> dict:
         catalogue, overrides, epochs = self.settings
@@ -364,12 +367,16 @@ def log_session(out: Path, args: argparse.Namespace, studies: list[Study], befor
 
 
 def table(studies: list[Study]) -> str:
-    lines = ["| study | trials done | failed | best valid NDCG@10 | seeds | test NDCG@10 (mean ± std) |",
-             "|---|---|---|---|---|---|"]
+    from sinkrec.tune.loop import DEVICE_FAULTS
+
+    lines = ["| study | trials done | failed (of them device faults) | best valid NDCG@10 | seeds | "
+             "test NDCG@10 (mean ± std) |", "|---|---|---|---|---|---|"]
     for s in studies:
         best = s.best()
         tests = [r["test"]["ndcg@10"] for r in s.seeds]
-        failed = sum(t["state"] == "FAIL" for t in s.trials)
+        fails = [t["user_attrs"] for t in s.trials if t["state"] == "FAIL"]
+        faults = sum("device_error" in a or any(f in a.get("error", "") for f in DEVICE_FAULTS) for a in fails)
+        failed = f"{len(fails)} ({faults})"
         best_text = f"{best['value']:.4f} (trial {best['number']})" if best else "–"
         test_text = f"{statistics.mean(tests):.4f} ± {statistics.stdev(tests) if len(tests) > 1 else 0:.4f}" \
             if tests else "–"

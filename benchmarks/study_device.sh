@@ -8,9 +8,11 @@
 #   bash benchmarks/study_device.sh resume FOLDER      # here: .resume from FOLDER/resume.tgz.part-*, for the next run
 #
 # The snapshot (git archive of HEAD plus the committed study state) keeps other uncommitted work off the machine.
-# Run nothing else on the GPU meanwhile: a process outside MPS beside the MPS clients made every one of them
-# fail with CUDA errors (sessions.json, 2026-12-05). STUDY_ARGS adds options of study.py run (e.g. --no-fill
-# for a session's last stretch, whose stopped trials cannot be continued: .resume does not outlive a session).
+# MPS=1 shares the GPU through MPS (about twice the trials per stretch), but a fault in any one process then
+# reaches every process: 3 of the 5 MPS stretches (sessions.json, 2026-12-04/05) lost all 12-14 processes to
+# one illegal memory access whose source the logs cannot tell; the 3 stretches without MPS had none. So MPS is
+# off by default until a stretch without it names the faulting trial (its process alone records the fault).
+# Run nothing else on the GPU meanwhile. STUDY_ARGS adds options of study.py run (e.g. --no-fill).
 set -u
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -31,7 +33,9 @@ run)
   # MPS lets the processes' kernels share the GPU at once instead of taking turns; without it, go on
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
   mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
-  if nvidia-cuda-mps-control -d 2>/dev/null && timeout 90 python3 -c 'import torch; torch.ones(1, device="cuda").sum().item()'; then
+  rm -rf /tmp/keep  # a warm machine still holds the last stretch's kept folders
+  if [ "${MPS:-0}" = 1 ] && nvidia-cuda-mps-control -d 2>/dev/null \
+      && timeout 90 python3 -c 'import torch; torch.ones(1, device="cuda").sum().item()'; then
     echo "MPS on" | tee "$OUT/mps.txt"
   else
     echo quit | nvidia-cuda-mps-control 2>/dev/null; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY

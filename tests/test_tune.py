@@ -153,18 +153,45 @@ def test_only_killed_trials_with_a_committed_epoch_are_continued_once(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
     space = {"x": optuna.distributions.FloatDistribution(0, 1)}
     numbers = {}
-    for name, attrs in (("killed", {"run": str(tmp_path / "run")}), ("raised", {"run": str(tmp_path / "run"),
-                        "error": "NonFiniteError: diverged"}), ("no epoch", {"run": str(tmp_path / "empty")})):
+    run, fault = str(tmp_path / "run"), "AcceleratorError: CUDA error: an illegal memory access was encountered"
+    for name, attrs in (("killed", {"run": run}), ("raised", {"run": run, "error": "NonFiniteError: diverged"}),
+                        ("no epoch", {"run": str(tmp_path / "empty")}),
+                        ("device fault", {"run": run, "device_error": fault}),
+                        ("faulted again", {"run": run, "device_error": fault, "resume_of": 1})):
         trial = study.ask(space)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         numbers[name] = trial.number
-    assert continue_killed_trials(study, tmp_path) == [numbers["killed"]]
+    assert continue_killed_trials(study, tmp_path) == [numbers["killed"], numbers["device fault"]]
     assert continue_killed_trials(study, tmp_path) == []  # queued once
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert [t.user_attrs["resume_of"] for t in waiting] == [numbers["killed"]]
+    assert [t.user_attrs["resume_of"] for t in waiting] == [numbers["killed"], numbers["device fault"]]
     assert waiting[0].system_attrs["fixed_params"] == study.trials[numbers["killed"]].params  # params once it runs
+
+
+def test_a_device_fault_stops_the_worker_and_blames_not_the_settings(tmp_path):
+    """A lost CUDA context fails every later trial of the process at once (seen under MPS: hundreds of
+    0-second trials): the worker records the one trial as a device fault and stops."""
+    from sinkrec.tune.loop import device_fault, run_trials
+
+    class AcceleratorError(RuntimeError):  # torch.AcceleratorError as a CPU test can raise it
+        pass
+
+    calls = []
+
+    def objective(trial):
+        calls.append(trial.number)
+        trial.suggest_float("x", 0, 1)
+        raise AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    assert run_trials(study, objective, total=5, out=tmp_path) == 1 and calls == [0]
+    attrs = study.trials[0].user_attrs
+    assert study.trials[0].state.name == "FAIL" and "error" not in attrs
+    assert attrs["device_error"].startswith("AcceleratorError: CUDA error: an illegal memory access")
+    assert device_fault(RuntimeError("CUDA error: CUBLAS_STATUS_INTERNAL_ERROR when calling `cublasGemmEx`"))
+    assert not device_fault(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))  # the settings' doing
 
 
 def test_study_state_travels_as_json_and_resumes_without_repeats(tmp_path):

@@ -11,7 +11,11 @@ command. Four rules make that safe:
   and the sampler's seed mixes in the study's size, so a rerun does not redraw the same sequence;
 - a failed trial that was killed (not one that raised) after its run folder committed an epoch is
   continued once: its settings are queued with `resume_of`, and the worker that takes them resumes
-  that folder exactly (the trainer's resume) instead of training those settings from the start.
+  that folder exactly (the trainer's resume) instead of training those settings from the start;
+- a trial stopped by a device fault (the process's CUDA context is lost, e.g. an illegal memory
+  access, whoever caused it: under MPS one client's fault reaches every client) counts as killed,
+  not as failed by its settings, and its worker stops at once: every later trial of that process
+  would fail at its first CUDA call. A continuation that meets a device fault again is not continued.
 """
 
 from __future__ import annotations
@@ -35,6 +39,25 @@ except ImportError:  # Windows: one worker per study
 log = logging.getLogger("sinkrec.tune")
 MAX_DUPLICATES = 20  # consecutive duplicate draws before the space counts as exhausted
 MAX_ERRORS = 5  # consecutive trials that raised (diverged, out of memory, ...) before the worker stops
+
+
+# messages of errors that leave the process's CUDA context unusable (sticky errors), whatever raised them
+DEVICE_FAULTS = ("illegal memory access", "unspecified launch failure", "CUBLAS_STATUS_INTERNAL_ERROR",
+                 "mha_graph.execute", "misaligned address", "illegal instruction", "device-side assert",
+                 "uncorrectable ECC error")
+
+
+def device_fault(exc: BaseException) -> bool:
+    """True when `exc` says the GPU context is lost (retrying in this process cannot succeed)."""
+    return type(exc).__name__ == "AcceleratorError" or any(fault in str(exc) for fault in DEVICE_FAULTS)
+
+
+def continuable(attrs: dict) -> bool:
+    """Whether a failed trial with these user attributes ended by no fault of its settings: killed, or
+    stopped by a device fault (once: a continuation that faults again is taken as the settings' doing)."""
+    if {"error", "duplicate_of"} & set(attrs):
+        return False
+    return not ("device_error" in attrs and "resume_of" in attrs)
 
 
 class DuplicateSettings(SinkrecError):
@@ -81,7 +104,8 @@ def continue_killed_trials(study, out: Path) -> list[int]:
     """Queue a continuation of each killed trial whose run folder holds a committed epoch; their numbers.
 
     Called under the study lock, so two workers never queue the same one. A trial that raised
-    (user attribute `error`, e.g. diverged) or was a duplicate is not continued: it would end the same way.
+    (user attribute `error`, e.g. diverged) or was a duplicate is not continued: it would end the same way
+    (`continuable`).
     """
     import optuna
 
@@ -91,8 +115,8 @@ def continue_killed_trials(study, out: Path) -> list[int]:
     continued = {t.user_attrs.get("resume_of") for t in trials}
     queued = []
     for trial in trials:
-        if trial.state != optuna.trial.TrialState.FAIL or trial.number in continued or not trial.params or (
-                {"error", "duplicate_of"} & set(trial.user_attrs)):
+        if (trial.state != optuna.trial.TrialState.FAIL or trial.number in continued or not trial.params
+                or not continuable(trial.user_attrs)):
             continue
         folder = Path(trial.user_attrs.get("run", trial_folder(out, trial.number)))
         try:
@@ -147,7 +171,8 @@ def run_trials(study, objective: Callable, total: int, out: Path, timeout: float
                 except optuna.TrialPruned:
                     raise
                 except Exception as exc:  # kept with the trial: why it failed, for trials.md and later sessions
-                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:300])
+                    why = "device_error" if device_fault(exc) else "error"
+                    trial.set_user_attr(why, f"{type(exc).__name__}: {exc}"[:300])
                     raise
 
             fail_dead_trials(study, out)
@@ -164,6 +189,10 @@ def run_trials(study, objective: Callable, total: int, out: Path, timeout: float
         attrs = last.user_attrs if last is not None else {}
         duplicates = duplicates + 1 if "duplicate_of" in attrs else 0
         errors = errors + 1 if "error" in attrs and "duplicate_of" not in attrs else 0
+        if "device_error" in attrs:
+            log.warning("the device failed during trial %d (%s); this worker stops: its CUDA context is lost",
+                        taken[0], attrs["device_error"].splitlines()[0])
+            break
         if duplicates >= MAX_DUPLICATES:
             log.warning("%d draws in a row repeated earlier settings: the space looks exhausted; stopping",
                         duplicates)
