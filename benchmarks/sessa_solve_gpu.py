@@ -147,11 +147,11 @@ def profile(b, t):
 ALL_ON = {"LONGEST_FIRST": True, "FUSED_STEP": True, "TRITON_LEAVES": True, "PUSH_SPLIT": True, "INV_BASE": 128}
 SWITCHES = tuple(ALL_ON)
 FUSED = {"FUSED_DQDK": True}  # timed as all_on + this; the tuned set takes it when faster
-# per-kernel tile candidates of the round (BM, BN, num_warps, num_stages); the first of each is the current one
+# per-kernel tile candidates of the round (BM, BN, num_warps, num_stages); triton_kernels.CFG's own is timed first
 CFG_CANDIDATES = {  # the largest kernels first (the sweep stops when time runs short); lse/dq: BN ≤ BM, dk: BM ≤ BN
     "dq": [(64, 64, 8, 1), (64, 64, 8, 2), (64, 32, 4, 2), (128, 64, 8, 1), (128, 32, 8, 2)],
     "dk": [(64, 64, 8, 1), (64, 64, 8, 2), (32, 64, 4, 2), (64, 128, 8, 1), (32, 128, 8, 2)],
-    "dqdk": [(64, 64, 8, 1), (64, 64, 8, 2), (32, 64, 4, 2), (64, 128, 8, 1), (32, 128, 8, 2)],
+    "dqdk": [(64, 128, 8, 1), (64, 128, 8, 2), (32, 64, 4, 2), (32, 128, 8, 2)],  # 64×64: over shared memory
     "push": [(64, 64, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 32, 8, 2)],
     "step": [(64, 64, 64, 4, 2), (32, 32, 64, 4, 2), (64, 32, 32, 4, 3), (32, 32, 32, 2, 3)],  # BM, BK, BD, w, st
     "lse": [(64, 64, 4, None), (128, 64, 8, None), (128, 128, 8, 2), (128, 32, 4, 2)],
@@ -283,8 +283,9 @@ def run_round(records, save, budget_s: float):
     for name, cands in CFG_CANDIDATES.items():
         if (name == "dqdk") != ("FUSED_DQDK" in on):
             continue  # the kernels this switch set does not run
-        timed = {cands[0]: results[leaf_keys[best_leaf]].get(target)}
-        for cand in cands[1:]:
+        current = tuple(tk.CFG[name].values()) if name in tk.CFG else cands[0]  # what the timed sets ran
+        timed = {current: results[leaf_keys[best_leaf]].get(target)}
+        for cand in [c for c in cands if c != current]:
             if left() < RESERVE_S:
                 print(f"skip {name}={cand}: time kept for the tuned variant", flush=True)
                 continue

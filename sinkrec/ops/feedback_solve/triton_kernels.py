@@ -34,15 +34,16 @@ CFG = {"lse": dict(BM=64, BN=64, num_warps=4, num_stages=None),
        "dk": dict(BM=64, BN=64, num_warps=8, num_stages=1),
        "dqdk": dict(BM=64, BN=128, num_warps=8, num_stages=1)}  # 64×64 needs 240 KB of shared memory (H200: 227)
 # The switches below as measured on an H200 (sessa_solve_round-a7fca26.json, bf16, D 256, fwd+bwd): all on 20.4 ms
-# at 1×32768 and 5.2 at 2×8192, against 22.6 and 6.3 off; checked there against float64. FUSED_DQDK with dqdk
-# tiles 64×128 timed 15.2 ms at 1×32768, but no GPU check of it has run yet (the 64×64 tiles did not fit): off.
+# at 1×32768 and 5.2 at 2×8192, against 22.6 and 6.3 off; checked there against float64. FUSED_DQDK (dqdk tiles
+# 64×128) on top: 15.2 ms there, 15.65 against 20.38 on an H100 (sessa_solve_round-h100-42a58a3.json, where its
+# fp32 and bf16 GPU checks against float64 passed); 2×8192 5.18 against 4.89 (within that machine's spread).
 LONGEST_FIRST = True  # lse and dq programs start from the last rows (the longest causal loops) instead of the first
 FUSED_STEP = True  # the leaf step s_I = Inv_I (f_I + γ h_I) (and u_I = Inv_Iᵀ (g_I + acc_I)) as one Triton kernel
 #                     (tf32x3, fp32-accurate) writing s and its push operand, not 4 torch ops + an fp32 GEMM
 TRITON_LEAVES = True  # the leaf blocks P_I and I − γP_I by a Triton kernel from the 16-bit q, k (not fp32 copies
 #                        and a fp32 batched GEMM), and h += P_I s_I for every leaf in one Triton launch
 PUSH_SPLIT = True  # pushes with few row (key) programs split the leaf's keys (rows) over programs, fp32 atomics
-FUSED_DQDK = False  # dq and dk in one kernel (4 products per causal tile, not 6; dq by fp32 atomics)
+FUSED_DQDK = True  # dq and dk in one kernel (4 products per causal tile, not 6; dq by fp32 atomics)
 INV_BASE = 128  # > 0: leaf inverses by doubling from INV_BASE-row triangular solves ([[A,0],[C,B]]⁻¹ has the
 #               corner −B⁻¹CA⁻¹: batched fp32 GEMMs), not one batched trsm of the whole leaf (0)
 _FUSED_FITS: dict[tuple, bool] = {}  # (dtype, Dq, D, leaf) → False once FUSED_DQDK's kernel did not fit the GPU
