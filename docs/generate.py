@@ -591,10 +591,10 @@ def stale_model_runs(model: str, commit: str) -> str | None:
     """Why runs made at `commit` no longer describe `model` (its code changed since), or None."""
     if not (ROOT / ".git").exists():
         return None  # an exported tree: nothing to compare against
+    if _git("diff", "--quiet", commit, "HEAD", "--", *MODEL_CODE[model]).returncode == 0:
+        return None  # the same code (a change undone since counts as no change)
     last = _git("log", "-1", "--format=%h", "--", *MODEL_CODE[model]).stdout.strip()
-    if last and _git("merge-base", "--is-ancestor", last, commit).returncode != 0:
-        return f"{MODEL_NAMES[model]} code changed at {last}, after its runs at {commit}"
-    return None
+    return f"{MODEL_NAMES[model]} code changed at {last}, after its runs at {commit}"
 
 
 def study_rows() -> tuple[list[list[Any]], list[str], list[str]]:

@@ -9,6 +9,7 @@ from ..config import EvalConfig
 from ..data.batching import eval_batches
 from ..data.sequences import Split
 from ..errors import NonFiniteError
+from ..nn.attention import without_cudnn_attention
 from .metrics import add_sums, finalize, metric_sums, target_ranks
 
 
@@ -25,7 +26,7 @@ def evaluate_sums(model: torch.nn.Module, split: Split, which: str, cfg: EvalCon
         users = np.argsort(split.store.lengths, kind="stable")
     for batch in eval_batches(split, which, max_len, cfg.batch_size, users):
         batch = batch.to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast), without_cudnn_attention(device):
             scores = model.score_users(batch)
         if not bool(torch.isfinite(scores[:, 1:]).all()):  # NaN would rank silently as a miss
             users = int((~torch.isfinite(scores[:, 1:])).any(1).sum())

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..batch import Batch
 from ..checks import DROPOUT, Checked, at_least, divides, option
-from ..nn.attention import attention
 from .base import Encoded, SequentialRecommender
 
 
@@ -51,12 +51,12 @@ class CausalSelfAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         if last is None:
-            y = attention(q, k, v, is_causal=True, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         else:
             rows = torch.arange(b, device=x.device)
             q = q[rows, :, last].unsqueeze(2)  # [B, H, 1, dh]
             mask = torch.arange(t, device=x.device)[None, :] <= last[:, None]
-            y = attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=dropout)
             t = 1
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 

@@ -1,26 +1,30 @@
-"""Softmax attention for the models: `F.scaled_dot_product_attention` without cuDNN's backend on CUDA.
+"""Which fused attention the models' `scaled_dot_product_attention` calls may use on CUDA.
 
-cuDNN's fused attention failed intermittently in the tuned study (torch 2.11 + its bundled cuDNN, H100
-and H200, variable batch lengths): `mha_graph.execute(...).is_good()` errors in SASRec and SinkRec
-trials, within bursts of illegal memory accesses that took down every process sharing the GPU. The
-same failure is reported upstream (pytorch/pytorch#190321), where turning that backend off is the
-known way round. Flash and memory-efficient attention cover our shapes (head sizes ≤ 256, boolean
-masks); `CUDNN = True` restores PyTorch's own choice.
+cuDNN's fused attention failed intermittently in the tuned study (torch 2.11 with its bundled cuDNN,
+H100 and H200, batches of varying length): `mha_graph.execute(...).is_good()` errors in SASRec and
+SinkRec trials, inside bursts of illegal memory accesses that took down every process sharing the
+GPU. The same failure is reported upstream (pytorch/pytorch#190321), where leaving that backend out is
+the known way round. Flash and memory-efficient attention cover our shapes and compute the same
+function, so training and evaluation run under `without_cudnn_attention()`; the model code is unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
-import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-CUDNN = False  # let PyTorch pick cuDNN's fused attention on CUDA
-_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+CUDNN = False  # True: let PyTorch pick cuDNN's fused attention again
+BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options) -> torch.Tensor:
-    """`F.scaled_dot_product_attention(q, k, v, **options)`, on CUDA without the cuDNN backend."""
-    if CUDNN or not q.is_cuda:
-        return F.scaled_dot_product_attention(q, k, v, **options)
-    with sdpa_kernel(_BACKENDS):
-        return F.scaled_dot_product_attention(q, k, v, **options)
+@contextlib.contextmanager
+def without_cudnn_attention(device: torch.device | str) -> Iterator[None]:
+    """Within the block, SDPA on `device` (when CUDA) uses flash, memory-efficient or math attention."""
+    if CUDNN or torch.device(device).type != "cuda":
+        yield
+        return
+    with sdpa_kernel(BACKENDS):
+        yield

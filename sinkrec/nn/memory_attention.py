@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attention
 from .memory import own_rng
 
 
@@ -119,7 +118,7 @@ class MemoryAttention(nn.Module):
         pos = torch.arange(t, device=q.device)
         band = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - self.window)  # [T, T]
         qh = q.transpose(1, 2)
-        y = attention(qh, k.transpose(1, 2), v.transpose(1, 2), attn_mask=band)
+        y = F.scaled_dot_product_attention(qh, k.transpose(1, 2), v.transpose(1, 2), attn_mask=band)
         if slots is not None:
             keys, values, masks = [], [], []
             if slots.keys is not None:
@@ -134,7 +133,7 @@ class MemoryAttention(nn.Module):
             keys.append(qh.new_zeros(b, h, 1, dh))  # the null slot
             values.append(qh.new_zeros(b, h, 1, dh))
             masks.append(torch.ones(b, 1, t, 1, dtype=torch.bool, device=q.device))
-            y = y + attention(qh, torch.cat(keys, 2), torch.cat(values, 2),
+            y = y + F.scaled_dot_product_attention(qh, torch.cat(keys, 2), torch.cat(values, 2),
                                                    attn_mask=torch.cat([m.expand(b, 1, t, -1) for m in masks], -1))
         return y.transpose(1, 2).reshape(b, t, h * dh)
 
@@ -161,7 +160,7 @@ class MemoryAttention(nn.Module):
             return (band & self._blocks(valid, nb, w)[:, :, None, :]).reshape(b * nb, 1, w, 2 * w)
 
         qb = F.pad(q, (0, 0, 0, 0, 0, pad)).view(b, nb, w, h, dh).transpose(2, 3).reshape(b * nb, h, w, dh)
-        y = attention(qb, self._kv(k, past[0], nb, pad), self._kv(v, past[1], nb, pad),
+        y = F.scaled_dot_product_attention(qb, self._kv(k, past[0], nb, pad), self._kv(v, past[1], nb, pad),
                                            attn_mask=block_mask(torch.cat([past_valid, now, tail], 1)))
         current, memory_valid = [k, v], None
         if slots is not None:
@@ -183,7 +182,7 @@ class MemoryAttention(nn.Module):
             keys.append(qb.new_zeros(b * nb, h, 1, dh))  # the null slot: attend to no memory
             values.append(qb.new_zeros(b * nb, h, 1, dh))
             masks.append(torch.ones(b * nb, 1, w, 1, dtype=torch.bool, device=x.device))
-            y = y + attention(qb, torch.cat(keys, 2), torch.cat(values, 2),
+            y = y + F.scaled_dot_product_attention(qb, torch.cat(keys, 2), torch.cat(values, 2),
                                                    attn_mask=torch.cat(masks, -1))
         y = self.out(y.view(b, nb, h, w, dh).transpose(2, 3).reshape(b, nb * w, d)[:, :t])
         if not keep:

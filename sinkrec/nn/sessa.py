@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.feedback_solve import feedback_solve
-from .attention import attention
 from .gated_deltanet import DeltaCache, GatedDeltaNet
 
 
@@ -96,7 +95,7 @@ class SessaMixer(nn.Module):
         keys, values = (z.repeat_interleave(reps, dim=2).transpose(1, 2) for z in (k, v))
         total = keys.shape[2]
         mask = torch.ones(t, total, dtype=torch.bool, device=a.device).tril(total - t)
-        f = attention(q.transpose(1, 2), keys, values, attn_mask=mask)
+        f = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)
         f = f.transpose(1, 2).reshape(b, t, self.d)
         if self.out is not None:
             f = self.out(f)

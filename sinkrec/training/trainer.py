@@ -25,6 +25,7 @@ from ..data.batching import train_batches, trainable_users
 from ..errors import CheckpointError, ConfigError, NonFiniteError
 from ..eval.evaluate import evaluate_sums, metrics_from_sums
 from ..models import build_model
+from ..nn.attention import without_cudnn_attention
 from . import checkpoint, lock, runfolder
 from .distributed import DistInfo, all_reduce_sum, barrier, setup
 from .fingerprint import check_data, check_resume_config, data_fingerprint
@@ -271,7 +272,8 @@ class Trainer:
         if self.dist.main:
             lock.acquire(self.out)
         try:
-            return self._fit()
+            with without_cudnn_attention(self.device):
+                return self._fit()
         finally:
             if self.dist.main:
                 lock.release(self.out)
