@@ -1,11 +1,12 @@
-"""One model step for many users at once: their streaming caches stacked along the batch dimension.
+"""One model step for many SinkRec users at once: their streaming caches stacked along the batch dimension.
 
 A call that carries events of 16 users takes, at each position, one `encode_step` over all users
 that still have an event there, instead of 16 separate steps: the per-op overhead of a small step
 is paid once. The result equals the one-user-at-a-time step up to floating-point summation order
 (a batched matmul may add in another order): the tests hold it to 1e-12 in float64. Because a
 state built this way is not bit-for-bit a replay of its log, the engine uses it only when asked
-(`Engine(batch_steps=True)`, `sinkrec serve --batch-steps`).
+(`Engine(batch_steps=True)`, `sinkrec serve --batch-steps`). GDN does not need it: its row step
+(rows.py) batches every call, and concurrent calls, bit for bit.
 
 Caches are stacked only when their structure matches (same None fields, same shapes, same
 integers, e.g. a user's first step has no convolution tail yet); others are stepped in their own group.
