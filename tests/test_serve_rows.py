@@ -22,6 +22,7 @@ from sinkrec.serve.rows import RowsStep
 from sinkrec.serve.step_batcher import probe
 
 from .test_serve import _one_thread, make_store, tiny_recommender  # noqa: F401
+from .test_serve_http import run_folder  # noqa: F401 - fixture
 
 OPTIONS = [{}, {"n_layers": 1, "conv_size": 1}, {"n_heads": 4, "head_dim": 8}, {"conv_size": 3, "ffn_mult": 2.0}]
 
@@ -148,3 +149,26 @@ def test_state_bytes_of_the_fast_tensor_path_are_the_format_s(monkeypatch, tmp_p
     fast = codec.dumps(state)
     monkeypatch.setattr(codec, "_LITTLE", False)  # numpy's own path, as on a big-endian machine
     assert codec.dumps(state) == fast and codec.dumps(codec.loads(fast)) == fast
+
+
+def test_concurrent_http_calls_store_states_equal_to_replays(run_folder, tmp_path):  # noqa: F811 - fixture
+    """12 clients post one-event calls over 40 users to two workers that plan up to 16 calls together."""
+    import time
+
+    from sinkrec.recommend import Recommender
+
+    from .test_serve_http import ServerProcess, streaming
+
+    items = Recommender.from_run(run_folder).item_ids[1:40]
+    store, acked = f"sqlite:///{tmp_path / 'h.db'}", []
+    server = ServerProcess(run_folder, store, args=("--workers", "2", "--max-concurrency", "16"))
+    try:
+        with streaming([server.url], items, acked, clients=12, users=40, size=1):
+            time.sleep(1.5)
+    finally:
+        server.stop()
+    engine = Engine.from_run(run_folder, store)
+    users = list(engine.store.users())
+    assert len(acked) > 50 and len(users) > 10
+    for user in users:
+        assert codec.dumps(engine.state(user)) == codec.dumps(engine.replay(engine.store.events(user)))
