@@ -49,7 +49,7 @@ def test_batched_steps_equal_sequential_steps_in_float64(name, kind, tmp_path):
     many.model.encode_step = counted
     if name == "gdn":  # the batch-invariant row step, shared with concurrent calls (step_batcher.py)
         rows = many.rows
-        many.rows = many.batcher.rows = lambda caches, items: (calls.append(len(items)), rows(caches, items))[1]
+        many.rows = lambda caches, items: (calls.append(len(items)), rows(caches, items))[1]
     events = random_events(120, users=9)
     i = 0
     while i < len(events):  # uneven multi-user calls: new users, users with several events per call

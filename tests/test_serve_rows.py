@@ -1,8 +1,9 @@
-"""GDN's batch-invariant row step (serve/rows.py) and the step shared by concurrent requests
-(serve/step_batcher.py): rows bit for bit their users' steps alone (float32 and float64, random
-weights, those that start at zero included), equal to `encode_step` to 1e-12 in float64, caches
-interchangeable with `encode_step`'s; concurrent calls for many users store states equal, byte for
-byte, to a replay of their logs; the start-up probe falls back where a kernel is not batch-invariant."""
+"""GDN's batch-invariant row step (serve/rows.py) and the steps shared by concurrent requests
+(serve/step_batcher.py, planned by the engine or the SQLite store): rows bit for bit their users'
+steps alone (float32 and float64, random weights, those that start at zero included), equal to
+`encode_step` to 1e-12 in float64, caches interchangeable with `encode_step`'s; concurrent calls
+for many users store states equal, byte for byte, to a replay of their logs; the start-up probe
+falls back where a kernel is not batch-invariant."""
 
 from __future__ import annotations
 
@@ -90,15 +91,15 @@ def test_probe_passes_here_and_fails_on_a_non_invariant_op(monkeypatch, caplog, 
     assert not probe(RowsStep(model).rows, model.new_cache, 50)
     with caplog.at_level(logging.WARNING, logger="sinkrec.serve"):
         engine = Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "p.db"))
-    assert engine.batcher is None and engine.rows is None and "not bit-for-bit" in caplog.text
+    assert engine.planner is None and engine.rows is None and "not bit-for-bit" in caplog.text
     engine.record([Event("u", "i3", 1.0, "a"), Event("v", "i4", 2.0, "b")])  # still serves, one by one
     assert codec.dumps(engine.state("u")) == codec.dumps(engine.replay(engine.store.events("u")))
 
 
 def test_engine_shares_steps_unless_told_not_to(tmp_path):
-    assert Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "a.db")).batcher is not None
-    assert Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "b.db"), share_steps=False).batcher is None
-    assert Engine(tiny_recommender("sinkrec"), SQLiteStore(tmp_path / "c.db")).batcher is None
+    assert Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "a.db")).planner is not None
+    assert Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "b.db"), share_steps=False).planner is None
+    assert Engine(tiny_recommender("sinkrec"), SQLiteStore(tmp_path / "c.db")).planner is None
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
@@ -109,8 +110,8 @@ def test_concurrent_calls_store_states_equal_to_replays(kind, dtype, tmp_path):
     rec = tiny_recommender("gdn")
     rec.model.to(dtype)
     engine = Engine(rec, make_store(kind, tmp_path))
-    # SQLite plans concurrent calls together (one thread steps them all); Redis meets in the engine's batcher
-    sharing = engine.store._planner if kind == "sqlite" else engine.batcher
+    # SQLite plans concurrent calls together itself (with their reads); Redis calls meet in the engine's planner
+    sharing = engine.store._planner if kind == "sqlite" else engine.planner
     before = sharing.rounds
     errors: list[BaseException] = []
 

@@ -35,7 +35,7 @@ from .limits import check_deadline
 from .open_store import open_store
 from .state import StateFormatError, UserState
 from .state_cache import StateCache
-from .step_batcher import Job, StepBatcher, probe, run_jobs
+from .step_batcher import Combiner, Job, probe, run_jobs
 from .stores import Event, Store
 
 log = logging.getLogger("sinkrec.serve")
@@ -82,6 +82,16 @@ def checkpoint_digest(recommender) -> str:
     return h.hexdigest()[:16]
 
 
+class _Plan:
+    """One call's entries waiting in the engine's planner."""
+
+    __slots__ = ("split", "entries", "result", "error", "done")
+
+    def __init__(self, split: Callable, entries: list[tuple]):
+        self.split, self.entries, self.result, self.error = split, entries, None, None
+        self.done = threading.Event()
+
+
 @dataclass
 class RecordResult:
     recorded: int
@@ -115,7 +125,9 @@ class Engine:
             log.warning("batched GDN steps are not bit-for-bit the single ones with this machine's torch "
                         "kernels: stepping each request alone")
             self.rows = None
-        self.batcher = StepBatcher(self.rows) if self.rows is not None and share_steps else None
+        # Calls of concurrent request threads planned together (decode, shared row steps, encode) by one of
+        # them; the SQLite store groups its calls itself (with their reads), Redis calls meet here.
+        self.planner = Combiner(self._plan_group) if self.rows is not None and share_steps else None
         self.n_items = len(recommender.item_ids) - 1
         self.index = recommender.lookup  # item id → index, as Recommender.encode uses it
         self.checkpoint = checkpoint_digest(recommender)
@@ -148,16 +160,13 @@ class Engine:
 
     @torch.inference_mode()
     def advance(self, state: UserState, indices: list[int], times: list[float],
-                deadline: float | None = None, shared: bool = False) -> UserState:
-        """Apply events in order; streaming models take one O(1) step per event; `shared`: in steps
-        shared with concurrent requests (GDN; the same bits as alone).
+                deadline: float | None = None) -> UserState:
+        """Apply events in order; streaming models take one O(1) step per event.
 
         Past `deadline` (time.monotonic()) it raises TimeBudgetExceeded between steps."""
         if not indices:
             return state
         pin_threads(self.threads)
-        if shared and self.batcher is not None:
-            return self.advance_many([state], [indices], [times], deadline)[0]
         if self.streaming:
             for index, when in zip(indices, times):
                 check_deadline(deadline)
@@ -191,13 +200,11 @@ class Engine:
     @torch.inference_mode()
     def advance_many(self, states: list[UserState], indices: list[list[int]], times: list[list[float]],
                      deadline: float | None = None) -> list[UserState]:
-        """`advance` for several users: GDN's position j of every user is one row step (shared with
-        concurrent calls); with `batch_steps`, SinkRec's is one batched `encode_step`."""
+        """`advance` for several users: GDN's position j of every user is one row step; with
+        `batch_steps`, SinkRec's is one batched `encode_step`."""
         if self.rows is not None:
-            pin_threads(self.threads)
             jobs = [Job(state.cache, index, deadline) if index else None for state, index in zip(states, indices)]
-            live = [job for job in jobs if job is not None]
-            self.batcher.submit(live) if self.batcher is not None else run_jobs(self.rows, live)
+            self._run_jobs([job for job in jobs if job is not None])
             return self._finish(states, indices, jobs)
         if not (self.batch_steps and self.streaming) or len(states) < 2:
             return [self.advance(s, i, t, deadline) for s, i, t in zip(states, indices, times)]
@@ -249,19 +256,23 @@ class Engine:
         return state if fresh else None
 
     def _step(self, force: bool = False, deadline: float | None = None) -> Callable:
-        """The store's step (stores.py: Step), in steps shared with concurrent calls; `.alone` steps by
-        itself (for a store that holds its write lock meanwhile); `.many` does all users of a call at once
-        (GDN, or SinkRec with `batch_steps`)."""
+        """The store's step (stores.py: Step); GDN's is planned together with concurrent calls (`planner`),
+        `.alone` steps by itself (for a store that holds its write lock meanwhile); `.many` does all users
+        of a call at once (GDN, or SinkRec with `batch_steps`); `.split` (GDN) leaves the model work to
+        a store that plans several calls itself (SQLite)."""
         def step(old: bytes | None, fresh: list[Event], read_log: Callable[[], list[Event]],
                  shared: bool = True) -> bytes | None:
+            if shared and self.planner is not None:
+                return self._planned(split, [(old, fresh, read_log)])[0]
             state = self._to_advance(old, fresh, read_log, force)
             if state is None:
                 return None
-            self.advance(state, [self.index[e.item] for e in fresh], [e.timestamp for e in fresh], deadline,
-                         shared=shared)
+            self.advance(state, [self.index[e.item] for e in fresh], [e.timestamp for e in fresh], deadline)
             return self._encode(state, fresh)
 
         def many(entries: list[tuple]) -> list[bytes | None]:
+            if self.planner is not None:
+                return self._planned(split, entries)
             states = [self._to_advance(old, fresh, read_log, force) for old, fresh, read_log in entries]
             live = [n for n, state in enumerate(states) if state is not None]
             self.advance_many([states[n] for n in live], [[self.index[e.item] for e in entries[n][1]] for n in live],
@@ -290,6 +301,30 @@ class Engine:
             step.split, step.run_jobs = split, self._run_jobs
         step.alone = lambda old, fresh, read_log: step(old, fresh, read_log, shared=False)
         return step
+
+    def _planned(self, split: Callable, entries: list[tuple]) -> list[bytes | None]:
+        """`split`'s result for `entries`, planned together with the calls of other threads."""
+        task = _Plan(split, entries)
+        self.planner.submit([task])
+        if task.error is not None:
+            raise task.error
+        return task.result
+
+    def _plan_group(self, tasks: list[_Plan]) -> None:
+        """The planner's leader: every task decoded, all their row-step jobs run together, each encoded;
+        a task's failure (the deadline, an unreadable log) stays its own."""
+        pending = []
+        for task in tasks:
+            try:
+                pending.append((task, *task.split(task.entries)))
+            except Exception as exc:
+                task.error = exc
+        self._run_jobs([job for _, jobs, _ in pending for job in jobs])
+        for task, _, finish in pending:
+            try:
+                task.result = finish()
+            except Exception as exc:
+                task.error = exc
 
     def _run_jobs(self, jobs: list[Job]) -> None:
         """Row-step jobs of several calls, in this thread (results and errors on the jobs)."""
