@@ -1,7 +1,7 @@
 """The trial loop that makes a study resumable: `--trials` is a total, killed trials fail, no settings twice.
 
 A study may be stopped at any moment (a SIGKILL, a lost machine) and started again with the same
-command. Four rules make that safe:
+command. Five rules make that safe:
 - the total counts finished trials (complete or pruned) and trials some live worker is running;
   a worker takes its next trial under a file lock, so workers on one machine never overshoot;
 - a trial whose worker died is marked failed: each running trial records its host and holds the lock
