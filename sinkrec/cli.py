@@ -254,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-history-total", type=int, default=2000, help="history items over one recommend call")
     p.add_argument("--max-k", type=int, default=1000)
     p.add_argument("--time-budget", type=float, default=5.0, help="seconds per request, queueing included (503)")
-    p.add_argument("--max-concurrency", type=int, default=4, help="/v1 requests running at once per process")
+    p.add_argument("--max-concurrency", type=int, default=16,
+                   help="/v1 requests running at once per process (concurrent event calls share their model steps)")
     p.add_argument("--max-queue", type=int, default=64, help="/v1 requests waiting per process; more get 429")
     p.add_argument("--batch-steps", action="store_true",
-                   help="one model step for all users of a call (faster; states then equal a replay only to ~1e-7)")
+                   help="SinkRec: one model step for all users of a call (faster; states then equal a replay only "
+                        "to ~1e-7); GDN shares its steps exactly without it")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.add_argument("--rebuild", action="store_true",
                    help="recompute every stored user state from its events with this checkpoint, then exit")

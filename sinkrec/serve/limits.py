@@ -31,7 +31,7 @@ class Limits:
     max_history_total: int = 2000  # history items over all queries of one request (each is one model step)
     max_k: int = MAX_K
     time_budget_s: float = 5.0  # queueing included; stopped between model steps when over
-    max_concurrency: int = 4  # /v1 requests running at once in one process
+    max_concurrency: int = 16  # /v1 requests running at once in one process (the calls it can plan together)
     max_queue: int = 64  # /v1 requests waiting beyond that; more are answered 429 + Retry-After
 
     def __post_init__(self):
