@@ -31,11 +31,12 @@ from ..errors import SinkrecError, UnknownItemError
 from . import state as codec
 from . import steppers
 from .batched import step_many
+from .combiner import Combiner
 from .limits import check_deadline
 from .open_store import open_store
 from .state import StateFormatError, UserState
 from .state_cache import StateCache
-from .step_batcher import Combiner, Job, probe, run_jobs
+from .step_batcher import Job, probe, run_jobs
 from .stores import Event, Store
 
 log = logging.getLogger("sinkrec.serve")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from .combiner import Combiner
 
 Work = Callable[[sqlite3.Connection], Any]
 
@@ -32,7 +33,7 @@ class _Job:
 
 
 class GroupCommitter:
-    """Group commit without a committer thread: the first request to find no commit running leads.
+    """Group commit on the leader pattern (combiner.py): the first request to find no commit running leads.
 
     `submit` queues the job; if no other thread is committing, this one takes every job queued so
     far (its own included), commits them as one group and wakes the others; otherwise it waits, and
@@ -51,51 +52,27 @@ class GroupCommitter:
     def __init__(self, connect: Callable[[], sqlite3.Connection],
                  unavailable: Callable[[Exception], Exception], max_group: int = 256,
                  writer_lock: Callable[[], Any] | None = None):
-        self._connect, self._unavailable, self.max_group = connect, unavailable, max_group
+        self._connect, self._unavailable = connect, unavailable
         self._writer_lock = writer_lock
-        self._queue: deque[_Job] = deque()
-        self._cond = threading.Condition()
-        self._busy = False  # a leader is committing
+        self._groups = Combiner(self._run, max_group)
         self._conn: sqlite3.Connection | None = None  # used by one leader at a time
-        self._closed = False
         self.commits = 0  # transactions committed (one per group)
         self.jobs = 0  # jobs committed
 
     def submit(self, work: Work) -> Any:
         job = _Job(work)
-        with self._cond:
-            if self._closed:
-                raise self._unavailable(RuntimeError("the store is closed"))
-            self._queue.append(job)
-            while self._busy and not job.done.is_set():
-                self._cond.wait()
-            lead = not job.done.is_set()
-            if lead:
-                self._busy = True
-        if lead:
-            try:
-                while not job.done.is_set():  # own job beyond max_group: one more round
-                    with self._cond:
-                        group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_group))]
-                    self._run(group)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+        self._groups.submit([job])
         if job.error is not None:
             raise job.error
         return job.result
 
     def pending(self) -> int:
-        with self._cond:
-            return len(self._queue)
+        return self._groups.pending()
 
     def close(self, timeout: float = 10.0) -> None:
         """Refuse new jobs, let queued ones commit, then close the connection."""
-        with self._cond:
-            self._closed = True
-            self._cond.wait_for(lambda: not self._busy and not self._queue, timeout)
-            conn, self._conn = self._conn, None
+        self._groups.close(lambda: self._unavailable(RuntimeError("the store is closed")), timeout)
+        conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
 

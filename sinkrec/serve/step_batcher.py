@@ -2,7 +2,7 @@
 
 A one-event step costs ~0.5 ms, mostly the fixed cost of ~100 small torch ops; a step over 8 users
 costs about twice that. Requests that need a step at the same moment therefore share one, with the
-leader pattern of group_commit.py (`Combiner`, no thread of its own): a request queues its work;
+leader pattern of combiner.py (`Combiner`, no thread of its own): a request queues its work;
 the first one to find no group running takes every queued piece (its own included), does them
 all — for the engine (engine.py) and the SQLite store (stores.py): decode every state, run all
 their events as row steps (`run_jobs`: position j of every job that has one, as one step), encode
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections import deque
 
 import torch
 
@@ -57,56 +56,6 @@ def run_jobs(rows, jobs: list[Job]) -> None:
         hidden = rows([job.cache for job in active], [job.items[j] for job in active])
         for r, job in enumerate(active):
             job.hidden = hidden[r]
-
-
-class Combiner:
-    """Work of concurrent threads done in groups, without a thread of its own (the pattern of group_commit.py).
-
-    `submit(tasks)` queues the tasks (objects with `done`, a threading.Event, and `error`); the first
-    thread to find no group running leads: it takes every task queued so far (its own included, at
-    most `max_group`), runs `run(group)` and wakes the others; tasks queued meanwhile form the next
-    group. A lone caller so runs its own work in its own thread. An exception out of `run` becomes the
-    error of every task of that group that has none.
-    """
-
-    def __init__(self, run, max_group: int = 64):
-        self.run, self.max_group = run, max_group
-        self._queue: deque = deque()
-        self._cond = threading.Condition()
-        self._busy = False
-        self.rounds = 0  # groups run
-        self.jobs = 0  # tasks run
-
-    def submit(self, tasks: list) -> None:
-        """Returns when every task is done (results and errors are on the tasks)."""
-        with self._cond:
-            self._queue.extend(tasks)
-            while self._busy and not all(task.done.is_set() for task in tasks):
-                self._cond.wait()
-            lead = not all(task.done.is_set() for task in tasks)
-            if lead:
-                self._busy = True
-        if lead:
-            try:
-                while not all(task.done.is_set() for task in tasks):  # own tasks beyond max_group: more rounds
-                    with self._cond:
-                        group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_group))]
-                    self._run(group)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def _run(self, group: list) -> None:
-        try:
-            self.run(group)
-        except BaseException as exc:  # a failing group fails its tasks, not the process
-            for task in group:
-                task.error = task.error or exc
-        self.rounds += 1
-        self.jobs += len(group)
-        for task in group:
-            task.done.set()
 
 
 def probe(rows, new_cache, n_items: int, users: int = 5, steps: int = 3) -> bool:

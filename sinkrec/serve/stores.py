@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SinkrecError
+from .combiner import Combiner
 from .group_commit import GroupCommitter
-from .step_batcher import Combiner
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS states (user TEXT PRIMARY KEY, n_events INTEGER NOT N
 
 
 class _Call:
-    """One update_many call waiting for its plans (stores.py's planner: a step_batcher.Combiner)."""
+    """One update_many call waiting for its plans (stores.py's planner: a combiner.Combiner)."""
 
     __slots__ = ("batch", "step", "result", "error", "done")
 
