@@ -430,6 +430,14 @@ def report(args: argparse.Namespace) -> int:
 
 
 def plan(args: argparse.Namespace) -> int:
+    if args.files_to_go:  # the data files of the studies still to finish (study_device.sh copies only these)
+        from sinkrec.data.catalog import lookup
+
+        for study in load_studies(Path(args.state)):
+            if len(study.finished()) < TRIALS or len(study.seeds) < len(SEEDS):
+                info = lookup(study.settings[0])
+                print("\n".join((info.filename, *info.local_names)))
+        return 0
     print(f"{len(DATASETS)} datasets × {len(MODELS)} models, {TRIALS} trials each, then seeds {list(SEEDS)}")
     for key, (catalogue, overrides, epochs, _) in DATASETS.items():
         print(f"  {key:<14} {catalogue:<14} epochs {epochs:<3} {' '.join(COMMON + overrides)}")
@@ -440,7 +448,10 @@ def plan(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("plan", help="print the pre-registered plan").set_defaults(func=plan)
+    p = sub.add_parser("plan", help="print the pre-registered plan")
+    p.add_argument("--files-to-go", action="store_true", help="only the data files that unfinished studies read")
+    p.add_argument("--state", default=str(STATE), help="folder of the committed study state")
+    p.set_defaults(func=plan)
     p = sub.add_parser("run", help="continue the study for a while on this machine")
     p.add_argument("--minutes", type=float, default=9.0, help="stop every process after this long")
     p.add_argument("--parallel", type=int, default=12, help="processes at a time (they share the GPU)")
@@ -464,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    print("$ python benchmarks/study.py " + shlex.join(argv if argv is not None else sys.argv[1:]), flush=True)
+    if not getattr(args, "files_to_go", False):  # that one's output is read by study_device.sh
+        print("$ python benchmarks/study.py " + shlex.join(argv if argv is not None else sys.argv[1:]), flush=True)
     return args.func(args)
 
 

@@ -23,7 +23,12 @@ prepare)
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$wheel"
   done
-  cp -r "${DATASETS:-../shared/datasets}"/*/ .data/    # SINKREC_DATA_PATH layout: NAME/FILE
+  rm -rf .data && mkdir .data  # SINKREC_DATA_PATH layout: NAME/FILE; only what unfinished studies read (carry ≤ 64 MiB)
+  for folder in "${DATASETS:-../shared/datasets}"/*/; do
+    for file in $(python3 benchmarks/study.py plan --files-to-go); do
+      [ -f "$folder$file" ] && cp -r "$folder" .data/ && break
+    done
+  done
   rm -rf .snap && mkdir .snap && git archive HEAD sinkrec benchmarks/study.py benchmarks/common.py \
     benchmarks/results/study-tuned | tar x -C .snap && git rev-parse --short HEAD > .snap/GITREV
   du -sh .whl .data .snap ;;
