@@ -94,3 +94,23 @@ def test_a_stopped_trial_to_continue_goes_first_with_what_is_left_of_it(make, tm
     job = make([other, slow], remaining=200)  # 450 s × 1.2 × 1/3 fits in 200 s without filling
     assert job.study is slow and job.kind == "tune"
     assert make([study.Study("beauty", "sinkrec", trials=[trial(0, "COMPLETE", 450)])], remaining=200) is None
+
+
+def test_files_to_go_name_only_the_data_of_unfinished_studies(tmp_path, capsys):
+    """study_device.sh reads this output as file names: no banner, and finished studies add nothing."""
+    import json
+
+    from sinkrec.data.catalog import lookup
+
+    assert study.main(["plan", "--files-to-go", "--state", str(tmp_path)]) == 0  # nothing run yet: every dataset
+    every = set(capsys.readouterr().out.split())
+    assert every == {name for key in study.DATASETS for info in [lookup(study.DATASETS[key][0])]
+                     for name in (info.filename, *info.local_names)}
+    done = [trial(n, "COMPLETE", 1.0) for n in range(study.TRIALS)]
+    seeds = [{"seed": s, "test": {"ndcg@10": 0.1}, "valid": {"ndcg@10": 0.1}} for s in study.SEEDS]
+    for model in study.MODELS:  # every ML-100K study finished
+        (tmp_path / f"ml-100k-{model}.json").write_text(json.dumps({"trials": done, "seeds": seeds}))
+    study.main(["plan", "--files-to-go", "--state", str(tmp_path)])
+    left = set(capsys.readouterr().out.split())
+    ml100k = lookup(study.DATASETS["ml-100k"][0])
+    assert left == every - {ml100k.filename, *ml100k.local_names}
