@@ -14,6 +14,17 @@ from .errors import SinkrecError
 
 log = logging.getLogger("sinkrec")
 
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number ≥ 0 (argparse names the flag in its one-line error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}")
+    return value
+
+
 def _table(rows: list[tuple[str, dict[str, float]]], keys: list[str]) -> str:
     width = max(8, *(len(name) + 2 for name, _ in rows))
     head = f"{'split':<{width}}" + "".join(f"{k:>10}" for k in keys)
@@ -91,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     time_budget_s=args.time_budget, max_concurrency=args.max_concurrency, max_queue=args.max_queue)
     server.serve(args.run, args.store, args.host, args.port, args.threads, args.log_level, workers=args.workers,
                  token_file=args.token_file, insecure=args.insecure, open_metrics=args.open_metrics, limits=limits,
-                 batch_steps=args.batch_steps)
+                 batch_steps=args.batch_steps, state_cache_bytes=int(args.state_cache_mb * (1 << 20)))
     return 0
 
 
@@ -260,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-steps", action="store_true",
                    help="SinkRec: one model step for all users of a call (faster; states then equal a replay only "
                         "to ~1e-7); GDN shares its steps exactly without it")
+    p.add_argument("--state-cache-mb", type=non_negative_float, default=128,
+                   help="decoded user states kept per worker process, MiB (0: decode every state it reads)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.add_argument("--rebuild", action="store_true",
                    help="recompute every stored user state from its events with this checkpoint, then exit")

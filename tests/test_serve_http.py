@@ -346,3 +346,20 @@ def test_cli_rebuild(run_folder, tmp_path):
                           "--rebuild"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0 and "rebuilt 2 user states" in out.stdout, out.stderr
     assert json.loads(json.dumps(engine.user_info("u0")))["events"] == len(engine.store.events("u0"))
+
+
+def test_state_cache_size_reaches_each_worker(run_folder, tmp_path, monkeypatch):
+    """`--state-cache-mb` travels in the workers' settings: 0 turns the decoded-state cache off."""
+    from sinkrec.serve.engine import STATE_CACHE_BYTES, Engine
+    from sinkrec.serve.limits import Limits
+    from sinkrec.serve.server import build_app
+
+    made = []
+    load = Engine.from_run
+    monkeypatch.setattr(Engine, "from_run", lambda *a, **kw: made.append(load(*a, **kw)) or made[-1])
+    base = {"run": str(run_folder), "store": f"sqlite:///{tmp_path / 'state.db'}", "threads": 1, "open_metrics": False,
+            "limits": Limits().to_dict()}
+    for size, expected in ((None, STATE_CACHE_BYTES), (0, 0), (3 << 20, 3 << 20)):
+        build_app({**base, "state_cache_bytes": size})
+        assert made[-1].states.max_bytes == expected
+        made[-1].store.close()

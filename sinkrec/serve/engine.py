@@ -136,13 +136,15 @@ class Engine:
         self.threads = torch.get_num_threads()  # what the process was set to (server.py: --threads)
 
     @classmethod
-    def from_run(cls, run: str | Path, store: str | Store = "sqlite", batch_steps: bool = False) -> Engine:
+    def from_run(cls, run: str | Path, store: str | Store = "sqlite", batch_steps: bool = False,
+                 state_cache_bytes: int = STATE_CACHE_BYTES) -> Engine:
         """Load a run through `Recommender.from_run`; 'sqlite' keeps state in RUN/serving/state.db."""
         from ..recommend import Recommender
 
         run = Path(run)
         folder = run if run.is_dir() else run.parent
-        return cls(Recommender.from_run(run), open_store(store, folder / "serving" / "state.db"), batch_steps)
+        return cls(Recommender.from_run(run), open_store(store, folder / "serving" / "state.db"), batch_steps,
+                   state_cache_bytes)
 
     # ---- items ------------------------------------------------------------------------------
     def item_indices(self, items: Iterable[str], what: str = "item") -> list[int]:

@@ -52,10 +52,12 @@ def check_exposure(host: str, tokens: Tokens | None, insecure: bool) -> None:
 def build_app(settings: dict, tokens: Tokens | None = None):
     """The app of one worker process, from the JSON-able settings `serve` passes on (tokens: read here)."""
     from .app import create_app
-    from .engine import Engine
+    from .engine import STATE_CACHE_BYTES, Engine
 
     torch.set_num_threads(settings["threads"])  # per-event steps are tiny: threads fight more than they help
-    engine = Engine.from_run(settings["run"], settings["store"], batch_steps=settings.get("batch_steps", False))
+    cache = settings.get("state_cache_bytes")
+    engine = Engine.from_run(settings["run"], settings["store"], batch_steps=settings.get("batch_steps", False),
+                             state_cache_bytes=STATE_CACHE_BYTES if cache is None else cache)
     tokens = tokens if tokens is not None else Tokens.load(settings.get("token_file"))
     log.info("serving %s (checkpoint %s, %s store, auth %s)", settings["run"], engine.checkpoint,
              engine.store.kind, "on" if tokens else "off")
@@ -75,7 +77,7 @@ def worker_app():
 def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port: int = 8000,
           threads: int = 1, log_level: str = "warning", *, workers: int | None = None,
           token_file: str | Path | None = None, insecure: bool = False, open_metrics: bool = False,
-          limits: Limits | None = None, batch_steps: bool = False) -> None:
+          limits: Limits | None = None, batch_steps: bool = False, state_cache_bytes: int | None = None) -> None:
     """Serve `run`. Several workers share one store: SQLite (one file, writers serialised by its lock)
     or Redis; each worker keeps its own process, model and committer."""
     import uvicorn
@@ -84,7 +86,7 @@ def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port:
     tokens = Tokens.load(token_file)
     check_exposure(host, tokens, insecure)
     settings = {"run": str(run), "store": store, "threads": threads, "open_metrics": open_metrics,
-                "batch_steps": batch_steps,
+                "batch_steps": batch_steps, "state_cache_bytes": state_cache_bytes,
                 "token_file": str(token_file) if token_file else None, "limits": (limits or Limits()).to_dict()}
     if workers == 1:
         app = build_app(settings, tokens)
