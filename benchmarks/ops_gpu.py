@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 
 import torch
@@ -53,9 +54,9 @@ def measure(impl, b, t, mode, h=H, d=D):
             "tokens_per_s": round(b * t / ms * 1e3)}
 
 
-def profile(b, t, mode="fwd_bwd") -> list[dict]:
-    """Per-kernel GPU time of the Triton path, µs per call (where the time goes)."""
-    step, _ = op_step("triton", mode, b, t, accumulate=True)
+def profile(b, t, mode="fwd_bwd", h=H, d=D, impl="triton") -> list[dict]:
+    """Per-kernel GPU time of one implementation (default: the Triton path), µs per call (where the time goes)."""
+    step, _ = op_step(impl, mode, b, t, h, d, accumulate=True)
     for _ in range(3):
         step()
     torch.cuda.synchronize()
@@ -63,10 +64,11 @@ def profile(b, t, mode="fwd_bwd") -> list[dict]:
         for _ in range(5):
             step()
         torch.cuda.synchronize()
-    rows = [{"B": b, "T": t, "mode": mode, "kernel": e.key[:40], "us": round(e.device_time_total / 5, 1)}
+    rows = [{"impl": impl, "B": b, "T": t, "H": h, "D": d, "mode": mode, "kernel": e.key[:40],
+             "us": round(e.device_time_total / 5, 1)}
             for e in prof.key_averages() if e.device_time_total > 0]
     rows.sort(key=lambda r: -r["us"])
-    print(f"profile B={b} T={t} {mode}: total {sum(r['us'] for r in rows):.0f} µs per call")
+    print(f"profile {impl} B={b} T={t} H={h} D={d} {mode}: total {sum(r['us'] for r in rows):.0f} µs per call")
     for r in rows[:12]:
         print(f"  {r['kernel']:<40} {r['us']:9.1f} µs")
     return rows
@@ -347,6 +349,9 @@ def main() -> None:
         return
     if args.profile:
         rows = profile(2, 32768) + profile(8, 8192) + profile(32, 2048) + profile(64, 8192, "fwd")
+        rows += profile(2, 16384, "fwd", 16, 128)  # the D128 target shape, beside fla's kernels where installed
+        if importlib.util.find_spec("fla") is not None:
+            rows += profile(2, 16384, "fwd", 16, 128, "fla") + profile(64, 8192, "fwd", impl="fla")
         write_results("ops_gpu_profile", rows, args.out, args.git)
         return
     impls = args.impls.split(",")
