@@ -142,6 +142,8 @@ def round_variants() -> list[tuple[str, dict, tuple[int, ...]]]:
                          (0,) if "bwd" in name else every))
     variants += [("STATE_PROGRAMS=128", {"STATE_PROGRAMS": 128}, d128),
                  ("STATE_PROGRAMS=264", {"STATE_PROGRAMS": 264}, d128), ("STATE_STAGES=3", {"STATE_STAGES": 3}, every),
+                 ("STATE_DOT='bf16'", {"STATE_DOT": "bf16"}, every),  # walks' products in bf16, as fla's
+                 ("STATE_PROGRAMS=128 + STATE_DOT='bf16'", {"STATE_PROGRAMS": 128, "STATE_DOT": "bf16"}, d128),
                  ("state_fwd num_warps=4 at Dk>64", {"WARPS_WIDE": {**tc.WARPS_WIDE, "state_fwd": {"num_warps": 4}}},
                   d128),
                  ("STATE_PROGRAMS=128 + state_fwd num_warps=4 at Dk>64",  # BS 32: 128 programs of [128, 32] states

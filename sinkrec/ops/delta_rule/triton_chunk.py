@@ -166,8 +166,9 @@ def _dot(dtype: torch.dtype, dk: int, dv: int = 64) -> str:
 
 
 def _state_dot(dot: str) -> str:
-    """The state walks chain two products per chunk, so their rounding compounds: never below tf32."""
-    return "tf32" if dot == "bf16" else dot
+    """The state walks chain two products per chunk, so their rounding compounds: STATE_DOT (tf32 unless
+    a round shows bf16 walks accurate enough) where the other kernels use bf16 products."""
+    return STATE_DOT if dot == "bf16" else dot
 
 
 def _shapes(dtype: torch.dtype, dk: int, dv: int) -> dict:
@@ -371,6 +372,8 @@ STATE_PROGRAMS = 64  # ... and wider blocks once more programs than this would r
 STATE_GROUP_MIN_CHUNKS = 64  # the state walks go two-level from this many chunks ...
 STATE_GROUP_BELOW_PROGRAMS = 64  # ... when it would run fewer programs than this (H200, `ops_gpu.py --sweep`:
 # two levels won at 16 and 32 programs, lost at 128)
+STATE_DOT = "tf32"  # the walks' products where the others are bf16: "bf16" halves their operand bytes and doubles
+# tensor-core rate on the serial chain (fla's choice), but each chunk's rounding then enters the carried state
 STATE_STAGES = 2  # software-pipelining stages of the state walks' loops (Dk ≤ 128; 1 above)
 # Round of issue #25 (benchmarks/delta_rule_gpu_round.sh times each against LEGACY, the path before it):
 INVERSE = "nilpotent"  # T's 16×16 diagonal blocks: "nilpotent" (4×4 blocks, then two block-merges, all
