@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -53,6 +52,9 @@ def call(app, body: bytes, content_type: bytes | None = b"application/json", tok
 class FailingStore(SQLiteStore):
     def update_many(self, batch, step):
         raise StoreUnavailable("disk /secret/path is gone")
+
+    def update_calls(self, calls):
+        return [StoreUnavailable("disk /secret/path is gone") for _ in calls]
 
 
 def body(*events, **extra) -> bytes:
@@ -118,14 +120,17 @@ def test_plain_route_takes_valid_bodies_and_passes_the_rest_on(tmp_path):
         await send({"type": "http.response.start", "status": 418, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    def record(request, deadline):
+    def record(call):
+        request, deadline = call
         result = engine.record([Event(e.user, e.item, e.timestamp, e.event_id) for e in request.events], deadline)
         return {"recorded": result.recorded, "duplicates": result.duplicates}
 
-    with ThreadPoolExecutor(2) as pool:
-        route = EventsRoute(fallback, record, Answers(Metrics(), "sqlite"), pool)
-        for b, content_type in CASES:
-            call(route, b, content_type)
+    async def submit(call):
+        return record(call)
+
+    route = EventsRoute(fallback, submit, Answers(Metrics(), "sqlite"))
+    for b, content_type in CASES:
+        call(route, b, content_type)
     valid = [b for b, ct in CASES[:7] if ct is not None] + [CASES[16][0]]  # parsed, validated: answered here
     assert passed == [b for b, _ in CASES if b not in valid]
 

@@ -10,6 +10,7 @@ table of errors (answers.py).
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Path, Request
@@ -23,8 +24,9 @@ from .asgi import Admit, Authenticate, LimitBody, Observe
 from .auth import Tokens
 from .engine import Engine
 from .events_route import EventsRoute
-from .limits import Limits, check_deadline
+from .limits import Limits, TooLarge, check_deadline
 from .metrics import Metrics
+from .pipeline import Pipeline
 from .schemas import (
     ID_PATTERN,
     ErrorResponse,
@@ -73,14 +75,34 @@ def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: L
     for error in TABLE:
         app.add_exception_handler(error, answer)
 
-    def record(body: EventsRequest, deadline: float | None) -> dict:
-        """What POST /v1/events does with a valid body, whichever route took it."""
-        limits.check_events(len(body.events))
-        result = engine.record([Event(e.user, e.item, e.timestamp, e.event_id) for e in body.events],
-                               deadline=deadline)
+    def recorded(result) -> dict:
         metrics.events.labels("recorded").inc(result.recorded)
         metrics.events.labels("duplicate").inc(result.duplicates)
         return EventsResponse(recorded=result.recorded, duplicates=result.duplicates).model_dump()
+
+    def record_calls(calls: list[tuple[EventsRequest, float | None]]) -> list:
+        """What POST /v1/events does with valid bodies (each its own call, answered with its dict or its
+        error), whichever route took them: the plain route passes a group, FastAPI's one call."""
+        out, todo = [], []
+        for body, deadline in calls:
+            try:
+                limits.check_events(len(body.events))
+            except TooLarge as exc:
+                out.append(exc)
+                continue
+            out.append(None)
+            todo.append(([Event(e.user, e.item, e.timestamp, e.event_id) for e in body.events], deadline))
+        done = iter(engine.record_calls(todo) if todo else [])
+        return [result if result is not None else _answer(next(done)) for result in out]
+
+    def _answer(result):
+        return result if isinstance(result, BaseException) else recorded(result)
+
+    def record(body: EventsRequest, deadline: float | None) -> dict:
+        answer = record_calls([(body, deadline)])[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     @app.post("/v1/events", response_model=EventsResponse, responses=ERRORS,
               summary="Record events; each user's state is updated before the answer")
@@ -118,9 +140,17 @@ def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: L
 
     # add_middleware puts each layer outside the previous one: Observe ends up outermost.
     if plain_events and engine is not None:
-        pool = ThreadPoolExecutor(limits.max_concurrency, thread_name_prefix="sinkrec-events")  # Admit's slots
-        app.router.on_shutdown.append(lambda: pool.shutdown(wait=True))
-        app.add_middleware(EventsRoute, record=record, answers=answers, pool=pool)
+        if hasattr(engine.store, "update_calls"):  # SQLite: one thread runs the calls in groups (pipeline.py)
+            pipeline = Pipeline(record_calls)
+            app.router.on_shutdown.append(pipeline.close)
+            submit = pipeline.submit
+        else:  # Redis: a thread per call; concurrent calls meet in the engine's planner
+            pool = ThreadPoolExecutor(limits.max_concurrency, thread_name_prefix="sinkrec-events")  # Admit's slots
+            app.router.on_shutdown.append(lambda: pool.shutdown(wait=True))
+
+            async def submit(call: tuple[EventsRequest, float | None]) -> dict:
+                return await asyncio.get_running_loop().run_in_executor(pool, record, *call)
+        app.add_middleware(EventsRoute, submit=submit, answers=answers)
     app.add_middleware(Admit, limits=limits)
     app.add_middleware(LimitBody, max_bytes=limits.max_body_bytes)
     app.add_middleware(Authenticate, tokens=tokens, open_metrics=open_metrics)

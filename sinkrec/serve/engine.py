@@ -350,16 +350,45 @@ class Engine:
         conflict, a store failure or running past `deadline` (nothing of the call is kept). Retrying
         a call is safe (event_id).
         """
-        self.item_indices([e.item for e in events])
-        by_user: dict[str, list[Event]] = {}
-        for event in events:
-            by_user.setdefault(event.user, []).append(event)
-        result, before = RecordResult(0, 0), self.rebuilds
-        for fresh, duplicates in self.store.update_many(list(by_user.items()), self._step(deadline=deadline)):
-            result.recorded += len(fresh)
-            result.duplicates += duplicates
-        result.rebuilt = self.rebuilds - before
+        result = self.record_calls([(events, deadline)])[0]
+        if isinstance(result, BaseException):
+            raise result
         return result
+
+    def record_calls(self, calls: list[tuple[list[Event], float | None]]) -> list[RecordResult | BaseException]:
+        """`record` for several independent calls at once (the HTTP pipeline's group, pipeline.py): each
+        call is its own transaction, answered with its result or its error; a store that plans calls
+        together (SQLite: `update_calls`) reads, steps and commits them as one group."""
+        out: list[RecordResult | BaseException | None] = [None] * len(calls)
+        todo = []
+        for n, (events, deadline) in enumerate(calls):
+            try:
+                self.item_indices([e.item for e in events])
+            except Exception as exc:  # noqa: BLE001 - this call's answer
+                out[n] = exc
+                continue
+            by_user: dict[str, list[Event]] = {}
+            for event in events:
+                by_user.setdefault(event.user, []).append(event)
+            todo.append((n, list(by_user.items()), self._step(deadline=deadline)))
+        before = self.rebuilds
+        update_calls = getattr(self.store, "update_calls", None)
+        if update_calls is not None:
+            done = update_calls([(batch, step) for _, batch, step in todo])
+        else:
+            done = []
+            for _, batch, step in todo:
+                try:
+                    done.append(self.store.update_many(batch, step))
+                except Exception as exc:  # noqa: BLE001 - this call's answer
+                    done.append(exc)
+        rebuilt = self.rebuilds - before  # over the group: a grouped call cannot tell its own apart
+        for (n, _, _), users in zip(todo, done):
+            if isinstance(users, BaseException):
+                out[n] = users
+                continue
+            out[n] = RecordResult(sum(len(fresh) for fresh, _ in users), sum(d for _, d in users), rebuilt)
+        return out
 
     def state(self, user: str) -> UserState:
         """The user's current state (the caller's own), refreshed first if an older checkpoint produced it."""

@@ -9,16 +9,15 @@ and hands everything else to the FastAPI route, which stays the reference and th
 - passed on unchanged (body replayed): any other content type, bad JSON, a body that fails
   validation — so every 422 and 400 of the schema is FastAPI's own, word for word.
 
-What it does with a valid body is the route's own function (`record`, shared with app.py), and its
-errors are answered from the same table (answers.py): the same status, code, message and headers.
+What it does with a valid body is the route's own function (`record_calls` in app.py, through the
+pipeline of pipeline.py with SQLite), and its errors are answered from the same table (answers.py):
+the same status, code, message and headers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
@@ -36,12 +35,13 @@ def _is_json(scope) -> bool:
 
 
 class EventsRoute:
-    """Answers valid JSON POSTs to /v1/events by itself (`record` in a thread of its own pool); passes
-    every other request to `app`. Innermost layer: LimitBody has read the body, Admit set the deadline."""
+    """Answers valid JSON POSTs to /v1/events by itself (`await submit((request, deadline))`: the answer's
+    dict); passes every other request to `app`. Innermost layer: LimitBody has read the body, Admit set
+    the deadline."""
 
-    def __init__(self, app, record: Callable[[EventsRequest, float | None], dict], answers: Answers,
-                 pool: ThreadPoolExecutor):
-        self.app, self.record, self.answers, self.pool = app, record, answers, pool
+    def __init__(self, app, submit: Callable[[tuple[EventsRequest, float | None]], Awaitable[dict]],
+                 answers: Answers):
+        self.app, self.submit, self.answers = app, submit, answers
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != "/v1/events" or scope["method"] != "POST" \
@@ -57,8 +57,7 @@ class EventsRoute:
             return await self.app(scope, _replay(messages, receive), send)
         deadline = scope.get("state", {}).get("deadline")
         try:
-            status, content, headers = 200, render(await asyncio.get_running_loop().run_in_executor(
-                self.pool, self.record, request, deadline)), {}
+            status, content, headers = 200, render(await self.submit((request, deadline))), {}
         except Exception as exc:
             answer = self.answers.answer(exc)
             if answer is None:

@@ -66,6 +66,12 @@ class GroupCommitter:
             raise job.error
         return job.result
 
+    def submit_all(self, works: list[Work]) -> list[Any]:
+        """Several jobs at once (in one group, with whatever else is queued): each one's result or error."""
+        jobs = [_Job(work) for work in works]
+        self._groups.submit(jobs)
+        return [job.error if job.error is not None else job.result for job in jobs]
+
     def pending(self) -> int:
         return self._groups.pending()
 

@@ -217,16 +217,24 @@ class SQLiteStore(Store):
         Concurrent calls of a process are planned together, by one of their threads at a time
         (`_plan_calls`): one read snapshot, and one shared model step for all of their users.
         """
+        result = self.update_calls([(batch, step)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def update_calls(self, calls: list[tuple[list[tuple[str, list[Event]]], Step]]) -> list:
+        """`update_many` for several independent calls at once: planned together (with those of other
+        threads), committed in one group; each call's result, or its error (that call alone rolled back)."""
         with self._starting:
             if not self._checkpointer.is_alive() and not self._stop.is_set():  # a store that writes checkpoints
                 self._checkpointer.start()
-        call = _Call(batch, step)
-        self._planner.submit([call])
-        if call.error is not None:
-            raise call.error
-        plans = call.result
-        return self._committer.submit(lambda conn: [self._write(conn, user, events, step, plan)
-                                                    for (user, events), plan in zip(batch, plans)])
+        planned = [_Call(batch, step) for batch, step in calls]
+        self._planner.submit(planned)
+        ready = [call for call in planned if call.error is None]
+        written = iter(self._committer.submit_all([
+            lambda conn, call=call: [self._write(conn, user, events, call.step, plan)
+                                     for (user, events), plan in zip(call.batch, call.result)] for call in ready]))
+        return [call.error if call.error is not None else next(written) for call in planned]
 
     def _read(self, fn: Callable[[sqlite3.Connection], object]):
         conn = self._conn()
