@@ -363,3 +363,19 @@ def test_state_cache_size_reaches_each_worker(run_folder, tmp_path, monkeypatch)
         build_app({**base, "state_cache_bytes": size})
         assert made[-1].states.max_bytes == expected
         made[-1].store.close()
+
+
+def test_worker_freezes_its_heap_once_the_app_is_built(monkeypatch):
+    """A worker's startup objects leave the cyclic GC's view after its app is built (server.freeze_heap):
+    full collections then no longer walk the model and the libraries while a request waits."""
+    import gc
+
+    from sinkrec import procs
+    from sinkrec.serve import server
+
+    order = []
+    monkeypatch.setattr(procs, "watch_parent", lambda *a, **kw: None)
+    monkeypatch.setattr(server, "build_app", lambda settings: order.append("built") or "app")
+    monkeypatch.setattr(gc, "freeze", lambda: order.append("frozen"))
+    monkeypatch.setenv(server.SETTINGS_ENV, json.dumps({"parent": os.getpid()}))
+    assert server.worker_app() == "app" and order == ["built", "frozen"]

@@ -11,6 +11,7 @@ reports the whole server whichever worker answers.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import json
 import logging
@@ -65,13 +66,26 @@ def build_app(settings: dict, tokens: Tokens | None = None):
                       open_metrics=settings["open_metrics"], metrics_dir=settings.get("metrics_dir"))
 
 
+def freeze_heap() -> None:
+    """Move every object of the loaded app out of the cyclic GC's view (gc.freeze), once it is built.
+
+    The model, torch and FastAPI leave ~330,000 tracked objects; each full collection walked them all
+    while a request waited: one took 159 ms in a 6 s run at one client (p99 4 -> 7 ms). Frozen, a full
+    collection walks only what was allocated since; nothing frozen is ever freed, and none of it should be.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def worker_app():
     """uvicorn's factory in each worker process: settings from the environment; exits with the parent."""
     from ..procs import watch_parent
 
     settings = json.loads(os.environ[SETTINGS_ENV])
     watch_parent(settings["parent"], every=0.5)  # a SIGKILLed parent leaves no worker serving
-    return build_app(settings)
+    app = build_app(settings)
+    freeze_heap()
+    return app
 
 
 def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port: int = 8000,
@@ -90,6 +104,7 @@ def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port:
                 "token_file": str(token_file) if token_file else None, "limits": (limits or Limits()).to_dict()}
     if workers == 1:
         app = build_app(settings, tokens)
+        freeze_heap()
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
         return
     metrics_dir = tempfile.mkdtemp(prefix="sinkrec-metrics-")  # the workers' snapshots (metrics.py)
@@ -131,6 +146,7 @@ def _worker_main(settings: dict, host: str, port: int, log_level: str) -> None:
     sock.listen(2048)
     watch_parent(settings["parent"], every=0.5)  # a SIGKILLed parent leaves no worker serving
     config = uvicorn.Config(build_app(settings), log_level=log_level, access_log=False)
+    freeze_heap()
     uvicorn.Server(config).run(sockets=[sock])
 
 
