@@ -1,0 +1,77 @@
+"""Which launch faults with GDN at head dim 16 (n_heads 4, d_model 64) on the GPU (issue #24's study faults).
+
+Every device fault the tuned study recorded without MPS (2026-12-05, ML-1M-1024, H100) came from GDN trials with
+4 heads at d_model 64 (Dk = Dv = 16), 10-20 s into training. This runs each case in its own process (a fault
+poisons the CUDA context) with CUDA_LAUNCH_BLOCKING=1, so a fault names the launch that made it, and checks the
+outputs and gradients that do come back against the chunked path in float64.
+
+    python benchmarks/repro_small_heads_gpu.py OUT.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+# (label, B, T, H, D, dtype, strided): the study's training batch, evaluation-sized batches, other head dims
+CASES = [("train 64x1024 H4 D16 bf16", 64, 1024, 4, 16, "bf16", True),
+         ("train 64x1024 H4 D16 fp32", 64, 1024, 4, 16, "fp32", True),
+         ("eval 512x1024 H4 D16 bf16", 512, 1024, 4, 16, "bf16", True),
+         ("train 64x200 H4 D16 bf16", 64, 200, 4, 16, "bf16", True),
+         ("train 64x1024 H1 D64 bf16", 64, 1024, 1, 64, "bf16", True)]
+
+
+def one(b, t, h, d, dtype, strided) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from sinkrec.ops.delta_rule import delta_rule
+
+    dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=gen, device="cuda", dtype=torch.float64)  # noqa: E731
+    # q, k, v as heads of one projection: strided views, as GatedDeltaNet passes them
+    qkv = r(b, t, 3, h, d) if strided else None
+    q, k, v = (qkv[:, :, i] if strided else r(b, t, h, d) for i in range(3))
+    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    g, beta = F.logsigmoid(r(b, t, h) + 3), torch.sigmoid(r(b, t, h))
+    mask = torch.arange(t, device="cuda")[None, :] >= (torch.arange(b, device="cuda")[:, None] * 7) % t  # left padding
+    grad = r(b, t, h, d)
+    results = {}
+    for impl, precision in (("triton", dt), ("chunked", torch.float64)):
+        xs = [x.to(precision).detach().requires_grad_() for x in (q, k, v, g, beta)]
+        o, _ = delta_rule(*xs, mask=mask, impl=impl)
+        grads = torch.autograd.grad(o, xs, grad.to(o.dtype))
+        torch.cuda.synchronize()
+        results[impl] = [o.double(), *(x.double() for x in grads)]
+    err = {name: float((a - e).norm() / e.norm().clamp_min(1e-30))
+           for name, a, e in zip(("o", "dq", "dk", "dv", "dg", "dbeta"), results["triton"], results["chunked"])}
+    return {"rel_err": err}
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--case":
+        label, *args = CASES[int(sys.argv[2])]
+        print(json.dumps(one(*args)))
+        return 0
+    out = sys.argv[1]
+    env = {**os.environ, "CUDA_LAUNCH_BLOCKING": "1"}
+    records = []
+    for index, case in enumerate(CASES):
+        proc = subprocess.run([sys.executable, __file__, "--case", str(index)], capture_output=True, text=True,
+                              env=env, timeout=120)
+        record = {"case": case[0], "rc": proc.returncode}
+        if proc.returncode == 0:
+            record.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        else:  # the last lines of the traceback name the launch
+            record["stderr_tail"] = "\n".join(proc.stderr.strip().splitlines()[-25:])
+        records.append(record)
+        print(json.dumps(record)[:1500], flush=True)
+        json.dump(records, open(out, "w"), indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
