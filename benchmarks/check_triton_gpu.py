@@ -84,7 +84,12 @@ ROUND_CASES = [("target 2x32768 H4 D64 (two-level walks, fused backward)", (2, 3
                ("B2 T130 Dk=16 Dv=256 long memory", (2, 130, 2, 16, 256), "long", "reference"),
                ("B2 T200 Dk=256 Dv=32 long memory", (2, 200, 2, 256, 32), "long", "reference"),
                ("B1 T4000 (two-level walks) long memory", (1, 4000, 2, 64, 64), "long", "chunked"),
-               ("B1 T300 Dk=32 Dv=128 no h0, o only", (1, 300, 3, 32, 128), "o_only", "reference")]
+               ("B1 T300 Dk=32 Dv=128 no h0, o only", (1, 300, 3, 32, 128), "o_only", "reference"),
+               # small heads with the full backward (GDN with 4 or 2 heads at d_model 64): the fused backward
+               # faulted at Dk = Dv = 16 (repro_small_heads-h100-f161462.json) while no case here had them
+               ("B8 T200 H4 Dk=16 Dv=16", (8, 200, 4, 16, 16), {}, "reference"),
+               ("B8 T200 H2 Dk=32 Dv=32", (8, 200, 2, 32, 32), {}, "reference"),
+               ("B4 T200 H2 Dk=64 Dv=16", (4, 200, 2, 64, 16), {}, "reference")]
 
 
 def run_round_checks(part: int, parts: int) -> tuple[list[dict], bool]:

@@ -178,19 +178,27 @@ ROUND_SETTINGS = {"defaults": {}, "legacy": triton_chunk.LEGACY,
 @pytest.mark.parametrize("settings", ROUND_SETTINGS.values(), ids=ROUND_SETTINGS.keys())
 def test_round_switches_match_reference(monkeypatch, settings):
     """Every switch of the speed round (issue #25) and the path before it (LEGACY): two-level walks,
-    T % 64 ≠ 0, one Dk and Dv block (the fused backward) and two (the unfused one); with and without
-    an initial state and the final state's gradient (the slots the kernels fill themselves). A single
-    switch runs the first case only (two-level walks, fused backward)."""
+    T % 64 ≠ 0, one 64-wide Dk and Dv block (the fused backward), narrower and wider ones (the unfused
+    one); with and without an initial state and the final state's gradient (the slots the kernels fill
+    themselves). A single switch runs the first case only (two-level walks, fused backward)."""
     monkeypatch.setattr(triton_chunk, "STATE_GROUP_MIN_CHUNKS", 2)
     for key, value in settings.items():
         monkeypatch.setattr(triton_chunk, key, value)
-    shapes = [((1, 300, 2, 16, 24), True), ((2, 100, 1, 64, 48), False), ((1, 130, 1, 128, 80), True)]
-    for shape, with_state in shapes if len(settings) != 1 else shapes[:1]:  # one switch: the small case
+    shapes = [((1, 300, 2, 64, 48), True), ((2, 100, 1, 16, 24), False), ((1, 130, 1, 128, 80), True)]
+    for shape, with_state in shapes if len(settings) != 1 else shapes[:1]:  # one switch: the first case
         args = [x.detach().float().requires_grad_() for x in inputs(*shape, seed=10)]
         for final_state in (True, False):
             ref = outputs_and_grads(args, "reference", with_state, final_state=final_state)
             for a, b in zip(outputs_and_grads(args, "triton", with_state, final_state=final_state), ref):
                 assert rel(a, b) < 1e-5, (shape, final_state)
+
+
+@pytest.mark.parametrize("dk, dv, fused", [(64, 64, True), (64, 48, True), (64, 33, True), (16, 16, False),
+                                           (32, 32, False), (64, 32, False), (64, 16, False), (128, 64, False)])
+def test_fused_backward_only_on_64_wide_blocks(dk, dv, fused):
+    """The fused backward kernel faulted on the GPU with blocks narrower than 64 (head dim 16: GDN with 4
+    heads at d_model 64), which the interpreter cannot show; such head sizes take the two-kernel path."""
+    assert triton_chunk.fused_backward(triton_chunk._shapes(torch.bfloat16, dk, dv)) is fused
 
 
 @needs_interpreter

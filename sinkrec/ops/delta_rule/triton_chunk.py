@@ -165,6 +165,14 @@ def _dot(dtype: torch.dtype, dk: int, dv: int = 64) -> str:
     return "tf32x3" if dk >= 256 else "tf32"
 
 
+def fused_backward(shapes: dict) -> bool:
+    """The fused `prep_bwd` only on one 64-wide block of Dk and of Dv (Dk = 64, 32 < Dv ≤ 64): with
+    narrower blocks it made an illegal memory access on an H100 with Triton 3.6 (Dk = Dv = 16, fp32 and
+    bf16, every batch and length tried: benchmarks/results/repro_small_heads-h100-f161462.json), which
+    the interpreter cannot show; the two-kernel path passed the GPU check there."""
+    return FUSED_BWD and shapes["NK"] == 1 and shapes["NV"] == 1 and shapes["KB"] == 64 and shapes["VB"] == 64
+
+
 def _state_dot(dot: str) -> str:
     """The state walks chain two products per chunk, so their rounding compounds: STATE_DOT (tf32 unless
     a round shows bf16 walks accurate enough) where the other kernels use bf16 products."""
@@ -238,7 +246,7 @@ def _backward(q, k, v, beta, g_dtype, tt, u, wk, gc, hs, do, dht, scale: float):
     shapes = _shapes(q.dtype, dk, dv)
     f32 = dict(device=q.device, dtype=torch.float32)
     dq, dk_, dv_, dg, dbeta, dh0 = grads = _gradients(q, k, v, beta, g_dtype)
-    fused = FUSED_BWD and shapes["NK"] == 1 and shapes["NV"] == 1  # one block of Dk and of Dv
+    fused = fused_backward(shapes)
     dko, dw = torch.empty(b * h, n, C, dk, **f32), torch.empty(b * h, n, C, dv, **f32)
     dgo = torch.empty(b * h, n, C, **f32)
     dhs = torch.empty(b * h, n + 1, dk, dv, **f32)
@@ -383,7 +391,7 @@ T_LOW_PRECISION = True  # save T in bf16 where its only consumers (the backward'
 U_LOW_PRECISION = True  # save U = T(β⊙V) in bf16 where the products are bf16 (as Wk and the states already are):
 # U is written once and read 2-4 times; its fp32 copy was the largest chunk tensor (the 64×8192 forward is
 # memory-bound: ≈ 56 KB per chunk read or written); adds one bf16 rounding to U, which bf16 products made anyway
-FUSED_BWD = True  # prep_bwd_state + prep_bwd_wy as one kernel (`prep_bwd`) where Dk, Dv ≤ 64
+FUSED_BWD = True  # prep_bwd_state + prep_bwd_wy as one kernel (`prep_bwd`) where Dk = 64, 32 < Dv ≤ 64
 KERNEL_FILLS = True  # the kernels write the state slots and dh0 that zero_/copy_ launches used to fill
 MERGED_GROUP_WALKS = True  # a two-level walk's map and contribution walks in one launch (they are independent)
 INPLACE_GROUPS = True  # two-level walks read the groups' starts / ends in place (no contiguous copies, no cat)

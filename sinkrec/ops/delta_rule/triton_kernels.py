@@ -10,7 +10,7 @@ Wkᵀ(K̃ g')); M is never formed, except as a group's map in the two-level walk
 
 Forward:  `prep_fwd` (per chunk: G, T, U, Wk) → `state_fwd` (sequential over chunks, h in registers)
 → `output_fwd` (per chunk and block of Dv columns).
-Backward: `output_bwd` → `state_bwd` → `prep_bwd` (or, with a Dk or Dv block > 64 or FUSED_BWD
+Backward: `output_bwd` → `state_bwd` → `prep_bwd` (Dk = 64, 32 < Dv ≤ 64; otherwise, or with FUSED_BWD
 off, `prep_bwd_state` → `prep_bwd_wy`) (triton_kernels_bwd.py).
 
 Every head size: the chunk-parallel kernels work on blocks of at most 64 columns of Dk (KB wide, NK
