@@ -5,7 +5,8 @@ Every device fault the tuned study recorded without MPS (2026-12-05, ML-1M-1024,
 poisons the CUDA context) with CUDA_LAUNCH_BLOCKING=1, so a fault names the launch that made it, and checks the
 outputs and gradients that do come back against the chunked path in float64.
 
-    python benchmarks/repro_small_heads_gpu.py OUT.json
+    python benchmarks/repro_small_heads_gpu.py OUT.json            # the current dispatch
+    FUSED=old python benchmarks/repro_small_heads_gpu.py OUT.json  # the fused backward wherever it fits
 """
 
 from __future__ import annotations
@@ -20,14 +21,22 @@ CASES = [("train 64x1024 H4 D16 bf16", 64, 1024, 4, 16, "bf16", True),
          ("train 64x1024 H4 D16 fp32", 64, 1024, 4, 16, "fp32", True),
          ("eval 512x1024 H4 D16 bf16", 512, 1024, 4, 16, "bf16", True),
          ("train 64x200 H4 D16 bf16", 64, 200, 4, 16, "bf16", True),
-         ("train 64x1024 H1 D64 bf16", 64, 1024, 1, 64, "bf16", True)]
+         ("train 64x1024 H1 D64 bf16", 64, 1024, 1, 64, "bf16", True),
+         ("train 64x1024 H2 D32 bf16 (SinkRec's TDGD, GDN with 2 heads)", 64, 1024, 2, 32, "bf16", True),
+         ("train 64x200 H2 D32 bf16", 64, 200, 2, 32, "bf16", True),
+         ("train 128x200 H2 D32 fp32", 128, 200, 2, 32, "fp32", True)]
+# FUSED=old: the rule of e81a9d7..f161462 (fused wherever one block of Dk and of Dv), to tell whether the
+# study's trials at head dims 16 and 32 ran on a faulty kernel even where it did not fault
 
 
 def one(b, t, h, d, dtype, strided) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from sinkrec.ops.delta_rule import delta_rule
+    from sinkrec.ops.delta_rule import delta_rule, triton_chunk
+
+    if os.environ.get("FUSED") == "old":
+        triton_chunk.fused_backward = lambda shapes: shapes["NK"] == 1 and shapes["NV"] == 1
 
     dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -62,7 +71,7 @@ def main() -> int:
     for index, case in enumerate(CASES):
         proc = subprocess.run([sys.executable, __file__, "--case", str(index)], capture_output=True, text=True,
                               env=env, timeout=120)
-        record = {"case": case[0], "rc": proc.returncode}
+        record = {"case": case[0], "fused": os.environ.get("FUSED", "current"), "rc": proc.returncode}
         if proc.returncode == 0:
             record.update(json.loads(proc.stdout.strip().splitlines()[-1]))
         else:  # the last lines of the traceback name the launch
