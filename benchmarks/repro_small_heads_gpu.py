@@ -5,12 +5,13 @@ Every device fault the tuned study recorded without MPS (2026-12-05, ML-1M-1024,
 poisons the CUDA context) with CUDA_LAUNCH_BLOCKING=1, so a fault names the launch that made it, and checks the
 outputs and gradients that do come back against the chunked path in float64.
 
-    python benchmarks/repro_small_heads_gpu.py OUT.json            # the current dispatch
-    FUSED=old python benchmarks/repro_small_heads_gpu.py OUT.json  # the fused backward wherever it fits
+    python benchmarks/repro_small_heads_gpu.py OUT.json               # the current dispatch
+    python benchmarks/repro_small_heads_gpu.py OUT.json --fused old   # the fused backward wherever it fits
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -25,17 +26,17 @@ CASES = [("train 64x1024 H4 D16 bf16", 64, 1024, 4, 16, "bf16", True),
          ("train 64x1024 H2 D32 bf16 (SinkRec's TDGD, GDN with 2 heads)", 64, 1024, 2, 32, "bf16", True),
          ("train 64x200 H2 D32 bf16", 64, 200, 2, 32, "bf16", True),
          ("train 128x200 H2 D32 fp32", 128, 200, 2, 32, "fp32", True)]
-# FUSED=old: the rule of e81a9d7..f161462 (fused wherever one block of Dk and of Dv), to tell whether the
+# --fused old: the rule of e81a9d7..f161462 (fused wherever one block of Dk and of Dv), to tell whether the
 # study's trials at head dims 16 and 32 ran on a faulty kernel even where it did not fault
 
 
-def one(b, t, h, d, dtype, strided) -> dict:
+def one(b, t, h, d, dtype, strided, fused: str) -> dict:
     import torch
     import torch.nn.functional as F
 
     from sinkrec.ops.delta_rule import delta_rule, triton_chunk
 
-    if os.environ.get("FUSED") == "old":
+    if fused == "old":
         triton_chunk.fused_backward = lambda shapes: shapes["NK"] == 1 and shapes["NV"] == 1
 
     dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
@@ -60,25 +61,33 @@ def one(b, t, h, d, dtype, strided) -> dict:
     return {"rel_err": err}
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="JSON file for the records")
+    parser.add_argument("--fused", choices=("current", "old"), default="current",
+                        help="old: the fused backward wherever one block of Dk and of Dv fits (e81a9d7..f161462)")
+    parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # one case, in its own process
+    return parser
+
+
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--case":
-        label, *args = CASES[int(sys.argv[2])]
-        print(json.dumps(one(*args)))
+    args = build_parser().parse_args()
+    if args.case is not None:
+        print(json.dumps(one(*CASES[args.case][1:], args.fused)))
         return 0
-    out = sys.argv[1]
     env = {**os.environ, "CUDA_LAUNCH_BLOCKING": "1"}
     records = []
     for index, case in enumerate(CASES):
-        proc = subprocess.run([sys.executable, __file__, "--case", str(index)], capture_output=True, text=True,
-                              env=env, timeout=120)
-        record = {"case": case[0], "fused": os.environ.get("FUSED", "current"), "rc": proc.returncode}
+        proc = subprocess.run([sys.executable, __file__, args.out, "--fused", args.fused, "--case", str(index)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        record = {"case": case[0], "fused": args.fused, "rc": proc.returncode}
         if proc.returncode == 0:
             record.update(json.loads(proc.stdout.strip().splitlines()[-1]))
         else:  # the last lines of the traceback name the launch
             record["stderr_tail"] = "\n".join(proc.stderr.strip().splitlines()[-25:])
         records.append(record)
         print(json.dumps(record)[:1500], flush=True)
-        json.dump(records, open(out, "w"), indent=1)
+        json.dump(records, open(args.out, "w"), indent=1)
     return 0
 
 
