@@ -23,7 +23,7 @@ VARIANT_ARGS=()
 
 pids=()
 for i in 0 1; do
-  timeout ${CHECK_S:-110} python3 benchmarks/check_triton_gpu.py "$OUT/check_part$i.json" --git "$GIT" --round \
+  timeout ${CHECK_S:-170} python3 benchmarks/check_triton_gpu.py "$OUT/check_part$i.json" --git "$GIT" --round \
     --part $i/2 > "$OUT/check_part$i.log" 2>&1 &
   pids+=($!)
 done
@@ -46,7 +46,8 @@ parts = [json.load(open(p)) for p in sorted(glob.glob(os.environ["OUT"] + "/chec
 if parts:
     merged = dict(parts[0])
     merged["records"] = [r for p in parts for r in p["records"]]
-    merged["command"] = "python benchmarks/check_triton_gpu.py --round --part i/2 (2 processes, merged)"
+    merged["command"] = "python benchmarks/check_triton_gpu.py OUT --round"  # as its parts --part 0/2, 1/2, merged
+    merged["parts"] = f"{len(parts)} of 2"
     json.dump(merged, open(os.environ["OUT"] + "/triton_check_gpu_round.json", "w"), indent=2)
 print("check parts written:", len(parts), "of 2")
 PY

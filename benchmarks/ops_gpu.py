@@ -140,14 +140,11 @@ def round_variants() -> list[tuple[str, dict, tuple[int, ...]]]:
     for name, warps in [("prep_fwd", 8), ("prep_bwd", 4), ("output_bwd", 8), ("output_fwd", 8)]:
         variants.append((f"{name} num_warps={warps}", {"WARPS": {**tc.WARPS, name: {"num_warps": warps}}},
                          (0,) if "bwd" in name else every))
-    variants += [("STATE_PROGRAMS=128", {"STATE_PROGRAMS": 128}, d128),
-                 ("STATE_PROGRAMS=264", {"STATE_PROGRAMS": 264}, d128), ("STATE_STAGES=3", {"STATE_STAGES": 3}, every),
-                 ("STATE_DOT='bf16'", {"STATE_DOT": "bf16"}, every),  # walks' products in bf16, as fla's
-                 ("STATE_PROGRAMS=128 + STATE_DOT='bf16'", {"STATE_PROGRAMS": 128, "STATE_DOT": "bf16"}, d128),
-                 ("state_fwd num_warps=4 at Dk>64", {"WARPS_WIDE": {**tc.WARPS_WIDE, "state_fwd": {"num_warps": 4}}},
-                  d128),
-                 ("STATE_PROGRAMS=128 + state_fwd num_warps=4 at Dk>64",  # BS 32: 128 programs of [128, 32] states
-                  {"STATE_PROGRAMS": 128, "WARPS_WIDE": {**tc.WARPS_WIDE, "state_fwd": {"num_warps": 4}}}, d128)]
+    before_wide = {"STATE_PROGRAMS_WIDE": 64, "WARPS_WIDE": {**tc.WARPS_WIDE, "state_fwd": {"num_warps": 8}}}
+    variants += [("D128 walks as before (64 programs, state_fwd 8 warps)", before_wide, d128),
+                 ("STATE_PROGRAMS_WIDE=264", {"STATE_PROGRAMS_WIDE": 264}, d128),
+                 ("STATE_STAGES=3", {"STATE_STAGES": 3}, every),
+                 ("STATE_DOT='bf16'", {"STATE_DOT": "bf16"}, every)]  # walks' products in bf16, as fla's
     return variants
 
 

@@ -42,7 +42,8 @@ def _state_block(programs: int, dv: int, dk: int = 64) -> int:
     at most 8192 / Dk (the [Dk, BS] state in registers)."""
     cap = min(STATE_BLOCK, _pow2(dv), max(16, 8192 // dk))
     bs = 16
-    while bs < cap and programs * _cdiv(dv, bs) > STATE_PROGRAMS:
+    limit = STATE_PROGRAMS_WIDE if dk > 64 else STATE_PROGRAMS
+    while bs < cap and programs * _cdiv(dv, bs) > limit:
         bs *= 2
     return bs
 
@@ -372,11 +373,14 @@ WARPS = {"prep_fwd": {"num_warps": 4}, "state_fwd": {"num_warps": 4}, "output_fw
          "output_bwd": {"num_warps": 4}, "state_bwd": {"num_warps": 2}, "prep_bwd_state": {"num_warps": 4},
          "prep_bwd_wy": {"num_warps": 4}, "state_fwd_maps": {"num_warps": 4}, "state_bwd_maps": {"num_warps": 2},
          "prep_bwd": {"num_warps": 8}}  # prep_bwd (new, untuned): twice the live [64, 64] tiles of the two it fuses
-WARPS_WIDE = {"state_fwd": {"num_warps": 8}, "state_bwd": {"num_warps": 8}}  # Dk > 64: [64, Dk] tiles per step
+WARPS_WIDE = {"state_fwd": {"num_warps": 4}, "state_bwd": {"num_warps": 8}}  # Dk > 64: [64, Dk] tiles per step
+# (state_fwd at 4 warps: 1.968 → 1.844 ms alone at 2×16384 H16 D128 on an H100, and see STATE_PROGRAMS_WIDE)
 LOW_PRECISION_DOT = "bf16"  # products for bf16/fp16 inputs: "tf32" or "bf16" (operands rounded to bf16)
 STATE_BLOCK = 64  # at most this many state columns per program of the state walks
 STATE_PROGRAMS = 64  # ... and wider blocks once more programs than this would run (H200, ops_gpu_sweep-issue20:
 # forward 2.39 → 2.04 ms at 2×16384 H16 D128, 0.74 → 0.67 at 1×8192 H16 D128, 0.53 → 0.51 at 8×8192 H4 D64 vs 264)
+STATE_PROGRAMS_WIDE = 128  # the same once Dk > 64 (H100, ops_gpu_round-h100-706396d: with state_fwd at 4 warps,
+# forward 1.968 → 1.482 ms at 2×16384 H16 D128; 128 programs alone 1.597, 264 2.193)
 STATE_GROUP_MIN_CHUNKS = 64  # the state walks go two-level from this many chunks ...
 STATE_GROUP_BELOW_PROGRAMS = 64  # ... when it would run fewer programs than this (H200, `ops_gpu.py --sweep`:
 # two levels won at 16 and 32 programs, lost at 128)
