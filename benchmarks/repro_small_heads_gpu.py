@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 
+from common import write_results
+
 # (label, B, T, H, D, dtype, strided): the study's training batch, evaluation-sized batches, other head dims
 CASES = [("train 64x1024 H4 D16 bf16", 64, 1024, 4, 16, "bf16", True),
          ("train 64x1024 H4 D16 fp32", 64, 1024, 4, 16, "fp32", True),
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out", help="JSON file for the records")
     parser.add_argument("--fused", choices=("current", "old"), default="current",
                         help="old: the fused backward wherever one block of Dk and of Dv fits (e81a9d7..f161462)")
+    parser.add_argument("--git", default="", help="commit of the measured tree (.git may not travel)")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # one case, in its own process
     return parser
 
@@ -87,7 +90,7 @@ def main() -> int:
             record["stderr_tail"] = "\n".join(proc.stderr.strip().splitlines()[-25:])
         records.append(record)
         print(json.dumps(record)[:1500], flush=True)
-        json.dump(records, open(args.out, "w"), indent=1)
+        write_results("repro_small_heads", records, args.out, args.git)  # after each case: a crash keeps the rest
     return 0
 
 

@@ -140,7 +140,7 @@ def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: L
 
     # add_middleware puts each layer outside the previous one: Observe ends up outermost.
     if plain_events and engine is not None:
-        if hasattr(engine.store, "update_calls"):  # SQLite: one thread runs the calls in groups (pipeline.py)
+        if engine.store.groups_calls:  # SQLite: one thread runs the calls in groups (pipeline.py)
             pipeline = Pipeline(record_calls)
             app.router.on_shutdown.append(pipeline.close)
             submit = pipeline.submit

@@ -358,7 +358,7 @@ class Engine:
     def record_calls(self, calls: list[tuple[list[Event], float | None]]) -> list[RecordResult | BaseException]:
         """`record` for several independent calls at once (the HTTP pipeline's group, pipeline.py): each
         call is its own transaction, answered with its result or its error; a store that plans calls
-        together (SQLite: `update_calls`) reads, steps and commits them as one group."""
+        together (SQLite's `update_calls`) reads, steps and commits them as one group."""
         out: list[RecordResult | BaseException | None] = [None] * len(calls)
         todo = []
         for n, (events, deadline) in enumerate(calls):
@@ -372,16 +372,7 @@ class Engine:
                 by_user.setdefault(event.user, []).append(event)
             todo.append((n, list(by_user.items()), self._step(deadline=deadline)))
         before = self.rebuilds
-        update_calls = getattr(self.store, "update_calls", None)
-        if update_calls is not None:
-            done = update_calls([(batch, step) for _, batch, step in todo])
-        else:
-            done = []
-            for _, batch, step in todo:
-                try:
-                    done.append(self.store.update_many(batch, step))
-                except Exception as exc:  # noqa: BLE001 - this call's answer
-                    done.append(exc)
+        done = self.store.update_calls([(batch, step) for _, batch, step in todo])
         rebuilt = self.rebuilds - before  # over the group: a grouped call cannot tell its own apart
         for (n, _, _), users in zip(todo, done):
             if isinstance(users, BaseException):

@@ -48,6 +48,7 @@ class Store:
     """The interface the engine uses; both stores implement exactly this."""
 
     kind = "abstract"
+    groups_calls = False  # True: `update_calls` plans and commits its calls as one group (the HTTP pipeline's)
 
     def update(self, user: str, events: list[Event], step: Step) -> tuple[list[Event], int]:
         """Atomically record the new events and the state `step` derives; returns (recorded, duplicates)."""
@@ -56,6 +57,17 @@ class Store:
     def update_many(self, batch: list[tuple[str, list[Event]]], step: Step) -> list[tuple[list[Event], int]]:
         """`update` for several (distinct) users in one atomic, durable transaction."""
         raise NotImplementedError
+
+    def update_calls(self, calls: list[tuple[list[tuple[str, list[Event]]], Step]]) -> list:
+        """`update_many` for several independent calls: each call's result, or its error (that call alone
+        undone). Here one after another; a store that can plan and commit them as one group overrides it."""
+        results = []
+        for batch, step in calls:
+            try:
+                results.append(self.update_many(batch, step))
+            except Exception as exc:  # noqa: BLE001 - this call's answer
+                results.append(exc)
+        return results
 
     def load(self, user: str) -> bytes | None:
         raise NotImplementedError
@@ -130,6 +142,7 @@ class SQLiteStore(Store):
     """
 
     kind = "sqlite"
+    groups_calls = True
 
     def __init__(self, path: str | Path, synchronous: str = "FULL", checkpoint_every: float = 0.5,
                  wal_limit: int = WAL_LIMIT):
