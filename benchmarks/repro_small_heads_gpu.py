@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,13 @@ def one(b, t, h, d, dtype, strided, fused: str) -> dict:
     return {"rel_err": err}
 
 
+def _failure(stderr: str) -> dict:
+    """The traceback's error line and the last kernel launch in it (CUDA_LAUNCH_BLOCKING: the one that faulted)."""
+    lines = stderr.strip().splitlines() or [""]
+    launches = [line.strip().split("[")[0] for line in lines if re.search(r"kern\w*\.\w+\[", line)]
+    return {"error": lines[-1].strip(), "launch": launches[-1] if launches else ""}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="JSON file for the records")
@@ -86,8 +94,8 @@ def main() -> int:
         record = {"case": case[0], "fused": args.fused, "rc": proc.returncode}
         if proc.returncode == 0:
             record.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-        else:  # the last lines of the traceback name the launch
-            record["stderr_tail"] = "\n".join(proc.stderr.strip().splitlines()[-25:])
+        else:
+            record.update(_failure(proc.stderr))
         records.append(record)
         print(json.dumps(record)[:1500], flush=True)
         write_results("repro_small_heads", records, args.out, args.git)  # after each case: a crash keeps the rest
