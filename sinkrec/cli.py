@@ -102,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     time_budget_s=args.time_budget, max_concurrency=args.max_concurrency, max_queue=args.max_queue)
     server.serve(args.run, args.store, args.host, args.port, args.threads, args.log_level, workers=args.workers,
                  token_file=args.token_file, insecure=args.insecure, open_metrics=args.open_metrics, limits=limits,
-                 batch_steps=args.batch_steps, state_cache_bytes=int(args.state_cache_mb * (1 << 20)))
+                 state_cache_bytes=int(args.state_cache_mb * (1 << 20)))
     return 0
 
 
@@ -268,9 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrency", type=int, default=16,
                    help="/v1 requests running at once per process (concurrent event calls share their model steps)")
     p.add_argument("--max-queue", type=int, default=64, help="/v1 requests waiting per process; more get 429")
-    p.add_argument("--batch-steps", action="store_true",
-                   help="SinkRec: one model step for all users of a call (faster; states then equal a replay only "
-                        "to ~1e-7); GDN shares its steps exactly without it")
     p.add_argument("--state-cache-mb", type=non_negative_float, default=128,
                    help="decoded user states kept per worker process, MiB (0: decode every state it reads)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

@@ -1,8 +1,8 @@
-"""GDN's batch-invariant row step (serve/rows.py) and the steps shared by concurrent requests
-(serve/step_batcher.py, planned by the engine or the SQLite store): rows bit for bit their users'
-steps alone (float32 and float64, random weights, those that start at zero included), equal to
-`encode_step` to 1e-12 in float64, caches interchangeable with `encode_step`'s; concurrent calls
-for many users store states equal, byte for byte, to a replay of their logs; the start-up probe
+"""The batch-invariant row steps (GDN: serve/rows.py, SinkRec: serve/fused_sinkrec.py) and the steps shared
+by concurrent requests (serve/step_batcher.py, planned by the engine or the SQLite store): rows bit for
+bit their users' steps alone (float32 and float64, random weights, those that start at zero included),
+equal to `encode_step` to 1e-12 in float64, caches interchangeable with `encode_step`'s; concurrent
+calls for many users store states equal, byte for byte, to a replay of their logs; the start-up probe
 falls back where a kernel is not batch-invariant."""
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import torch
 
 from sinkrec.models import build_model
 from sinkrec.serve import Engine, Event, SQLiteStore
-from sinkrec.serve import rows as rows_module
+from sinkrec.serve import fused_sinkrec, rows as rows_module
 from sinkrec.serve import state as codec
 from sinkrec.serve.rows import RowsStep
 from sinkrec.serve.step_batcher import probe
 
 from .test_serve import _one_thread, make_store, tiny_recommender  # noqa: F401
+from .test_serve_fused import SINKREC_OPTIONS, _randomise, _tensors
 from .test_serve_http import run_folder  # noqa: F401 - fixture
 
 OPTIONS = [{}, {"n_layers": 1, "conv_size": 1}, {"n_heads": 4, "head_dim": 8}, {"conv_size": 3, "ffn_mult": 2.0}]
@@ -39,26 +40,45 @@ def random_model(options: dict, dtype: torch.dtype, seed: int = 0, n_items: int 
     return model
 
 
-def same(a: list, b: list) -> bool:
-    return all(torch.equal(x.state, y.state) and all(torch.equal(x.conv[n], y.conv[n]) for n in "qkv")
-               for x, y in zip(a, b))
+def random_sinkrec(options: dict, dtype: torch.dtype, n_items: int = 50):
+    """A SinkRec with random values in every weight and RVQ buffer (every memory path live)."""
+    torch.manual_seed(1)
+    model = build_model({"name": "sinkrec", "d_model": 32, "dropout": 0.0, "rvq_codes": 8, "code_dim": 8,
+                         **options}, n_items, 20).eval().to(dtype)
+    _randomise(model, seed=len(str(options)))
+    return model
+
+
+def same(a, b) -> bool:
+    """Two caches hold the same tensors, bit for bit, and the same plain values."""
+    left, right = _tensors(a), _tensors(b)
+    return len(left) == len(right) and all(
+        torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in zip(left, right))
+
+
+STEPS = [("gdn", o) for o in OPTIONS] + [("sinkrec", o) for o in SINKREC_OPTIONS]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("options", OPTIONS)
-def test_rows_are_bit_for_bit_single_steps(options, dtype):
-    model = random_model(options, dtype)
-    step, users = RowsStep(model), 13
+@pytest.mark.parametrize("name, options", STEPS)
+def test_rows_are_bit_for_bit_single_steps(name, options, dtype):
+    model = random_model(options, dtype) if name == "gdn" else random_sinkrec(options, dtype)
+    step = RowsStep(model) if name == "gdn" else fused_sinkrec.SinkRecStep(model)
+    users = 13
     together = [model.new_cache() for _ in range(users)]
     alone = [model.new_cache() for _ in range(users)]
-    rng = random.Random(0)
+    rng, clock = random.Random(0), [1e9 + 1e4 * u for u in range(users)]
     for _ in range(25):
         active = [u for u in range(users) if rng.random() < 0.7]  # users join late and skip positions
         items = [rng.randint(1, 50) for _ in active]
-        hidden = step.rows([together[u] for u in active], items)
+        whens = []
+        for u in active:
+            clock[u] += rng.choice([-30.0, 0.0, 60.0, 3_600.0 * rng.random(), 86_400.0])  # some out of order
+            whens.append(clock[u])
+        hidden = step.rows([together[u] for u in active], items, whens)
         assert hidden.shape == (len(active), 32) and hidden.dtype == dtype
         for r, u in enumerate(active):
-            assert torch.equal(step(alone[u], items[r], None)[0, 0], hidden[r])
+            assert torch.equal(step(alone[u], items[r], whens[r])[0, 0], hidden[r])
     for a, b in zip(together, alone):
         assert same(a, b)
 
@@ -83,14 +103,17 @@ def test_rows_equal_encode_step_in_float64_and_caches_interchange(options):
             assert all(x.conv[n].shape == y.conv[n].shape for n in "qkv")
 
 
-def test_probe_passes_here_and_fails_on_a_non_invariant_op(monkeypatch, caplog, tmp_path):
-    model = random_model({}, torch.float32)
-    assert probe(RowsStep(model).rows, model.new_cache, 50)
+@pytest.mark.parametrize("name", ["gdn", "sinkrec"])
+def test_probe_passes_here_and_fails_on_a_non_invariant_op(name, monkeypatch, caplog, tmp_path):
+    model = random_model({}, torch.float32) if name == "gdn" else random_sinkrec({}, torch.float32)
+    make = RowsStep if name == "gdn" else fused_sinkrec.SinkRecStep
+    assert probe(make(model).rows, model.new_cache, 50)
     # `x @ W` adds in another order for one row than for several (gemv vs gemm): not batch-invariant
-    monkeypatch.setattr(rows_module, "linear", lambda x, w, b=None: x @ w if b is None else x @ w + b)
-    assert not probe(RowsStep(model).rows, model.new_cache, 50)
+    module = rows_module if name == "gdn" else fused_sinkrec
+    monkeypatch.setattr(module, "linear", lambda x, w, b=None: x @ w if b is None else x @ w + b)
+    assert not probe(make(model).rows, model.new_cache, 50)
     with caplog.at_level(logging.WARNING, logger="sinkrec.serve"):
-        engine = Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "p.db"))
+        engine = Engine(tiny_recommender(name), SQLiteStore(tmp_path / "p.db"))
     assert engine.planner is None and engine.rows is None and "not bit-for-bit" in caplog.text
     engine.record([Event("u", "i3", 1.0, "a"), Event("v", "i4", 2.0, "b")])  # still serves, one by one
     assert codec.dumps(engine.state("u")) == codec.dumps(engine.replay(engine.store.events("u")))
@@ -99,15 +122,18 @@ def test_probe_passes_here_and_fails_on_a_non_invariant_op(monkeypatch, caplog, 
 def test_engine_shares_steps_unless_told_not_to(tmp_path):
     assert Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "a.db")).planner is not None
     assert Engine(tiny_recommender("gdn"), SQLiteStore(tmp_path / "b.db"), share_steps=False).planner is None
-    assert Engine(tiny_recommender("sinkrec"), SQLiteStore(tmp_path / "c.db")).planner is None
+    assert Engine(tiny_recommender("sinkrec"), SQLiteStore(tmp_path / "c.db")).planner is not None
+    assert Engine(tiny_recommender("sasrec"), SQLiteStore(tmp_path / "d.db")).planner is None
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_concurrent_calls_store_states_equal_to_replays(kind, dtype, tmp_path):
+@pytest.mark.parametrize("name, dtype", [("gdn", torch.float32), ("gdn", torch.float64), ("sinkrec", torch.float32)])
+def test_concurrent_calls_store_states_equal_to_replays(kind, name, dtype, tmp_path):
     """16 threads post one- and few-event calls over 40 users (some users in several threads at once):
     calls are really stepped together, and every stored state is byte for byte a replay of its log."""
-    rec = tiny_recommender("gdn")
+    rec = tiny_recommender(name)
+    if name == "sinkrec":
+        _randomise(rec.model, seed=3)
     rec.model.to(dtype)
     engine = Engine(rec, make_store(kind, tmp_path))
     # SQLite plans concurrent calls together itself (with their reads); Redis calls meet in the engine's planner

@@ -5,10 +5,10 @@
     engine.record([Event("u1", "1193", 978300760.0, "e-1")])  # durable when it returns
     engine.recommend(user="u1", k=10)
 
-Each event is applied with one streaming step (GDN, SinkRec: O(1) in the history length). GDN's step
-is batch-invariant (rows.py): concurrent requests share one step (step_batcher.py), and each user's
-row is bit for bit its step alone, so a state rebuilt from the log (one user per step) is bit-for-bit
-the state built incrementally; SinkRec takes one event per step.
+Each event is applied with one streaming step (GDN, SinkRec: O(1) in the history length). Both steps
+are batch-invariant (rows.py, fused_sinkrec.py): concurrent requests share one step (step_batcher.py),
+and each user's row is bit for bit its step alone, so a state rebuilt from the log (one user per step)
+is bit-for-bit the state built incrementally.
 Models without a fixed-size streaming cache (SASRec, Sessa) keep their last `max_len` events: an
 event only appends to that window (O(1)), and each recommend re-encodes it — O(max_len²) attention
 for SASRec, independent of the history length.
@@ -30,7 +30,6 @@ from ..batch import Batch
 from ..errors import SinkrecError, UnknownItemError
 from . import state as codec
 from . import steppers
-from .batched import step_many
 from .combiner import Combiner
 from .limits import check_deadline
 from .open_store import open_store
@@ -73,9 +72,9 @@ def checkpoint_digest(recommender) -> str:
     """
     h = hashlib.sha256()
     name = type(recommender.model).__name__
-    # GDN states made by the earlier one-row step (fused.py, before rows.py) differ in the last bits
+    # States made by the earlier one-row steps (before the batch-invariant ones) differ in the last bits
     # from what a replay gives now: a new identity makes them rebuild from their logs.
-    step = ["rows-step"] if name == "GDNRec" else []
+    step = ["rows-step"] if name in ("GDNRec", "SinkRec") else []
     h.update(json.dumps([name, recommender.max_len, [str(i) for i in recommender.item_ids], *step]).encode())
     for name, tensor in sorted(recommender.model.state_dict().items()):
         h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -104,27 +103,24 @@ STATE_CACHE_BYTES = 128 << 20  # per process: ~2,900 GDN users of the benchmark 
 
 
 class Engine:
-    def __init__(self, recommender, store: Store, batch_steps: bool = False,
-                 state_cache_bytes: int = STATE_CACHE_BYTES, share_steps: bool = True):
-        """`share_steps`: GDN events of concurrent requests share one batch-invariant step (exact; on
-        unless the probe at start finds this machine's kernels not batch-invariant).
-        `batch_steps`: for SinkRec, one `encode_step` for all users of a call (batched.py): faster, equal to
-        the one-by-one steps up to summation order, so a state is then not bit-for-bit a replay of its
-        log (GDN always batches the users of a call, exactly).
+    def __init__(self, recommender, store: Store, state_cache_bytes: int = STATE_CACHE_BYTES,
+                 share_steps: bool = True):
+        """`share_steps`: GDN and SinkRec events of concurrent requests share one batch-invariant step
+        (exact; on unless the probe at start finds this machine's kernels not batch-invariant; the users
+        of one call share their steps either way).
         `state_cache_bytes`: decoded states kept under their stored bytes (state_cache.py); 0: none."""
         self.rec = recommender
         self.states = StateCache(state_cache_bytes)
-        self.batch_steps = batch_steps
         self.model = recommender.model.eval()
         self.store = store
         self.streaming = bool(getattr(self.model, "supports_streaming", False)) and (
             type(self.model).__name__ in FIXED_SIZE_CACHE)
         self.step_one = steppers.stepper(self.model) if self.streaming else None  # GDN, SinkRec: inline step
         self.fused = self.step_one is not None
-        self.rows = getattr(self.step_one, "rows", None)  # GDN: the batch-invariant row step
+        self.rows = getattr(self.step_one, "rows", None)  # the batch-invariant row step
         if self.rows is not None and not probe(self.rows, self.model.new_cache, len(recommender.item_ids) - 1):
-            log.warning("batched GDN steps are not bit-for-bit the single ones with this machine's torch "
-                        "kernels: stepping each request alone")
+            log.warning("batched model steps are not bit-for-bit the single ones with this machine's torch "
+                        "kernels: stepping each user alone")
             self.rows = None
         # Calls of concurrent request threads planned together (decode, shared row steps, encode) by one of
         # them; the SQLite store groups its calls itself (with their reads), Redis calls meet here.
@@ -136,14 +132,14 @@ class Engine:
         self.threads = torch.get_num_threads()  # what the process was set to (server.py: --threads)
 
     @classmethod
-    def from_run(cls, run: str | Path, store: str | Store = "sqlite", batch_steps: bool = False,
+    def from_run(cls, run: str | Path, store: str | Store = "sqlite",
                  state_cache_bytes: int = STATE_CACHE_BYTES) -> Engine:
         """Load a run through `Recommender.from_run`; 'sqlite' keeps state in RUN/serving/state.db."""
         from ..recommend import Recommender
 
         run = Path(run)
         folder = run if run.is_dir() else run.parent
-        return cls(Recommender.from_run(run), open_store(store, folder / "serving" / "state.db"), batch_steps,
+        return cls(Recommender.from_run(run), open_store(store, folder / "serving" / "state.db"),
                    state_cache_bytes)
 
     # ---- items ------------------------------------------------------------------------------
@@ -203,23 +199,13 @@ class Engine:
     @torch.inference_mode()
     def advance_many(self, states: list[UserState], indices: list[list[int]], times: list[list[float]],
                      deadline: float | None = None) -> list[UserState]:
-        """`advance` for several users: GDN's position j of every user is one row step; with
-        `batch_steps`, SinkRec's is one batched `encode_step`."""
-        if self.rows is not None:
-            jobs = [Job(state.cache, index, deadline) if index else None for state, index in zip(states, indices)]
-            self._run_jobs([job for job in jobs if job is not None])
-            return self._finish(states, indices, jobs)
-        if not (self.batch_steps and self.streaming) or len(states) < 2:
+        """`advance` for several users: position j of every user that has one is one row step."""
+        if self.rows is None:
             return [self.advance(s, i, t, deadline) for s, i, t in zip(states, indices, times)]
-        pin_threads(self.threads)
-        for j in range(max((len(i) for i in indices), default=0)):
-            check_deadline(deadline)
-            active = [n for n in range(len(states)) if len(indices[n]) > j]
-            caches, hidden = step_many(self.model, [states[n].cache for n in active],
-                                       [indices[n][j] for n in active], [times[n][j] for n in active])
-            for row, n in enumerate(active):
-                states[n].cache, states[n].hidden = caches[row], hidden[row].float().clone()
-        return [self._account(s, i) for s, i in zip(states, indices)]
+        jobs = [Job(state.cache, index, when, deadline) if index else None
+                for state, index, when in zip(states, indices, times)]
+        self._run_jobs([job for job in jobs if job is not None])
+        return self._finish(states, indices, jobs)
 
     @torch.inference_mode()
     def scores(self, state: UserState) -> torch.Tensor:
@@ -259,9 +245,9 @@ class Engine:
         return state if fresh else None
 
     def _step(self, force: bool = False, deadline: float | None = None) -> Callable:
-        """The store's step (stores.py: Step); GDN's is planned together with concurrent calls (`planner`),
+        """The store's step (stores.py: Step); a row step is planned together with concurrent calls (`planner`),
         `.alone` steps by itself (for a store that holds its write lock meanwhile); `.many` does all users
-        of a call at once (GDN, or SinkRec with `batch_steps`); `.split` (GDN) leaves the model work to
+        of a call at once (row steps); `.split` leaves the model work to
         a store that plans several calls itself (SQLite)."""
         def step(old: bytes | None, fresh: list[Event], read_log: Callable[[], list[Event]],
                  shared: bool = True) -> bytes | None:
@@ -288,8 +274,8 @@ class Engine:
             states = [self._to_advance(old, fresh, read_log, force) for old, fresh, read_log in entries]
             indices = [[self.index[e.item] for e in fresh] if state is not None else []
                        for state, (_, fresh, _) in zip(states, entries)]
-            jobs = [Job(state.cache, index, deadline) if state is not None and index else None
-                    for state, index in zip(states, indices)]
+            jobs = [Job(state.cache, index, [e.timestamp for e in fresh], deadline) if state is not None and index
+                    else None for state, index, (_, fresh, _) in zip(states, indices, entries)]
 
             def finish() -> list[bytes | None]:
                 live = [n for n, state in enumerate(states) if state is not None]
@@ -298,10 +284,8 @@ class Engine:
                         for n, state in enumerate(states)]
             return [job for job in jobs if job is not None], finish
 
-        if self.rows is not None or (self.batch_steps and self.streaming):
-            step.many = many
         if self.rows is not None:
-            step.split, step.run_jobs = split, self._run_jobs
+            step.many, step.split, step.run_jobs = many, split, self._run_jobs
         step.alone = lambda old, fresh, read_log: step(old, fresh, read_log, shared=False)
         return step
 

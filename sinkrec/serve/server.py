@@ -57,7 +57,7 @@ def build_app(settings: dict, tokens: Tokens | None = None):
 
     torch.set_num_threads(settings["threads"])  # per-event steps are tiny: threads fight more than they help
     cache = settings.get("state_cache_bytes")
-    engine = Engine.from_run(settings["run"], settings["store"], batch_steps=settings.get("batch_steps", False),
+    engine = Engine.from_run(settings["run"], settings["store"],
                              state_cache_bytes=STATE_CACHE_BYTES if cache is None else cache)
     tokens = tokens if tokens is not None else Tokens.load(settings.get("token_file"))
     log.info("serving %s (checkpoint %s, %s store, auth %s)", settings["run"], engine.checkpoint,
@@ -91,7 +91,7 @@ def worker_app():
 def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port: int = 8000,
           threads: int = 1, log_level: str = "warning", *, workers: int | None = None,
           token_file: str | Path | None = None, insecure: bool = False, open_metrics: bool = False,
-          limits: Limits | None = None, batch_steps: bool = False, state_cache_bytes: int | None = None) -> None:
+          limits: Limits | None = None, state_cache_bytes: int | None = None) -> None:
     """Serve `run`. Several workers share one store: SQLite (one file, writers serialised by its lock)
     or Redis; each worker keeps its own process, model and committer."""
     import uvicorn
@@ -100,7 +100,7 @@ def serve(run: str | Path, store: str = "sqlite", host: str = "127.0.0.1", port:
     tokens = Tokens.load(token_file)
     check_exposure(host, tokens, insecure)
     settings = {"run": str(run), "store": store, "threads": threads, "open_metrics": open_metrics,
-                "batch_steps": batch_steps, "state_cache_bytes": state_cache_bytes,
+                "state_cache_bytes": state_cache_bytes,
                 "token_file": str(token_file) if token_file else None, "limits": (limits or Limits()).to_dict()}
     if workers == 1:
         app = build_app(settings, tokens)

@@ -1,4 +1,4 @@
-"""One model step for the events of concurrent requests of a process (GDN's row step, rows.py).
+"""One model step for the events of concurrent requests of a process (the row steps: rows.py, fused_sinkrec.py).
 
 A one-event step costs ~0.5 ms, mostly the fixed cost of ~100 small torch ops; a step over 8 users
 costs about twice that. Requests that need a step at the same moment therefore share one, with the
@@ -28,12 +28,12 @@ from .limits import check_deadline
 
 
 class Job:
-    """One user's events: its cache (updated in place), item indices, and the hidden after the last."""
+    """One user's events: its cache (updated in place), item indices and times, and the hidden after the last."""
 
-    __slots__ = ("cache", "items", "deadline", "hidden", "error", "done")
+    __slots__ = ("cache", "items", "times", "deadline", "hidden", "error", "done")
 
-    def __init__(self, cache: list, items: list[int], deadline: float | None = None):
-        self.cache, self.items, self.deadline = cache, items, deadline
+    def __init__(self, cache, items: list[int], times: list[float], deadline: float | None = None):
+        self.cache, self.items, self.times, self.deadline = cache, items, times, deadline
         self.hidden: torch.Tensor | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -53,7 +53,8 @@ def run_jobs(rows, jobs: list[Job]) -> None:
                     job.error = exc
         if not active:
             break
-        hidden = rows([job.cache for job in active], [job.items[j] for job in active])
+        hidden = rows([job.cache for job in active], [job.items[j] for job in active],
+                      [float(job.times[j]) for job in active])
         for r, job in enumerate(active):
             job.hidden = hidden[r]
 
@@ -63,29 +64,32 @@ def probe(rows, new_cache, n_items: int, users: int = 5, steps: int = 3) -> bool
     g = torch.Generator().manual_seed(0)
     together = [new_cache() for _ in range(users)]
     with torch.inference_mode():
-        rows(together[1:], [1 + n % n_items for n in range(users - 1)])  # give all but one a past
+        rows(together[1:], [1 + n % n_items for n in range(users - 1)], [0.0] * (users - 1))  # all but one: a past
         for cache in together[1:]:
-            for layer in cache:
-                _jitter(layer, g)
+            _jitter(cache, g)
         alone = copy.deepcopy(together)
-        for _ in range(steps):
+        for step in range(steps):
             items = [1 + int(i) for i in torch.randint(0, n_items, (users,), generator=g)]
-            hidden = rows(together, items)
+            whens = [float(t) for t in torch.rand(users, generator=g, dtype=torch.float64) * 1e5 + 1e5 * step]
+            hidden = rows(together, items, whens)
             for n in range(users):
-                if not torch.equal(rows([alone[n]], [items[n]])[0], hidden[n]):
+                if not torch.equal(rows([alone[n]], [items[n]], [whens[n]])[0], hidden[n]):
                     return False
-        return all(_equal(a, b) for a, b in zip(together, alone))
+        return _equal(together, alone)
 
 
-def _jitter(obj, g: torch.Generator) -> None:
-    """Random values in every float tensor of a cache (dataclass of tensors and dicts), in place."""
-    for name, value in vars(obj).items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            setattr(obj, name, torch.randn(value.shape, generator=g, dtype=value.dtype))
-        elif isinstance(value, dict):
-            for key, t in value.items():
-                if isinstance(t, torch.Tensor) and t.is_floating_point():
-                    value[key] = torch.randn(t.shape, generator=g, dtype=t.dtype)
+def _jitter(obj, g: torch.Generator):
+    """Random values in every float tensor of a cache (dataclasses, lists and dicts of tensors), in place."""
+    if isinstance(obj, torch.Tensor):
+        return torch.randn(obj.shape, generator=g, dtype=obj.dtype) if obj.is_floating_point() else obj
+    if isinstance(obj, list):
+        obj[:] = [_jitter(x, g) for x in obj]
+    elif isinstance(obj, dict):
+        obj.update({k: _jitter(v, g) for k, v in obj.items()})
+    elif hasattr(obj, "__dict__"):
+        for name, value in vars(obj).items():
+            setattr(obj, name, _jitter(value, g))
+    return obj
 
 
 def _equal(a, b) -> bool:
