@@ -1,5 +1,6 @@
-"""Serving benchmark (CPU): update/recommend latency vs history length, HTTP throughput, state size,
-and repeated SIGKILL tests. Writes benchmarks/results/serving.{json,md,png}.
+"""Serving benchmark (CPU): update/recommend latency vs history length, the shared row step's cost, HTTP
+latency for users with long histories, HTTP throughput, state size, and repeated SIGKILL tests. Writes
+benchmarks/results/serving.{json,md,png}.
 
     python benchmarks/serving.py            # the full run recorded in docs/serving.md
     python benchmarks/serving.py --quick    # a smoke run
@@ -212,47 +213,102 @@ def stored_events(spec: str) -> int:
         store.close()
 
 
-CONFIGS = ("sqlite:1", "sqlite:2", "sqlite:2b", "redis:1", "redis:2", "redis:2b")
+CONFIGS = ("sqlite:1", "sqlite:2", "redis:1", "redis:2")
 
 
-def throughput(run: Path, redis_url: str | None, seconds: float, concurrencies: list[int],
+def throughput(runs: dict[str, Path], redis_url: str | None, seconds: float, concurrencies: list[int],
                configs: tuple[str, ...] = CONFIGS, sizes: tuple[int, ...] = (1, 16),
                server_args: tuple[str, ...] = ()) -> list[dict]:
-    """`configs`: STORE:PROCESSES, a trailing b for --batch-steps; `sizes`: events per request (at 8, 64);
+    """For each model of `runs`: `configs`, STORE:PROCESSES; `sizes`: events per request (at 8, 64);
     `server_args`: more flags of `sinkrec serve`."""
     from tests.test_serve_http import ServerProcess
 
-    items = [str(i) for i in Recommender.from_run(run).item_ids[1:]]
     records = []
     stores = [("sqlite", None)] + ([("redis", redis_url)] if redis_url else [])
     run_tag = uuid.uuid4().hex[:8]
-    for store_name, url in stores:
-        for processes, batched in ((1, False), (2, False), (2, True)):
-            if f"{store_name}:{processes}{'b' if batched else ''}" not in configs:
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                spec = url or f"sqlite:///{tmp}/s.db"
-                if url:
-                    import redis
+    for name, run in runs.items():
+        items = [str(i) for i in Recommender.from_run(run).item_ids[1:]]
+        for store_name, url in stores:
+            for processes in (1, 2):
+                if f"{store_name}:{processes}" not in configs:
+                    continue
+                with tempfile.TemporaryDirectory() as tmp:
+                    spec = url or f"sqlite:///{tmp}/s.db"
+                    if url:
+                        import redis
 
-                    redis.Redis.from_url(url).flushdb()
-                server = ServerProcess(run, spec, args=("--workers", str(processes))
-                                       + (("--batch-steps",) if batched else ()) + server_args)
+                        redis.Redis.from_url(url).flushdb()
+                    server = ServerProcess(run, spec, args=("--workers", str(processes)) + server_args)
+                    try:
+                        for conc in concurrencies:
+                            for batch in (sizes if conc in (8, 64) else [1]):
+                                tag = f"{run_tag}-{name}-{store_name}-{processes}-{conc}-{batch}"
+                                before = stored_events(spec)
+                                out = asyncio.run(load([server.url], conc, seconds, batch, items, 1000, tag))
+                                new = stored_events(spec) - before
+                                records.append({"kind": "throughput", "model": name, "store": store_name,
+                                                "processes": processes, "concurrency": conc,
+                                                "events_per_request": batch, "new_events_stored": new,
+                                                "server_args": " ".join(server_args),
+                                                "events_per_s": new / out["seconds"], **out})
+                                print(json.dumps(records[-1]), flush=True)
+                    finally:
+                        server.stop()
+    return records
+
+
+def http_history(runs: dict[str, Path], lengths: list[int], seconds: float, users: int = 20) -> list[dict]:
+    """One client posting one-event calls over HTTP (SQLite, two workers) for `users` users whose logs
+    already hold n events each (prefilled as for the latency rows): the update latency a long-lived
+    user sees end to end."""
+    from tests.test_serve_http import ServerProcess
+
+    records = []
+    for name, run in runs.items():
+        for n in lengths:
+            with tempfile.TemporaryDirectory() as tmp:
+                spec = f"sqlite:///{tmp}/h.db"
+                engine = Engine.from_run(run, spec)
+                for u in range(users):
+                    prefill(engine, f"u{u}", n)
+                items = [str(i) for i in engine.rec.item_ids[1:]]
+                engine.store.close()
+                server = ServerProcess(run, spec, args=("--workers", "2"))
                 try:
-                    for conc in concurrencies:
-                        for batch in (sizes if conc in (8, 64) else [1]):
-                            tag = f"{run_tag}-{store_name}-{processes}-{int(batched)}-{conc}-{batch}"
-                            before = stored_events(spec)
-                            out = asyncio.run(load([server.url], conc, seconds, batch, items, 1000, tag))
-                            new = stored_events(spec) - before
-                            records.append({"kind": "throughput", "model": "gdn", "store": store_name,
-                                            "processes": processes, "batch_steps": batched, "concurrency": conc,
-                                            "events_per_request": batch, "new_events_stored": new,
-                                            "server_args": " ".join(server_args),
-                                            "events_per_s": new / out["seconds"], **out})
-                            print(json.dumps(records[-1]), flush=True)
+                    before = stored_events(spec)
+                    out = asyncio.run(load([server.url], 1, seconds, 1, items, users, f"h{n}"))
+                    new = stored_events(spec) - before
                 finally:
                     server.stop()
+            records.append({"kind": "http_history", "model": name, "history": n, "users": users, "store": "sqlite",
+                            "processes": 2, "new_events_stored": new, "events_per_s": new / out["seconds"], **out})
+            print(json.dumps(records[-1]), flush=True)
+    return records
+
+
+def step_costs(runs: dict[str, Path], users: tuple[int, ...] = (1, 4, 16, 64), repeats: int = 200) -> list[dict]:
+    """The batch-invariant row step (one event for each of B users at once): median ms per step and per
+    user, on users with a past of 16 events; and whether this machine's kernels passed the probe."""
+    records = []
+    for name, run in runs.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = Engine.from_run(run, f"sqlite:///{tmp}/c.db")
+            engine.store.close()
+        if engine.rows is None:
+            records.append({"kind": "step", "model": name, "probe": False})
+            continue
+        rng = random.Random(0)
+        for b in users:
+            caches, times = [engine.model.new_cache() for _ in range(b)], []
+            for t in range(16 + repeats):
+                items, whens = [rng.randint(1, engine.n_items) for _ in range(b)], [60.0 * t] * b
+                start = time.perf_counter()
+                engine.rows(caches, items, whens)
+                times.append((time.perf_counter() - start) * 1e3)
+            step = pct(times[16:], .5)
+            records.append({"kind": "step", "model": name, "probe": True, "users": b, "step_ms": step,
+                            "per_user_ms": step / b})
+            print(json.dumps(records[-1]), flush=True)
     return records
 
 
@@ -299,10 +355,24 @@ def markdown(records: list[dict]) -> str:
     for r in (r for r in records if r["kind"] == "latency" and "model_ms" in r):
         lines.append(f"| {r['model']} | {r['history']:,} | {r['decode_ms']:.2f} | {r['model_ms']:.2f} | "
                      f"{r['encode_ms']:.2f} | {r['commit_ms']:.2f} |")
-    lines += ["", "| store | processes | batched steps | concurrency | events/request | new events stored/s | "
-              "acked / stored | request p50 / p99 (ms) | errors |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    steps = [r for r in records if r["kind"] == "step" and r["probe"]]
+    if steps:
+        lines += ["", "One shared row step for B users at once (median ms, one thread):", "",
+                  "| model | users | step | per user |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['users']} | {r['step_ms']:.2f} | {r['per_user_ms']:.3f} |" for r in steps]
+    for r in (r for r in records if r["kind"] == "step" and not r["probe"]):
+        lines += ["", f"Probe failed for {r['model']}: its steps are not shared on this machine."]
+    history = [r for r in records if r["kind"] == "http_history"]
+    if history:
+        lines += ["", "One client over HTTP (SQLite, two workers), one-event calls for users with a long log:", "",
+                  "| model | history | users | request p50 / p99 (ms) | events/s | errors |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['history']:,} | {r['users']} | {r['request_p50_ms']:.1f} / "
+                  f"{r['request_p99_ms']:.1f} | {r['events_per_s']:,.0f} | {r['errors']} |" for r in history]
+    lines += ["", "| model | store | processes | concurrency | events/request | new events stored/s | "
+              "acked / stored | request p50 / p99 (ms) | errors |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in (r for r in records if r["kind"] == "throughput"):
-        lines.append(f"| {r['store']} | {r['processes']} | {'yes' if r['batch_steps'] else 'no'} | "
+        lines.append(f"| {r['model']} | {r['store']} | {r['processes']} | "
                      f"{r['concurrency']} | {r['events_per_request']} | "
                      f"{r['events_per_s']:,.0f} | {r['acked']:,} / {r['new_events_stored']:,} | "
                      f"{r['request_p50_ms']:.1f} / {r['request_p99_ms']:.1f} | {r['errors']} |")
@@ -340,13 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--lengths", default="100,1000,10000,100000", help="history lengths of the latency rows")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per throughput configuration")
-    parser.add_argument("--rows", default="latency,throughput,kills", help="which parts to run")
+    parser.add_argument("--rows", default="latency,steps,history,throughput,kills", help="which parts to run")
+    parser.add_argument("--models", default="gdn,sinkrec,sasrec",
+                        help="models of the latency rows (steps, history and throughput: the streaming ones)")
+    parser.add_argument("--history-lengths", default="100,10000", help="history lengths of the HTTP history rows")
     parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help="throughput servers: STORE:PROCESSES, b for --batch-steps (e.g. sqlite:2,redis:2)")
+                        help="throughput servers: STORE:PROCESSES (e.g. sqlite:2,redis:2)")
     parser.add_argument("--concurrency", default="1,8,64", help="throughput concurrencies")
     parser.add_argument("--sizes", default="1,16", help="events per request at concurrency 8 and 64")
     parser.add_argument("--server-args", default="", help="more flags of `sinkrec serve` (e.g. '--max-concurrency 16')")
-    parser.add_argument("--run", help="a trained GDN run to serve (default: train one); not with latency rows")
+    parser.add_argument("--run", help="a trained GDN run to serve (default: train one); only with throughput,kills")
     parser.add_argument("--out", help="results JSON path (default benchmarks/results/serving.json, with .md and .png)")
     return parser
 
@@ -357,21 +430,29 @@ def main() -> None:
     load_start = [round(x, 2) for x in os.getloadavg()]
     lengths = [100, 1000] if args.quick else [int(n) for n in args.lengths.split(",")]
     rows = set(args.rows.split(","))
-    if args.run and "latency" in rows:
+    if args.run and rows - {"throughput", "kills"}:
         raise SystemExit("--run serves one GDN run: use it with --rows throughput,kills")
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        names = ("gdn", "sinkrec", "sasrec") if "latency" in rows else ("gdn",)
+        names = args.models.split(",") if not args.run else ["gdn"]
         runs = {"gdn": Path(args.run)} if args.run else {name: make_run(name, Path(tmp)) for name in names}
+        streaming = {name: run for name, run in runs.items() if name in ("gdn", "sinkrec")}
+        seconds = 1.0 if args.quick else args.seconds
         if "latency" in rows:
             records += latency(runs, lengths, 30 if args.quick else 200)
+        if "steps" in rows:
+            records += step_costs(streaming, repeats=20 if args.quick else 200)
+        if "history" in rows:
+            records += http_history(streaming, [int(n) for n in args.history_lengths.split(",")], seconds,
+                                    users=5 if args.quick else 20)
         if "throughput" in rows:
-            records += throughput(runs["gdn"], args.redis, 1.0 if args.quick else args.seconds,
-                                  [int(c) for c in args.concurrency.split(",")], tuple(args.configs.split(",")),
-                                  tuple(int(n) for n in args.sizes.split(",")), tuple(args.server_args.split()))
-        catalogue = len(Recommender.from_run(runs["gdn"]).item_ids) - 1
+            records += throughput(streaming, args.redis, seconds, [int(c) for c in args.concurrency.split(",")],
+                                  tuple(args.configs.split(",")), tuple(int(n) for n in args.sizes.split(",")),
+                                  tuple(args.server_args.split()))
+        served = runs.get("gdn", next(iter(runs.values())))
+        catalogue = len(Recommender.from_run(served).item_ids) - 1
         if "kills" in rows:
-            records.append(kill_tests(runs["gdn"], 2 if args.quick else args.kills))
+            records.append(kill_tests(served, 2 if args.quick else args.kills))
     load_avg = [round(x, 2) for x in os.getloadavg()]  # other work on the machine inflates every timing
     path = write_results("serving", records, out=args.out,
                          extra={"catalogue": catalogue, "generator_items": N_ITEMS, "d_model": 64,

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from sinkrec.models import build_model
-from sinkrec.serve import Engine, Event, SQLiteStore
-from sinkrec.serve import fused_sinkrec, rows as rows_module
+from sinkrec.serve import Engine, Event, SQLiteStore, fused_sinkrec
+from sinkrec.serve import rows as rows_module
 from sinkrec.serve import state as codec
 from sinkrec.serve.rows import RowsStep
 from sinkrec.serve.step_batcher import probe

@@ -19,7 +19,8 @@ def stored(engine: Engine) -> dict:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_cached_states_answer_like_decoded_ones(name, tmp_path):
-    engines = {cache: Engine(tiny_recommender(name), SQLiteStore(tmp_path / f"{cache}.db"), state_cache_bytes=cache) for cache in (1 << 24, 0)}
+    engines = {cache: Engine(tiny_recommender(name), SQLiteStore(tmp_path / f"{cache}.db"),
+                             state_cache_bytes=cache) for cache in (1 << 24, 0)}
     events, i = random_events(60, users=4), 0
     while i < len(events):
         size = random.Random(i).randint(1, 5)

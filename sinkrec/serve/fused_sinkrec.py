@@ -159,10 +159,12 @@ class SinkRecStep:
         caches = [s.get("attn") for s in slots]
 
         def gather(get, blank):
+            """The users' cached tensors stacked by row, `blank` for a user without one yet."""
             parts = [get(c) if c is not None and get(c) is not None else blank for c in caches]
             return parts[0] if rows == 1 else torch.cat(parts, 0)
 
-        past = [gather(lambda c, i=i: c.tensors[i].to(z.dtype), z.new_zeros(1, w, h, dh)) for i, z in enumerate(current)]
+        past = [gather(lambda c, i=i: c.tensors[i], z.new_zeros(1, w, h, dh)).to(z.dtype)
+                for i, z in enumerate(current)]
         window = [torch.cat([p[:, 1:], z[:, None]], 1) for p, z in zip(past, current)]  # [B, w, H, dh]
         valid = torch.cat([gather(lambda c: c.valid, no)[:, 1:], torch.ones(rows, 1, dtype=torch.bool)], 1)
         y = attend(q, window[0], window[1], valid)
