@@ -663,6 +663,8 @@ def render_block(kind: str, args: dict[str, str]) -> str:
              one of the values
     options  model=NAME [preset=CONFIG]  -- every option of a model with its default (from the code),
              and the value a shipped config gives it
+    serving  file=A.json  -- the serving benchmark's tables, as benchmarks/serving.py prints them
+    serving_summary file=A.json  -- one paragraph of the serving targets' numbers (README)
     """
     if kind == "quality":
         names = args["files"].split(",")
@@ -687,7 +689,44 @@ def render_block(kind: str, args: dict[str, str]) -> str:
         return "\n" + generic_tables(records) + "\nFrom:\n\n" + provenance([name]) + "\n"
     if kind == "options":
         return "\n" + options_table(args["model"], args.get("preset")) + "\n"
+    if kind == "serving":
+        records = load_results(args["file"])["records"]
+        tables = benchmark_module(ROOT / "benchmarks" / "serving.py").markdown(records)
+        return "\n" + tables + "\nFrom:\n\n" + provenance([args["file"]]) + "\n"
+    if kind == "serving_summary":
+        return "\n" + serving_summary(args["file"]) + "\n"
     raise SystemExit(f"docs/generate.py: unknown block kind 'gen:{kind}'")
+
+
+def serving_summary(name: str) -> str:
+    """The serving targets (≥ 1,000 new durable events/s on 2 cores, p99 ≤ 5 ms for one client, nothing
+    acknowledged lost) as measured in one results file: SQLite, two workers, one-event calls."""
+    data = load_results(name)
+    records = data["records"]
+
+    def rows(kind: str, **match) -> list[dict[str, Any]]:
+        return [r for r in records if r["kind"] == kind and all(r.get(k) == v for k, v in match.items())]
+
+    parts = []
+    for model in ("gdn", "sinkrec"):
+        rate = {r["concurrency"]: r["events_per_s"] for r in rows("throughput", model=model, store="sqlite",
+                                                                   processes=2, events_per_request=1)}
+        one = [r["request_p99_ms"] for r in rows("throughput", model=model, store="sqlite", processes=2,
+                                                  concurrency=1)]
+        one += [r["request_p99_ms"] for r in rows("http_history", model=model)]
+        longest = max((r["history"] for r in rows("http_history", model=model)), default=None)
+        if not rate or not one:
+            continue
+        clients = ", ".join(f"{rate[c]:,.0f} with {c} client{'s' if c > 1 else ''}" for c in sorted(rate, reverse=True))
+        history = f", users with logs up to {longest:,} events included" if longest else ""
+        parts.append(f"{MODEL_NAMES[model]}: {clients} (new durable events/s); one client's p99 "
+                     f"{min(one):.1f}–{max(one):.1f} ms over HTTP{history}")
+    kills = rows("kill")
+    lost = (f"; {sum(r['lost'] for r in kills)} of {sum(r['acknowledged'] for r in kills):,} acknowledged events "
+            f"lost over {sum(r['repetitions'] for r in kills)} SIGKILLs" if kills else "")
+    return (f"Serving on {data.get('cores', 2)} CPU cores, SQLite, two workers, one event per call — "
+            + "; ".join(parts) + lost + f" (GDN's goals: 1,000 events/s, p99 5 ms; `{data['command']}` at "
+            f"`{data['git']}`, {data['date'][:10]}).")
 
 
 def options_table(model: str, preset: str | None = None) -> str:
@@ -757,7 +796,7 @@ def expected_files() -> dict[Path, bytes]:
         if filled is None:
             print("docs/generate.py: README.md has no results markers; its block is skipped", file=sys.stderr)
         else:
-            out[README] = filled.encode()
+            out[README] = (fill_blocks(filled) if "<!-- gen:" in filled else filled).encode()
     return out
 
 
@@ -929,13 +968,13 @@ CONFIG_NAME = re.compile(r"--config[ =]([a-z][\w.-]*(?:/[\w.-]+)*)")  # not plac
 
 
 ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
-_parsers: dict[str, argparse.ArgumentParser] = {}
+_modules: dict[str, Any] = {}
 
 
-def benchmark_parser(script: Path) -> argparse.ArgumentParser:
-    """`build_parser()` of a benchmark script, imported (not run)."""
+def benchmark_module(script: Path):
+    """A benchmark script imported (not run), once."""
     key = script.as_posix()
-    if key not in _parsers:
+    if key not in _modules:
         for folder in (str(ROOT), str(script.parent)):  # scripts import their neighbours (`from common import`)
             if folder not in sys.path:
                 sys.path.insert(0, folder)
@@ -943,10 +982,16 @@ def benchmark_parser(script: Path) -> argparse.ArgumentParser:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
         spec.loader.exec_module(module)
-        if not hasattr(module, "build_parser"):
-            raise ValueError(f"{script.relative_to(ROOT)} has no build_parser()")
-        _parsers[key] = module.build_parser()
-    return _parsers[key]
+        _modules[key] = module
+    return _modules[key]
+
+
+def benchmark_parser(script: Path) -> argparse.ArgumentParser:
+    """`build_parser()` of a benchmark script."""
+    module = benchmark_module(script)
+    if not hasattr(module, "build_parser"):
+        raise ValueError(f"{script.relative_to(ROOT)} has no build_parser()")
+    return module.build_parser()
 
 
 def parse_error(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:

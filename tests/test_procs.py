@@ -96,3 +96,27 @@ def test_killed_compare_leaves_no_workers(tmp_path):
                 os.kill(pid, signal.SIGKILL)
         if parent.poll() is None:
             parent.kill()
+
+
+def test_killed_tune_leaves_no_workers(tmp_path):
+    cmd = [sys.executable, "-m", "sinkrec.cli", "tune", "--model", "sasrec", "--trials", "4", "--workers", "2",
+           "--budget", "epochs:10000", "--pruner", "none", "--device", "cpu", "--out", str(tmp_path / "tune")]
+    for text in TINY:
+        cmd += ["--set", text]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    workers: list[int] = []
+    try:
+        assert wait_for(lambda: len(children(parent.pid)) == 2, 120.0), "tune did not start 2 workers"
+        workers = children(parent.pid)
+        time.sleep(1.0)  # let them get into their trials
+        assert all(alive(pid) for pid in workers)
+        parent.kill()
+        parent.wait()
+        assert wait_for(lambda: not any(alive(pid) for pid in workers), 10.0), "workers outlived their parent"
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()

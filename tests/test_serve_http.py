@@ -365,6 +365,18 @@ def test_state_cache_size_reaches_each_worker(run_folder, tmp_path, monkeypatch)
         made[-1].store.close()
 
 
+def test_one_worker_process_per_core_by_default(run_folder, tmp_path, monkeypatch):
+    from sinkrec.cli import build_parser
+    from sinkrec.serve import server
+
+    assert build_parser().parse_args(["serve", str(run_folder)]).workers is None
+    started = []
+    monkeypatch.setattr(server.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(server, "_run_workers", lambda settings, host, port, workers, level: started.append(workers))
+    server.serve(run_folder, f"sqlite:///{tmp_path / 'state.db'}")
+    assert started == [3]
+
+
 def test_worker_freezes_its_heap_once_the_app_is_built(monkeypatch):
     """A worker's startup objects leave the cyclic GC's view after its app is built (server.freeze_heap):
     full collections then no longer walk the model and the libraries while a request waits."""
