@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from importlib.util import find_spec
 from pathlib import Path
 
 import torch
@@ -456,6 +457,8 @@ def main() -> None:
     load_avg = [round(x, 2) for x in os.getloadavg()]  # other work on the machine inflates every timing
     path = write_results("serving", records, out=args.out,
                          extra={"catalogue": catalogue, "generator_items": N_ITEMS, "d_model": 64,
+                                "uvicorn": {"loop": "uvloop" if find_spec("uvloop") else "asyncio",
+                                            "http": "httptools" if find_spec("httptools") else "h11"},
                                 "cores": os.cpu_count(), "load_average": load_avg, "load_average_at_start": load_start})
     if args.out is None:
         (path.parent / "serving.md").write_text(markdown(records))
