@@ -68,3 +68,37 @@ def test_redis_retry_reuses_computed_states(tmp_path):
         assert log[-1].event_id in ("n0", "n1")
         assert codec.dumps(engine.state(user)) == codec.dumps(engine.replay(log))
     store.clear()
+
+
+def test_waves_keep_each_users_calls_in_order():
+    from sinkrec.serve.redis_store import waves
+
+    def call(*users):
+        return [(user, []) for user in users]
+
+    assert waves([call("a"), call("b"), call("a", "c"), call("c"), call("d")]) == [[0, 1, 4], [2], [3]]
+    assert waves([]) == []
+
+
+def test_redis_runs_a_group_of_calls_in_few_transactions_and_a_conflict_fails_alone(tmp_path):
+    """The HTTP pipeline's group: calls sharing no user in one transaction, a user's calls in order,
+    an event_id conflict answered to its own call only; every state still a replay of its log."""
+    from sinkrec.errors import SinkrecError
+
+    engine = Engine(tiny_recommender("gdn"), make_store("redis", tmp_path))
+    engine.record([Event("u0", "i1", 1.0, "a")])
+    transactions = []
+    run = engine.store._transaction
+    engine.store._transaction = lambda calls, results: (transactions.append(len(calls)), run(calls, results))[1]
+    calls = [[Event("u0", "i2", 2.0, "b")], [Event("u1", "i3", 2.0, "c"), Event("u2", "i4", 2.0, "d")],
+             [Event("u0", "i5", 3.0, "a")],  # 'a' of u0 is taken by another event: this call alone fails
+             [Event("u0", "i6", 4.0, "e")], [Event("u3", "i7", 1.0, "f")]]
+    results = engine.record_calls([(events, None) for events in calls])
+    assert [r.recorded if not isinstance(r, BaseException) else type(r).__name__ for r in results] == \
+        [1, 2, "EventConflict", 1, 1]
+    assert isinstance(results[2], SinkrecError)
+    assert transactions == [3, 1, 1]  # u0's three calls in turn, the others with the first
+    assert [e.event_id for e in engine.store.events("u0")] == ["a", "b", "e"]
+    for user in engine.store.users():
+        assert codec.dumps(engine.state(user)) == codec.dumps(engine.replay(engine.store.events(user)))
+    engine.store.clear()

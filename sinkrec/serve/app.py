@@ -10,9 +10,6 @@ table of errors (answers.py).
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-
 from fastapi import FastAPI, Path, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -140,17 +137,9 @@ def create_app(engine: Engine | None, *, tokens: Tokens | None = None, limits: L
 
     # add_middleware puts each layer outside the previous one: Observe ends up outermost.
     if plain_events and engine is not None:
-        if engine.store.groups_calls:  # SQLite: one thread runs the calls in groups (pipeline.py)
-            pipeline = Pipeline(record_calls)
-            app.router.on_shutdown.append(pipeline.close)
-            submit = pipeline.submit
-        else:  # Redis: a thread per call; concurrent calls meet in the engine's planner
-            pool = ThreadPoolExecutor(limits.max_concurrency, thread_name_prefix="sinkrec-events")  # Admit's slots
-            app.router.on_shutdown.append(lambda: pool.shutdown(wait=True))
-
-            async def submit(call: tuple[EventsRequest, float | None]) -> dict:
-                return await asyncio.get_running_loop().run_in_executor(pool, record, *call)
-        app.add_middleware(EventsRoute, submit=submit, answers=answers)
+        pipeline = Pipeline(record_calls)  # one thread runs the calls in groups (pipeline.py)
+        app.router.on_shutdown.append(pipeline.close)
+        app.add_middleware(EventsRoute, submit=pipeline.submit, answers=answers)
     app.add_middleware(Admit, limits=limits)
     app.add_middleware(LimitBody, max_bytes=limits.max_body_bytes)
     app.add_middleware(Authenticate, tokens=tokens, open_metrics=open_metrics)

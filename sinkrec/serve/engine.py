@@ -248,7 +248,9 @@ class Engine:
         """The store's step (stores.py: Step); a row step is planned together with concurrent calls (`planner`),
         `.alone` steps by itself (for a store that holds its write lock meanwhile); `.many` does all users
         of a call at once (row steps); `.split` leaves the model work to
-        a store that plans several calls itself (SQLite)."""
+        a store that plans several calls itself (SQLite); `.task(entries)` makes a call's plan and
+        `.plan(tasks)` runs several with the concurrent calls of other threads (each task's `result`
+        or `error`), for a store that has several calls at hand but no reads of its own to share (Redis)."""
         def step(old: bytes | None, fresh: list[Event], read_log: Callable[[], list[Event]],
                  shared: bool = True) -> bytes | None:
             if shared and self.planner is not None:
@@ -286,6 +288,8 @@ class Engine:
 
         if self.rows is not None:
             step.many, step.split, step.run_jobs = many, split, self._run_jobs
+        if self.planner is not None:  # for a store with several calls at hand (Redis): `plan` them at once
+            step.task, step.plan = (lambda entries: _Plan(split, entries)), self.planner.submit
         step.alone = lambda old, fresh, read_log: step(old, fresh, read_log, shared=False)
         return step
 

@@ -38,6 +38,19 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def waves(batches: list[list[tuple[str, list[Event]]]]) -> list[list[int]]:
+    """The calls (by index) in groups that share no user, each call after every earlier call of its users."""
+    out: list[list[int]] = []
+    wave_of: dict[str, int] = {}  # user -> the wave of its latest call
+    for n, batch in enumerate(batches):
+        wave = max((wave_of[user] + 1 for user, _ in batch if user in wave_of), default=0)
+        if wave == len(out):
+            out.append([])
+        out[wave].append(n)
+        wave_of.update((user, wave) for user, _ in batch)
+    return out
+
+
 class RedisStore(Store):
     kind = "redis"
 
@@ -62,67 +75,126 @@ class RedisStore(Store):
         return f"{base}:log", f"{base}:ids", f"{base}:state"
 
     def update_many(self, batch: list[tuple[str, list[Event]]], step: Step) -> list[tuple[list[Event], int]]:
-        """All users of a call in one optimistic transaction: WATCH every user's keys, read them in one
-        pipelined round trip, compute the states, then one MULTI/EXEC (one AOF fsync with
-        `appendfsync always`; Redis also shares that fsync among concurrent clients)."""
-        keys = [self._keys(user) for user, _ in batch]
-        stripes = sorted({zlib.crc32(user.encode()) % len(self._stripes) for user, _ in batch})
+        """All users of a call in one optimistic transaction (see `update_calls`)."""
+        result = self.update_calls([(batch, step)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def update_calls(self, calls: list[tuple[list[tuple[str, list[Event]]], Step]]) -> list:
+        """Several independent calls (the HTTP pipeline's group) in as few transactions as their users
+        allow: calls that share no user go in one (`waves`), so a group of one-event calls costs one
+        WATCH, one pipelined read and one MULTI/EXEC (one AOF fsync with `appendfsync always`) instead of
+        one each. Each call's result, or its error: a conflict or the deadline fails that call alone; a
+        Redis failure fails the calls of its transaction."""
+        results: list = [None] * len(calls)
+        for wave in waves([batch for batch, _ in calls]):
+            try:
+                self._transaction([(n, *calls[n]) for n in wave], results)
+            except Exception as exc:  # noqa: BLE001 - nothing of this transaction was written
+                for n in wave:
+                    if not isinstance(results[n], BaseException):  # a call's own error stands
+                        results[n] = exc
+        return results
+
+    def _transaction(self, calls: list[tuple[int, list, Step]], results: list) -> None:
+        """WATCH every user's keys, read them in one pipelined round trip, compute the states (the row
+        steps of all calls together), then one MULTI/EXEC; retried when another process wrote one of
+        those users first, reusing every state whose input has not changed."""
+        users = [user for _, batch, _ in calls for user, _ in batch]
+        keys = {user: self._keys(user) for user in users}
+        stripes = sorted({zlib.crc32(user.encode()) % len(self._stripes) for user in users})
         memo: dict[str, tuple] = {}  # user -> (old state, event ids, new state): reused on a retry
         try:
             with ExitStack() as held, self.client.pipeline() as pipe:
                 for n in stripes:  # in order: two calls never wait on each other's stripes
                     held.enter_context(self._stripes[n])
                 for _ in range(self.max_retries):
-                    try:
-                        pipe.watch(*[k for _, ids_key, state_key in keys for k in (ids_key, state_key)])
-                        reads = self.client.pipeline(transaction=False)  # after WATCH: a later write aborts EXEC
-                        for (_, events), (_, ids_key, state_key) in zip(batch, keys):
+                    live = [(n, batch, step) for n, batch, step in calls if results[n] is None]
+                    pipe.watch(*[k for user in users for k in keys[user][1:]])
+                    reads = self.client.pipeline(transaction=False)  # after WATCH: a later write aborts EXEC
+                    for _, batch, _ in live:
+                        for user, events in batch:
                             if events:
-                                reads.hmget(ids_key, [e.event_id for e in events])
-                            reads.get(state_key)
-                        answers = iter(reads.execute())
-                        results, reads_of, todo = [], [], []
-                        for (user, events), (log_key, _, _) in zip(batch, keys):
-                            found = next(answers) if events else []
-                            known = {e.event_id: tuple(json.loads(v)) for e, v in zip(events, found) if v is not None}
-                            fresh, duplicates = split_new(user, events, known)
-                            old, ids = next(answers), [e.event_id for e in fresh]
-                            results.append((fresh, duplicates))
-                            reads_of.append((old, fresh))
-                            if not (user in memo and memo[user][:2] == (old, ids)):
-                                todo.append((user, old, fresh, ids, lambda log_key=log_key, user=user: self._decode_log(
-                                    user, self.client.lrange(log_key, 0, -1))))
-                        many = getattr(step, "many", None)
-                        if many is not None and len(todo) > 1:  # one batched model step for these users
-                            blobs = many([(old, fresh, read_log) for _, old, fresh, _, read_log in todo])
-                        else:
-                            blobs = [step(old, fresh, read_log) for _, old, fresh, _, read_log in todo]
-                        for (user, old, _, ids, _), blob in zip(todo, blobs):
-                            memo[user] = (old, ids, blob)
-                        self.computed += len(todo)
-                        writes = [(user, fresh, memo[user][2], *k)
-                                  for (user, _), (_, fresh), k in zip(batch, reads_of, keys)]
-                        if not any(fresh or blob is not None for _, fresh, blob, *_ in writes):
-                            pipe.unwatch()
-                            return results
-                        pipe.multi()
-                        for user, fresh, blob, log_key, ids_key, state_key in writes:
-                            if fresh:
-                                pipe.rpush(log_key, *[json.dumps([e.event_id, e.item, float(e.timestamp)])
-                                                      for e in fresh])
-                                pipe.hset(ids_key, mapping={e.event_id: json.dumps([e.item, float(e.timestamp)])
-                                                            for e in fresh})
-                                pipe.sadd(f"{self.prefix}:users", user)
-                            if blob is not None:
-                                pipe.set(state_key, blob)
+                                reads.hmget(keys[user][1], [e.event_id for e in events])
+                            reads.get(keys[user][2])
+                    answers = iter(reads.execute())
+                    found = [[(next(answers) if events else [], next(answers)) for _, events in batch]
+                             for _, batch, _ in live]
+                    writes = self._compute(live, found, memo, results)
+                    if not writes:
+                        pipe.unwatch()
+                        return
+                    pipe.multi()
+                    for user, fresh, blob in writes:
+                        log_key, ids_key, state_key = keys[user]
+                        if fresh:
+                            pipe.rpush(log_key, *[json.dumps([e.event_id, e.item, float(e.timestamp)]) for e in fresh])
+                            pipe.hset(ids_key, mapping={e.event_id: json.dumps([e.item, float(e.timestamp)])
+                                                        for e in fresh})
+                            pipe.sadd(f"{self.prefix}:users", user)
+                        if blob is not None:
+                            pipe.set(state_key, blob)
+                    try:
                         pipe.execute()
-                        return results
                     except redis.exceptions.WatchError:
+                        for n, _, _ in live:
+                            if not isinstance(results[n], BaseException):
+                                results[n] = None  # computed, not written: redo
                         continue
+                    return
         except ERRORS as exc:
             raise StoreUnavailable(f"Redis at {self.shown_url}: {exc}") from None
-        users = ", ".join(f"'{u}'" for u, _ in batch[:3])
-        raise StoreUnavailable(f"user {users}: {self.max_retries} concurrent updates in a row, try again")
+        shown = ", ".join(f"'{u}'" for u in users[:3])
+        raise StoreUnavailable(f"user {shown}: {self.max_retries} concurrent updates in a row, try again")
+
+    def _compute(self, live: list[tuple[int, list, Step]], found: list[list[tuple]], memo: dict,
+                 results: list) -> list[tuple[str, list[Event], bytes | None]]:
+        """Each live call's new states from what was read (its result, or its error, into `results`);
+        the writes of the calls that succeeded. Calls whose step can be planned (`task`, `plan`: the
+        engine's row steps) share their model steps, with each other and with other threads' calls."""
+        plans = []  # (n, [(user, fresh, duplicates)], todo entries, step)
+        for (n, batch, step), reads in zip(live, found):
+            try:
+                rows, todo = [], []
+                for (user, events), (ids_found, old) in zip(batch, reads):
+                    known = {e.event_id: tuple(json.loads(v)) for e, v in zip(events, ids_found) if v is not None}
+                    fresh, duplicates = split_new(user, events, known)
+                    rows.append((user, old, fresh, duplicates))
+                    ids = [e.event_id for e in fresh]
+                    if not (user in memo and memo[user][:2] == (old, ids)):
+                        todo.append((user, old, fresh, ids))
+                plans.append((n, rows, todo, step))
+            except Exception as exc:  # noqa: BLE001 - an event_id conflict: this call only
+                results[n] = exc
+        entries = {n: [(old, fresh, lambda user=user: self._decode_log(user, self.client.lrange(
+            self._keys(user)[0], 0, -1))) for user, old, fresh, _ in todo] for n, _, todo, _ in plans}
+        blobs, tasks, planners = {}, {}, {}
+        for n, _, todo, step in plans:
+            try:
+                if getattr(step, "task", None) is not None and todo:  # planned below, all calls at once
+                    tasks[n] = step.task(entries[n])
+                    planners.setdefault(step.plan, []).append(tasks[n])
+                elif getattr(step, "many", None) is not None and len(todo) > 1:
+                    blobs[n] = step.many(entries[n])
+                else:
+                    blobs[n] = [step(*entry) for entry in entries[n]]
+            except Exception as exc:  # noqa: BLE001 - this call only (the deadline, an unreadable log)
+                results[n] = exc
+        for plan, group in planners.items():
+            plan(group)
+        for n, task in tasks.items():
+            results[n], blobs[n] = task.error, task.result
+        writes = []
+        for n, rows, todo, _ in plans:
+            if results[n] is not None:
+                continue
+            for (user, old, _, ids), blob in zip(todo, blobs[n]):
+                memo[user] = (old, ids, blob)
+            self.computed += len(todo)
+            results[n] = [(fresh, duplicates) for _, _, fresh, duplicates in rows]
+            writes += [(user, fresh, memo[user][2]) for user, _, fresh, _ in rows]
+        return [w for w in writes if w[1] or w[2] is not None]
 
     @staticmethod
     def _decode_log(user: str, rows: list[bytes]) -> list[Event]:

@@ -48,7 +48,6 @@ class Store:
     """The interface the engine uses; both stores implement exactly this."""
 
     kind = "abstract"
-    groups_calls = False  # True: `update_calls` plans and commits its calls as one group (the HTTP pipeline's)
 
     def update(self, user: str, events: list[Event], step: Step) -> tuple[list[Event], int]:
         """Atomically record the new events and the state `step` derives; returns (recorded, duplicates)."""
@@ -142,7 +141,6 @@ class SQLiteStore(Store):
     """
 
     kind = "sqlite"
-    groups_calls = True
 
     def __init__(self, path: str | Path, synchronous: str = "FULL", checkpoint_every: float = 0.5,
                  wal_limit: int = WAL_LIMIT):
