@@ -102,3 +102,51 @@ def test_redis_runs_a_group_of_calls_in_few_transactions_and_a_conflict_fails_al
     for user in engine.store.users():
         assert codec.dumps(engine.state(user)) == codec.dumps(engine.replay(engine.store.events(user)))
     engine.store.clear()
+
+
+def test_redis_retry_of_a_planned_group_reuses_its_states_and_leaves_a_failed_call_out(tmp_path):
+    """Another process writes a watched key between WATCH and EXEC of a group of three calls (one with an
+    event_id conflict): the retry reuses the two computed states (the engine's planned row steps), the
+    failed call writes nothing, the others land once."""
+    import redis
+
+    engine = Engine(tiny_recommender("gdn"), make_store("redis", tmp_path))
+    store, other = engine.store, redis.Redis.from_url(redis_url())
+    engine.record([Event("u0", "i1", 1.0, "a"), Event("u1", "i2", 1.0, "b"), Event("u2", "i3", 1.0, "x")])
+    compute, computed = store._compute, []
+
+    def interfering(live, found, memo, results):
+        writes = compute(live, found, memo, results)
+        computed.append(store.computed)
+        if len(computed) == 1:  # after the reads, before the EXEC
+            other.hset(store._keys("u1")[1], "unrelated", "[\"i1\", 0.0]")
+        return writes
+
+    store._compute = interfering
+    before = store.computed
+    results = engine.record_calls([([Event("u0", "i4", 2.0, "n0")], None), ([Event("u1", "i5", 2.0, "n1")], None),
+                                   ([Event("u2", "i6", 2.0, "x")], None)])
+    assert [type(r).__name__ for r in results] == ["RecordResult", "RecordResult", "EventConflict"]
+    assert computed == [before + 2, before + 2]  # two attempts; the retry computed nothing again
+    assert [[e.event_id for e in store.events(u)] for u in ("u0", "u1", "u2")] == [["a", "n0"], ["b", "n1"], ["x"]]
+    for user in ("u0", "u1", "u2"):
+        assert codec.dumps(engine.state(user)) == codec.dumps(engine.replay(store.events(user)))
+    store.clear()
+
+
+def test_redis_failure_reading_a_log_is_store_unavailable(tmp_path):
+    """A new user's update reads its log; Redis failing there answers StoreUnavailable (a 503), not a raw error."""
+    import redis
+
+    from sinkrec.serve import StoreUnavailable
+
+    engine = Engine(tiny_recommender("gdn"), make_store("redis", tmp_path))
+
+    def down(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("connection refused")
+
+    engine.store.client.lrange = down
+    results = engine.record_calls([([Event("new", "i1", 1.0, "a")], None)])
+    assert isinstance(results[0], StoreUnavailable) and "Redis at" in str(results[0])
+    del engine.store.client.lrange
+    engine.store.clear()

@@ -1,4 +1,4 @@
-"""The inline one-event steps (serve/fused.py: GDN, serve/fused_sinkrec.py: SinkRec) against the models'
+"""The inline one-event steps (serve/rows.py: GDN, serve/fused_sinkrec.py: SinkRec) against the models'
 own `encode_step`, in float64 on random weights."""
 
 from __future__ import annotations

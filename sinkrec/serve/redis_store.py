@@ -167,8 +167,8 @@ class RedisStore(Store):
                 plans.append((n, rows, todo, step))
             except Exception as exc:  # noqa: BLE001 - an event_id conflict: this call only
                 results[n] = exc
-        entries = {n: [(old, fresh, lambda user=user: self._decode_log(user, self.client.lrange(
-            self._keys(user)[0], 0, -1))) for user, old, fresh, _ in todo] for n, _, todo, _ in plans}
+        entries = {n: [(old, fresh, lambda user=user: self.events(user)) for user, old, fresh, _ in todo]
+                   for n, _, todo, _ in plans}
         blobs, tasks, planners = {}, {}, {}
         for n, _, todo, step in plans:
             try:

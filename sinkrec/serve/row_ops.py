@@ -10,9 +10,10 @@ at engine start by `step_batcher.probe`, held by the tests):
 - matmuls with a weight are `bmm` with the weight expanded over the rows (`linear`): one small product
   per row, the same kernel whatever B (`x @ W` is not: MKL picks gemv for one row and gemm for several,
   which add in another order);
-- products of two per-row tensors are elementwise products summed along a dim (`attend`'s scores and
-  weighted values): a batched matmul of per-row matrices is not invariant, even on one thread, above
-  MKL's small-size kernel (q·Kᵀ at n·dh ≥ 400: 756 of 1,296 rows differed);
+- a batched matmul of per-row matrices is not always invariant, even on one thread: SinkRec's
+  attention over its window (q·Kᵀ, n·dh ≥ 400) had 756 of 1,296 rows differ, so `attend` writes its
+  two products as elementwise products summed along a dim; the delta rule's one-row products kᵀh and
+  qᵀh (`DeltaRows.recur`) stay matmuls: invariant for every head dim from 8 to 256 tried;
 - elementwise ops with a transcendental (silu, softplus, sigmoid, exp, tanh, log1p) run on rows
   padded to a multiple of 64 (`lanes`): PyTorch computes the vector-width body of a contiguous tensor
   with SIMD code and the tail with scalar code, which may round differently, and where the tail

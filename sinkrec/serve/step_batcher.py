@@ -11,7 +11,8 @@ this Python work while the others sleep (with every request thread computing at 
 for the GIL: 2.2 ms of CPU per event in process instead of 0.9). The row step is batch-invariant
 (each row bit for bit its user's step alone), so grouping never changes a state: a replay, one
 user at a time, gives the same bytes. Two calls of one user in a group are two independent rows
-(each holds its own decoded copy of the state; the store keeps one and redoes the other).
+(each holds its own decoded copy of the state; SQLite keeps one and redoes the other; Redis never
+plans them together: its per-user locks and `waves` put them in separate transactions).
 
 `probe` checks that invariance on this machine's kernels when the engine starts; where it fails the
 engine steps each request alone (with the same function, so replays stay exact either way).

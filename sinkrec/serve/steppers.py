@@ -1,4 +1,5 @@
-"""Which inline step a served model gets: GDN the batch-invariant row step (rows.py), SinkRec fused_sinkrec.py."""
+"""Which inline step a served model gets: the batch-invariant row step of GDN (rows.py) or SinkRec
+(fused_sinkrec.py)."""
 
 from __future__ import annotations
 

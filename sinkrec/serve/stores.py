@@ -285,7 +285,7 @@ class SQLiteStore(Store):
 
     def _plan_calls(self, calls: list[_Call]) -> None:
         """Plans for the calls queued together (the planner's leader runs this; the other threads sleep):
-        one read snapshot; a step with `split` (GDN) leaves its model work as row-step jobs, and the jobs
+        one read snapshot; a step with `split` (the row steps) leaves its model work as row-step jobs, and the jobs
         of all calls run as shared steps; each call's failure (a conflict, the deadline) stays its own."""
         def plan(conn: sqlite3.Connection) -> None:
             pending = []
