@@ -698,35 +698,43 @@ def render_block(kind: str, args: dict[str, str]) -> str:
     raise SystemExit(f"docs/generate.py: unknown block kind 'gen:{kind}'")
 
 
+STORE_NAMES = {"sqlite": "SQLite", "redis": "Redis"}
+
+
 def serving_summary(name: str) -> str:
     """The serving targets (≥ 1,000 new durable events/s on 2 cores, p99 ≤ 5 ms for one client, nothing
-    acknowledged lost) as measured in one results file: SQLite, two workers, one-event calls."""
+    acknowledged lost) as measured in one results file: two workers, one-event calls."""
     data = load_results(name)
     records = data["records"]
 
     def rows(kind: str, **match) -> list[dict[str, Any]]:
         return [r for r in records if r["kind"] == kind and all(r.get(k) == v for k, v in match.items())]
 
+    def rates(model: str, store: str) -> str:
+        by = {r["concurrency"]: r["events_per_s"] for r in rows("throughput", model=model, store=store, processes=2,
+                                                                events_per_request=1)}
+        return " / ".join(f"{by[c]:,.0f}" for c in sorted(by, reverse=True))
+
+    concurrencies = sorted({r["concurrency"] for r in rows("throughput")}, reverse=True)
     parts = []
     for model in ("gdn", "sinkrec"):
-        rate = {r["concurrency"]: r["events_per_s"] for r in rows("throughput", model=model, store="sqlite",
-                                                                   processes=2, events_per_request=1)}
         one = [r["request_p99_ms"] for r in rows("throughput", model=model, store="sqlite", processes=2,
                                                   concurrency=1)]
         one += [r["request_p99_ms"] for r in rows("http_history", model=model)]
-        longest = max((r["history"] for r in rows("http_history", model=model)), default=None)
-        if not rate or not one:
+        if not one:
             continue
-        clients = ", ".join(f"{rate[c]:,.0f} with {c} client{'s' if c > 1 else ''}" for c in sorted(rate, reverse=True))
-        history = f", users with logs up to {longest:,} events included" if longest else ""
-        parts.append(f"{MODEL_NAMES[model]}: {clients} (new durable events/s); one client's p99 "
-                     f"{min(one):.1f}–{max(one):.1f} ms over HTTP{history}")
+        stores = ", ".join(f"{label} {rates(model, store)}" for store, label in STORE_NAMES.items()
+                           if rows("throughput", model=model, store=store))
+        longest = max((r["history"] for r in rows("http_history", model=model)), default=None)
+        history = f" (users with logs up to {longest:,} events included)" if longest else ""
+        parts.append(f"{MODEL_NAMES[model]}: {stores}; one client's p99 {min(one):.1f}–{max(one):.1f} ms over "
+                     f"HTTP{history}")
     kills = rows("kill")
     lost = (f"; {sum(r['lost'] for r in kills)} of {sum(r['acknowledged'] for r in kills):,} acknowledged events "
             f"lost over {sum(r['repetitions'] for r in kills)} SIGKILLs" if kills else "")
-    return (f"Serving on {data.get('cores', 2)} CPU cores, SQLite, two workers, one event per call — "
-            + "; ".join(parts) + lost + f" (GDN's goals: 1,000 events/s, p99 5 ms; `{data['command']}` at "
-            f"`{data['git']}`, {data['date'][:10]}).")
+    return (f"Serving on {data.get('cores', 2)} CPU cores, two workers, one event per call, new durable events/s "
+            f"with {' / '.join(map(str, concurrencies))} clients — " + "; ".join(parts) + lost
+            + f" (GDN's goals: 1,000 events/s, p99 5 ms; `{data['command']}` at `{data['git']}`, {data['date'][:10]}).")
 
 
 def options_table(model: str, preset: str | None = None) -> str:
