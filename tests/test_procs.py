@@ -74,16 +74,16 @@ def test_guarded_child_dies_with_its_parent_and_a_plain_one_does_not(mode):
             os.kill(child, signal.SIGKILL)
 
 
-def test_killed_compare_leaves_no_workers(tmp_path):
-    cmd = [sys.executable, "-m", "sinkrec.cli", "compare", "--models", "sasrec", "--seeds", "2",
-           "--budget", "epochs:10000", "--parallel", "2", "--device", "cpu", "--out", str(tmp_path / "cmp")]
+def killed_parent_leaves_no_workers(args: list[str]) -> None:
+    """`sinkrec ARGS` (TINY data) starts 2 worker processes; SIGKILL it: the workers must die too."""
+    cmd = [sys.executable, "-m", "sinkrec.cli", *args]
     for text in TINY:
         cmd += ["--set", text]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     workers: list[int] = []
     try:
-        assert wait_for(lambda: len(children(parent.pid)) == 2, 120.0), "compare did not start 2 workers"
+        assert wait_for(lambda: len(children(parent.pid)) == 2, 120.0), f"{args[0]} did not start 2 workers"
         workers = children(parent.pid)
         time.sleep(1.0)  # let them get into training
         assert all(alive(pid) for pid in workers)
@@ -98,25 +98,12 @@ def test_killed_compare_leaves_no_workers(tmp_path):
             parent.kill()
 
 
+def test_killed_compare_leaves_no_workers(tmp_path):
+    killed_parent_leaves_no_workers(["compare", "--models", "sasrec", "--seeds", "2", "--budget", "epochs:10000",
+                                     "--parallel", "2", "--device", "cpu", "--out", str(tmp_path / "cmp")])
+
+
 def test_killed_tune_leaves_no_workers(tmp_path):
-    cmd = [sys.executable, "-m", "sinkrec.cli", "tune", "--model", "sasrec", "--trials", "4", "--workers", "2",
-           "--budget", "epochs:10000", "--pruner", "none", "--device", "cpu", "--out", str(tmp_path / "tune")]
-    for text in TINY:
-        cmd += ["--set", text]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    workers: list[int] = []
-    try:
-        assert wait_for(lambda: len(children(parent.pid)) == 2, 120.0), "tune did not start 2 workers"
-        workers = children(parent.pid)
-        time.sleep(1.0)  # let them get into their trials
-        assert all(alive(pid) for pid in workers)
-        parent.kill()
-        parent.wait()
-        assert wait_for(lambda: not any(alive(pid) for pid in workers), 10.0), "workers outlived their parent"
-    finally:
-        for pid in workers:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if parent.poll() is None:
-            parent.kill()
+    killed_parent_leaves_no_workers(["tune", "--model", "sasrec", "--trials", "4", "--workers", "2", "--budget",
+                                     "epochs:10000", "--pruner", "none", "--device", "cpu", "--out",
+                                     str(tmp_path / "tune")])
