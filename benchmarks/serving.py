@@ -56,6 +56,14 @@ def make_run(name: str, folder: Path) -> Path:
     return sinkrec.train(config, overwrite=True).path
 
 
+def model_name(run: Path) -> str:
+    """The config name of the model a run trained (`--run` may be any streaming model's run)."""
+    from sinkrec.models.registry import MODELS
+
+    cls = type(Recommender.from_run(run).model)
+    return next(name for name, (model_cls, _) in MODELS.items() if model_cls is cls)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -420,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", default="1,8,64", help="throughput concurrencies")
     parser.add_argument("--sizes", default="1,16", help="events per request at concurrency 8 and 64")
     parser.add_argument("--server-args", default="", help="more flags of `sinkrec serve` (e.g. '--max-concurrency 16')")
-    parser.add_argument("--run", help="a trained GDN run to serve (default: train one); only with throughput,kills")
+    parser.add_argument("--run", help="a trained GDN or SinkRec run to serve (default: train one per model); only with "
+                        "throughput,kills")
     parser.add_argument("--out", help="results JSON path (default benchmarks/results/serving.json, with .md and .png)")
     return parser
 
@@ -432,11 +441,11 @@ def main() -> None:
     lengths = [100, 1000] if args.quick else [int(n) for n in args.lengths.split(",")]
     rows = set(args.rows.split(","))
     if args.run and rows - {"throughput", "kills"}:
-        raise SystemExit("--run serves one GDN run: use it with --rows throughput,kills")
+        raise SystemExit("--run serves one run: use it with --rows throughput,kills")
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        names = args.models.split(",") if not args.run else ["gdn"]
-        runs = {"gdn": Path(args.run)} if args.run else {name: make_run(name, Path(tmp)) for name in names}
+        runs = ({model_name(Path(args.run)): Path(args.run)} if args.run
+                else {name: make_run(name, Path(tmp)) for name in args.models.split(",")})
         streaming = {name: run for name, run in runs.items() if name in ("gdn", "sinkrec")}
         seconds = 1.0 if args.quick else args.seconds
         if "latency" in rows:

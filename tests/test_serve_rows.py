@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from sinkrec.models import build_model
-from sinkrec.serve import Engine, Event, SQLiteStore, fused_sinkrec
-from sinkrec.serve import rows as rows_module
+from sinkrec.serve import Engine, Event, SQLiteStore, fused_sinkrec, row_ops
 from sinkrec.serve import state as codec
 from sinkrec.serve.rows import RowsStep
 from sinkrec.serve.step_batcher import probe
@@ -111,8 +110,7 @@ def test_probe_passes_here_and_fails_on_a_non_invariant_op(name, monkeypatch, ca
     make = RowsStep if name == "gdn" else fused_sinkrec.SinkRecStep
     assert probe(make(model).rows, model.new_cache, 50)
     # `x @ W` adds in another order for one row than for several (gemv vs gemm): not batch-invariant
-    module = rows_module if name == "gdn" else fused_sinkrec
-    monkeypatch.setattr(module, "linear", lambda x, w, b=None: x @ w if b is None else x @ w + b)
+    monkeypatch.setattr(row_ops, "linear", lambda x, w, b=None: x @ w if b is None else x @ w + b)
     assert not probe(make(model).rows, model.new_cache, 50)
     with caplog.at_level(logging.WARNING, logger="sinkrec.serve"):
         engine = Engine(tiny_recommender(name), SQLiteStore(tmp_path / "p.db"))

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..nn.memory_attention import WindowCache
-from .row_ops import DeltaRows, lanes, linear, merged, own, rms
+from .row_ops import DeltaRows, Dense, SwiGLURows, lanes, linear, own, rms
 
 
 def supports(model) -> bool:
@@ -52,9 +52,9 @@ class _Block:
         self.block, tdgd, attn = block, block.tdgd, block.attn
         readout = tdgd.memory_key is not None and tdgd.options.diff_readout
         self.mixer = DeltaRows(tdgd.gdn, extra=(tdgd.readout_gate,) if readout else ())
-        self.ffn_up, self.ffn_down = merged([block.ffn.gate_up]), merged([block.ffn.down])
+        self.ffn = SwiGLURows(block.ffn)
         if attn is not None:
-            self.qkv, self.out = merged([attn.qkv]), merged([attn.out])
+            self.qkv, self.out = Dense(attn.qkv), Dense(attn.out)
         # Everything projected from the memory vector alone, in one product: reinjection key and value,
         # the attention's memory key/value pair, TDGD's memory keys.
         m_layers, self.m_names = [], []
@@ -67,7 +67,7 @@ class _Block:
         if tdgd.memory_key is not None:
             m_layers.append(tdgd.memory_key)
             self.m_names.append("tkey")
-        self.m_proj = merged(m_layers) if m_layers else None
+        self.m_proj = Dense(*m_layers) if m_layers else None
         # Prototype slots and the null slot: fixed once the weights are.
         self.fixed_keys = self.fixed_values = self.fixed_mask = None
         if attn is not None and attn.uses_memory:
@@ -98,12 +98,12 @@ class SinkRecStep:
         self.memory = mem
         with torch.inference_mode():
             if mem is not None:
-                self.pattern = merged([mem.pattern])
+                self.pattern = Dense(mem.pattern)
                 self.books = [mem.rvq.codebooks[level] for level in range(mem.rvq.levels)]
                 self.books_t = [b.t() for b in self.books]
                 self.book_sq = [b.pow(2).sum(-1)[None] for b in self.books]
                 self.recurs0 = mem.rvq.recurring(mem.recur_share)[0]
-                self.from_quantized = mem.from_quantized.weight.t() if mem.from_quantized is not None else None
+                self.from_quantized = Dense(mem.from_quantized) if mem.from_quantized is not None else None
             fixed = {}
             if mem is not None and o.prototype_levels > 0:
                 fixed = {"prototypes": mem.prototypes(o.prototype_levels),
@@ -121,7 +121,7 @@ class SinkRecStep:
         zero = emb.new_zeros(1, n - 1, d)
         tails = [c.emb_tail.to(emb.dtype) if c.emb_tail is not None else zero for c in caches]
         window = torch.cat([tails[0] if rows == 1 else torch.cat(tails, 0), emb[:, None]], 1)  # [B, n, d]
-        x = linear(window.reshape(rows, n * d), *self.pattern[:2])  # [B, dc]
+        x = self.pattern(window.reshape(rows, n * d))  # [B, dc]
         residual, quantized, codes = x, torch.zeros_like(x), []
         for book, book_t, sq in zip(self.books, self.books_t, self.book_sq):
             c = (residual.pow(2).sum(-1, keepdim=True) - 2 * linear(residual, book_t) + sq).argmin(-1)
@@ -133,7 +133,7 @@ class SinkRecStep:
         for level in range(1, len(codes)):
             memory = memory + mem.tables[level][codes[level]]
         if self.from_quantized is not None:
-            memory = memory + linear(x + (quantized - x), self.from_quantized)
+            memory = memory + self.from_quantized(x + (quantized - x))
         recurs = self.recurs0[codes[0]].to(memory.dtype)
         return memory * recurs[:, None], recurs, window
 
@@ -152,7 +152,7 @@ class SinkRecStep:
     def _attend(attn, b: _Block, x: torch.Tensor, mem: dict, recurs, slots: list[dict]) -> torch.Tensor:
         """Window attention of one query over the last w−1 cached positions and itself (+ memory slots)."""
         rows, w, h, dh = x.shape[0], attn.window, attn.n_heads, attn.head_dim
-        q, k, v = linear(x, *b.qkv[:2]).view(rows, 3, h, dh).unbind(1)
+        q, k, v = b.qkv(x).view(rows, 3, h, dh).unbind(1)
         use_kv = "kv" in mem
         current = [k, v] + (list(mem["kv"]) if use_kv else [])
         no = torch.zeros(1, w, dtype=torch.bool)
@@ -180,7 +180,7 @@ class SinkRecStep:
             mine = own(rows, r)
             s["attn"] = WindowCache(tensors=[mine(t) for t in window], valid=mine(valid),
                                     memory_valid=mine(memory_valid) if memory_valid is not None else None)
-        return linear(y.reshape(rows, h * dh), *b.out[:2])
+        return b.out(y.reshape(rows, h * dh))
 
     @staticmethod
     def _tdgd(tdgd, b: _Block, x: torch.Tensor, delta: torch.Tensor | None, mem: dict, recurs, caches) -> torch.Tensor:
@@ -221,8 +221,7 @@ class SinkRecStep:
         for b in self.blocks:
             block, mem = b.block, {}
             if memory is not None and b.m_proj is not None:
-                weight, bias, sizes = b.m_proj
-                mem = dict(zip(b.m_names, linear(memory, weight, bias).split(sizes, -1)))
+                mem = dict(zip(b.m_names, b.m_proj.split(memory)))
                 if "rkey" in mem:
                     mem["rkey"] = rms(mem["rkey"], block.reinject.k_norm)
                 if "kv" in mem:
@@ -238,8 +237,7 @@ class SinkRecStep:
                     x = x + self._attend(block.attn, b, rms(x, block.attn_norm), mem, recurs, slots)
                 x = x + self._tdgd(block.tdgd, b, rms(x, block.tdgd_norm), delta, mem, recurs,
                                    [s["tdgd"] for s in slots])
-                up_gate, up = linear(rms(x, block.ffn_norm), *b.ffn_up[:2]).chunk(2, -1)
-                x = x + linear(lanes(F.silu, up_gate) * up, *b.ffn_down[:2])
+                x = x + b.ffn(rms(x, block.ffn_norm))
                 slot += 1
         keep = o.pattern_len - 1 if self.memory is not None else 0
         for r, cache in enumerate(caches):

@@ -5,15 +5,17 @@ events of concurrent requests can then share one step, and a state rebuilt from 
 step) still equals the incrementally served one exactly. Why each op is written as it is (CPU; checked
 at engine start by `step_batcher.probe`, held by the tests):
 - one torch thread per step (the server's default, `pin_threads`): with more, MKL may split a product's
-  sum over threads differently for one row than for several (measured on this CPU with 2 threads:
-  every row of a [B, 256] × [256, 128] product differed), and the probe then turns sharing off;
+  sum over threads differently for one row than for several (this CPU, 2 threads: 96 of 160 rows of
+  the weight products tried and 32 of 1,344 delta-rule state reads differed), and the probe then turns
+  sharing off;
 - matmuls with a weight are `bmm` with the weight expanded over the rows (`linear`): one small product
   per row, the same kernel whatever B (`x @ W` is not: MKL picks gemv for one row and gemm for several,
   which add in another order);
 - a batched matmul of per-row matrices is not always invariant, even on one thread: SinkRec's
-  attention over its window (q·Kᵀ, n·dh ≥ 400) had 756 of 1,296 rows differ, so `attend` writes its
-  two products as elementwise products summed along a dim; the delta rule's one-row products kᵀh and
-  qᵀh (`DeltaRows.recur`) stay matmuls: invariant for every head dim from 8 to 256 tried;
+  attention scores over its window (q·Kᵀ) had 448 of 768 rows differ, so `attend` writes its two
+  products as elementwise products summed along a dim (0 differed); the delta rule's one-row products
+  kᵀh and qᵀh (`DeltaRows.recur`) stay matmuls: invariant for every head dim from 8 to 256 tried
+  (counts: `python benchmarks/batch_invariance.py`, benchmarks/results/batch_invariance.json);
 - elementwise ops with a transcendental (silu, softplus, sigmoid, exp, tanh, log1p) run on rows
   padded to a multiple of 64 (`lanes`): PyTorch computes the vector-width body of a contiguous tensor
   with SIMD code and the tail with scalar code, which may round differently, and where the tail
@@ -52,13 +54,32 @@ def rms(x: torch.Tensor, norm) -> torch.Tensor:
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight
 
 
-def merged(layers: list) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
-    """Linear layers of one input as (weight [d, Σe] for `linear`, bias or None, output sizes): one product."""
-    weight = torch.cat([lin.weight for lin in layers], 0).t()
-    biases = [lin.bias for lin in layers]
-    bias = None if all(b is None for b in biases) else torch.cat(
-        [b if b is not None else lin.weight.new_zeros(lin.weight.shape[0]) for b, lin in zip(biases, layers)])
-    return weight, bias, [lin.weight.shape[0] for lin in layers]
+class Dense:
+    """Linear layers of one input as one product per row: `dense(x)` [B, Σe], `dense.split(x)` one part per layer."""
+
+    def __init__(self, *layers):
+        self.weight_t = torch.cat([lin.weight for lin in layers], 0).t()
+        biases = [lin.bias for lin in layers]
+        self.bias = None if all(b is None for b in biases) else torch.cat(
+            [b if b is not None else lin.weight.new_zeros(lin.weight.shape[0]) for b, lin in zip(biases, layers)])
+        self.sizes = [lin.weight.shape[0] for lin in layers]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight_t, self.bias)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self(x).split(self.sizes, -1)
+
+
+class SwiGLURows:
+    """A SwiGLU feed-forward (nn/basic.py) on B rows."""
+
+    def __init__(self, ffn):
+        self.up, self.down = Dense(ffn.gate_up), Dense(ffn.down)
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        gate, up = self.up(h).chunk(2, -1)
+        return self.down(lanes(F.silu, gate) * up)
 
 
 def own(rows: int, r: int):
@@ -77,21 +98,19 @@ class DeltaRows:
     def __init__(self, gdn, extra: tuple = ()):
         self.heads, self.dk, self.dv = gdn.n_heads, gdn.head_dim, gdn.head_dim
         self.inner = self.heads * self.dk
-        self.w_in, b_in, self.sizes = merged([gdn.q_proj, gdn.k_proj, gdn.v_proj, gdn.a_proj, gdn.b_proj,
-                                              gdn.g_proj, *extra])
-        self.b_in = b_in if b_in is not None else self.w_in.new_zeros(self.w_in.shape[1])
+        self.proj = Dense(gdn.q_proj, gdn.k_proj, gdn.v_proj, gdn.a_proj, gdn.b_proj, gdn.g_proj, *extra)
         convs = [gdn.convs[n] for n in ("q", "k", "v")]
         self.kernel = convs[0].kernel_size
         self.conv_weight = torch.cat([c.weight[:, 0].t() for c in convs], 1)[None]  # [1, K, 3·inner]
         self.conv_bias = torch.cat([c.bias for c in convs])
         self.neg_a, self.dt_bias = -gdn.A_log.exp(), gdn.dt_bias
-        self.o_norm, self.w_out = gdn.o_norm, gdn.o_proj.weight.t()
+        self.o_norm, self.out = gdn.o_norm, Dense(gdn.o_proj)
 
     def project(self, h: torch.Tensor, caches: list[DeltaCache]) -> tuple:
         """(q, k normalised [B, H, Dk], v, decay input [B, H], β logits, output gate, *extras); each
         cache's conv tails move on by one position."""
         rows, inner = h.shape[0], self.inner
-        q_, k_, v_, *rest = linear(h, self.w_in, self.b_in).split(self.sizes, -1)
+        q_, k_, v_, *rest = self.proj.split(h)
         qkv = torch.cat([q_, k_, v_], -1)
         window = torch.cat([self._tails(caches, qkv), qkv[:, None]], 1)  # [B, K, 3·inner], oldest first
         kept = window[:, 1:]
@@ -120,7 +139,7 @@ class DeltaRows:
         """The layer's output [B, d]: normed o, gated, projected."""
         rows = o.shape[0]
         o = rms(o, self.o_norm) * lanes(F.silu, gate).view(rows, self.heads, self.dk)
-        return linear(o.reshape(rows, -1), self.w_out)
+        return self.out(o.reshape(rows, -1))
 
     def _tails(self, caches: list[DeltaCache], like: torch.Tensor) -> torch.Tensor:
         """The users' conv tails [B, K−1, 3·inner]; a user's first step has none (zeros)."""

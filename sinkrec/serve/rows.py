@@ -4,9 +4,8 @@ user b's step alone, so concurrent requests share one step and replays stay exac
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .row_ops import DeltaRows, lanes, linear, rms
+from .row_ops import DeltaRows, SwiGLURows, lanes, rms
 
 
 def supports(model) -> bool:
@@ -19,9 +18,8 @@ class _Layer:
     """One GDN block's weights, arranged once for row steps."""
 
     def __init__(self, block):
-        self.mixer = DeltaRows(block.mixer)
+        self.mixer, self.ffn = DeltaRows(block.mixer), SwiGLURows(block.ffn)
         self.norm1, self.norm2 = block.norm1, block.norm2
-        self.w_up, self.w_down = block.ffn.gate_up.weight.t(), block.ffn.down.weight.t()
 
 
 class RowsStep:
@@ -46,6 +44,5 @@ class RowsStep:
             q, k, v, pre, b, gate = layer.mixer.project(rms(x, layer.norm1), mine)
             o = layer.mixer.recur(mine, q, k, v, layer.mixer.decay(pre), lanes(torch.sigmoid, b))
             x = x + layer.mixer.output(o, gate)
-            up_gate, up = linear(rms(x, layer.norm2), layer.w_up).chunk(2, -1)
-            x = x + linear(lanes(F.silu, up_gate) * up, layer.w_down)
+            x = x + layer.ffn(rms(x, layer.norm2))
         return rms(x, model.norm)
